@@ -1,0 +1,114 @@
+/**
+ * The contract of the pure election core (agent/election/). Everything the core knows arrives as an
+ * `ElectionEvent`; everything it wants done leaves as `ElectionOutput`. No clock, socket, timer or
+ * randomness is used inside: the controller (production) and the simulator (tests) drive it.
+ *
+ * Times are milliseconds on the node's own monotonic clock (`performance.now()`-like); they are
+ * never compared across nodes. Messages carry a sender's clock only to be echoed back to it.
+ */
+import type { Color, FailoverTiming, Member } from "../config.js";
+
+export type NodeId = string;
+
+/** The parts of the agent config that the election uses; config reloads deliver a new one. */
+export interface ElectionConfig {
+  nodeId: NodeId;
+  membershipVersion: number;
+  members: Member[];
+  /** The color the operator requested. It takes force only when a healthy node of it can lead. */
+  activeColor: Color;
+  timing: FailoverTiming;
+}
+
+/** Messages between nodes. The transport authenticates them; the core rejects stale terms itself. */
+export type PeerMessage =
+  | { kind: "heartbeat"; from: NodeId; term: number; seq: number; sentAt: number; status: NodeStatus; leader: LeaderInfo | null }
+  | { kind: "heartbeat-ack"; from: NodeId; term: number; seq: number; echoSentAt: number; status: NodeStatus }
+  | { kind: "prevote-request"; from: NodeId; nextTerm: number; status: NodeStatus }
+  | { kind: "prevote-response"; from: NodeId; nextTerm: number; granted: boolean; reason?: string; status: NodeStatus }
+  | { kind: "vote-request"; from: NodeId; term: number; sentAt: number; transfer: boolean; status: NodeStatus }
+  | { kind: "vote-response"; from: NodeId; term: number; echoSentAt: number; granted: boolean; reason?: string; status: NodeStatus }
+  /** A leader giving up: followers release their promise at once (successor, when set, should stand now). */
+  | { kind: "release"; from: NodeId; term: number; successor: NodeId | null; colorInForce: Color; reason: string };
+
+/** What every message says about its sender, so every node has a view of every member. */
+export interface NodeStatus {
+  role: "lb" | "witness";
+  color: Color | null;
+  healthy: boolean;
+  maintenance: boolean;
+  /** Healthy, not in maintenance, not a witness: could lead if its color is in force. */
+  eligible: boolean;
+  membershipVersion: number;
+  /** The color this node believes is in force, and the color it was asked for. */
+  colorInForce: Color;
+  requestedColor: Color;
+}
+
+/** Carried by a leader's heartbeats. */
+export interface LeaderInfo {
+  colorInForce: Color;
+  /** The highest membership version a majority of both lists has acknowledged (joint consensus). */
+  committedMembershipVersion: number;
+}
+
+export type ElectionEvent =
+  /** Time passed; `now` is monotonic local time. Call at least at every `wakeAt` the core returned. */
+  | { type: "tick"; now: number }
+  | { type: "message"; now: number; message: PeerMessage }
+  /** The local HAProxy health verdict (after rise/fall). Ignored on a witness. */
+  | { type: "health"; now: number; healthy: boolean }
+  /** Config reload: membership, requested color or timing may change. */
+  | { type: "config"; now: number; config: ElectionConfig }
+  /** Operator: leave or rejoin eligibility; a leader entering maintenance hands over first. */
+  | { type: "maintenance"; now: number; on: boolean }
+  /** Operator or SIGTERM: hand leadership to `to` (or the best eligible node) and stop leading. */
+  | { type: "handover"; now: number; to?: NodeId; reason: string };
+
+export type ElectionEffect =
+  /** This node now holds a valid lease and must make sure the Reserved IP is on its droplet. */
+  | { type: "start-asserting"; term: number }
+  /** Stop trying to take the IP (lease lost, stepped down, ineligible, handed over). */
+  | { type: "stop-asserting"; term: number; reason: string }
+  /** Role or leader changed: for logs and metrics. */
+  | { type: "role-changed"; role: Role; term: number; leader: NodeId | null; reason: string };
+
+export interface ElectionOutput {
+  /** Messages to send; `to` is a member id. */
+  send: Array<{ to: NodeId; message: PeerMessage }>;
+  effects: ElectionEffect[];
+  /** The latest local time by which the core must get another event (tick). */
+  wakeAt: number;
+}
+
+export type Role = "follower" | "candidate" | "leader" | "witness";
+
+/** A read-only snapshot for `fipd status`, metrics and the simulator's invariant checks. */
+export interface ElectionSnapshot {
+  nodeId: NodeId;
+  role: Role;
+  term: number;
+  leader: NodeId | null;
+  /** Local time until which this node believes its leader lease is valid (leader only), else null. */
+  leaseValidUntil: number | null;
+  /** Local time until which this node promised not to back another leader. */
+  promisedUntil: number;
+  asserting: boolean;
+  healthy: boolean;
+  maintenance: boolean;
+  colorInForce: Color;
+  requestedColor: Color;
+  /** Non-null while `requestedColor` differs from `colorInForce`: why the switch has not happened. */
+  pendingSwitchReason: string | null;
+  membershipVersion: number;
+  /** Non-null during joint consensus: the previous member ids whose majority is also needed. */
+  jointOldMembers: NodeId[] | null;
+  /** What this node last heard from each member. `lastHeardAt` is local time. */
+  members: Array<{ id: NodeId; lastHeardAt: number | null; status: NodeStatus | null; reachable: boolean }>;
+}
+
+/** The pure state machine. Implementations must be deterministic: same events, same outputs. */
+export interface ElectionNode {
+  step(event: ElectionEvent): ElectionOutput;
+  snapshot(now: number): ElectionSnapshot;
+}

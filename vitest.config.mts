@@ -1,0 +1,24 @@
+import { defineConfig } from "vitest/config";
+
+/**
+ * Two groups. `unit` runs files in parallel (pure code, mocks, the simulator). `serial` runs files one
+ * at a time, after `unit`: real fipd processes, HAProxy and network namespaces, whose timing a busy
+ * two-core machine would otherwise disturb.
+ */
+const serial = ["test/process/**/*.test.ts", "test/e2e/**/*.test.ts"];
+
+export default defineConfig({
+  test: {
+    reporters: ["default", ["json", { outputFile: ".tmp/vitest-report.json" }]],
+    projects: [
+      {
+        extends: true,
+        test: { name: "unit", include: ["test/**/*.test.ts", "agent/**/*.test.ts", "components/**/*.test.ts"], exclude: serial, sequence: { groupOrder: 0 } },
+      },
+      {
+        extends: true,
+        test: { name: "serial", include: serial, fileParallelism: false, testTimeout: 120_000, hookTimeout: 120_000, sequence: { groupOrder: 1 } },
+      },
+    ],
+  },
+});
