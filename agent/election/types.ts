@@ -43,6 +43,11 @@ export interface NodeStatus {
   /** The color this node believes is in force, and the color it was asked for. */
   colorInForce: Color;
   requestedColor: Color;
+  /**
+   * Filled in by the controller (from the free metadata service), not by the core, which passes it
+   * through unchanged: lets every node's `fipd status` say who holds the Reserved IP.
+   */
+  holdsReservedIp?: boolean;
 }
 
 /** Carried by a leader's heartbeats. */
