@@ -1,2 +1,47 @@
-// Placeholder replaced by the bundle builder (issue 5).
-console.log("build: nothing to bundle yet");
+/**
+ * Bundle fipd into one file, dist/fipd.cjs, for Node 20: no native modules, no node_modules on the
+ * droplet. The Pulumi stack calls `buildAgentBundle()` and deploys the result by content hash.
+ */
+import { build } from "esbuild";
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+export interface AgentBundle {
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+const root = resolve(__dirname, "..");
+
+export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs")): Promise<AgentBundle> {
+  mkdirSync(resolve(outFile, ".."), { recursive: true });
+  const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
+  await build({
+    entryPoints: [join(root, "agent", "main.ts")],
+    outfile: outFile,
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "cjs",
+    minifySyntax: true,
+    legalComments: "inline",
+    sourcemap: false,
+    define: { FIPD_VERSION: JSON.stringify(version) },
+    banner: { js: "#!/usr/bin/env node" },
+    logLevel: "warning",
+  });
+  const content = readFileSync(outFile);
+  return { path: outFile, bytes: content.length, sha256: createHash("sha256").update(content).digest("hex") };
+}
+
+if (require.main === module) {
+  buildAgentBundle().then(
+    (b) => console.log(`built ${b.path}: ${(b.bytes / 1024).toFixed(1)} KiB, sha256 ${b.sha256.slice(0, 16)}…`),
+    (e) => {
+      console.error(`bundle failed: ${(e as Error).message}`);
+      process.exit(1);
+    },
+  );
+}

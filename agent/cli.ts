@@ -1,0 +1,204 @@
+/**
+ * fipd: the failover agent's command line.
+ *
+ *   fipd run [--config FILE]              run the agent (systemd starts this)
+ *   fipd check-config [FILE] [--schema-only]
+ *   fipd status [--json] [--wait-healthy [--timeout S]]
+ *   fipd handover [--to NODE]
+ *   fipd maintenance on|off
+ *   fipd reload                            same as SIGHUP
+ *   fipd version
+ *
+ * Exit codes: 0 ok, 1 failure (unhealthy, refused), 2 bad usage or bad configuration.
+ */
+import { parseArgs } from "node:util";
+import { existsSync } from "node:fs";
+import { ConfigError, type AgentConfig } from "./config.js";
+import { loadAgentConfigFile } from "./config-file.js";
+import { runAgent } from "./run.js";
+import { controlRequest } from "./control.js";
+import { readPeerKeys, readSecretFile } from "./secrets.js";
+import { formatStatus, isClusterHealthy } from "./status-format.js";
+import type { StatusReport } from "./controller.js";
+
+declare const FIPD_VERSION: string | undefined;
+export const VERSION = typeof FIPD_VERSION === "string" ? FIPD_VERSION : "dev";
+
+const DEFAULT_CONFIG = "/etc/fipd/fipd.yaml";
+const USAGE = `usage: fipd <command> [options]
+
+commands:
+  run [--config FILE]                 run the agent
+  check-config [FILE] [--schema-only] validate a config file (and its token and key files)
+  status [--json] [--wait-healthy] [--timeout SECONDS]
+                                      show this node's view; --wait-healthy waits until a leader of the
+                                      color in force holds the IP with a majority connected
+  handover [--to NODE]                hand leadership (and the IP) to another node
+  maintenance on|off                  leave or rejoin eligibility (hands over first if leading)
+  reload                              re-read config, token and keys (same as SIGHUP)
+  version
+
+common options: --config FILE (default ${DEFAULT_CONFIG}), --socket PATH (default: controlSocket from the config)`;
+
+class UsageError extends Error {}
+
+function fail(code: number, msg: string): never {
+  process.stderr.write(msg.endsWith("\n") ? msg : msg + "\n");
+  process.exit(code);
+}
+
+function socketPath(values: { socket?: string; config?: string }): string {
+  if (values.socket) return values.socket;
+  const file = values.config ?? DEFAULT_CONFIG;
+  if (!existsSync(file)) return "/run/fipd/fipd.sock";
+  return loadAgentConfigFile(file).controlSocket;
+}
+
+async function request(values: { socket?: string; config?: string }, req: Parameters<typeof controlRequest>[1], timeoutMs = 5_000) {
+  const path = socketPath(values);
+  try {
+    const res = (await controlRequest(path, req, { timeoutMs })) as { error?: string };
+    if (res && typeof res === "object" && "error" in res && res.error) fail(1, `fipd: ${res.error}`);
+    return res;
+  } catch (e) {
+    fail(1, `fipd: cannot reach the agent on ${path}: ${(e as Error).message}\n(is fipd running? try: systemctl status fipd)`);
+  }
+}
+
+/** check-config: every problem, one per line; exit 2 if any. */
+function checkConfig(file: string, schemaOnly: boolean): number {
+  let cfg: AgentConfig;
+  try {
+    cfg = loadAgentConfigFile(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(e.message + "\n");
+      return 2;
+    }
+    throw e;
+  }
+  const problems: string[] = [];
+  if (!schemaOnly) {
+    try {
+      readPeerKeys(cfg.peerAuth);
+    } catch (e) {
+      problems.push(`peerAuth: ${(e as Error).message}`);
+    }
+    const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
+    if (self.role === "lb") {
+      try {
+        readSecretFile(cfg.api.tokenFile, "token");
+      } catch (e) {
+        problems.push(`api.tokenFile: ${(e as Error).message}`);
+      }
+    }
+  }
+  if (problems.length) {
+    process.stderr.write(`invalid configuration in ${file}:\n  ${problems.join("\n  ")}\n`);
+    return 2;
+  }
+  const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
+  const voters = cfg.members.length;
+  process.stdout.write(
+    `${file}: ok (node ${cfg.nodeId}, ${self.role}${self.color ? " " + self.color : ""}, ${voters} voters, majority ${Math.floor(voters / 2) + 1}, active color ${cfg.activeColor})\n`,
+  );
+  return 0;
+}
+
+async function waitHealthy(values: { socket?: string; config?: string; json?: boolean }, timeoutS: number): Promise<number> {
+  const until = Date.now() + timeoutS * 1000;
+  let last: StatusReport | undefined;
+  let why = "no answer yet";
+  while (Date.now() < until) {
+    try {
+      last = (await controlRequest(socketPath(values), { cmd: "status" }, { timeoutMs: 2_000 })) as StatusReport;
+      const verdict = isClusterHealthy(last);
+      if (verdict.ok) {
+        process.stdout.write(values.json ? JSON.stringify(last, null, 2) + "\n" : formatStatus(last));
+        return 0;
+      }
+      why = verdict.why;
+    } catch (e) {
+      why = `agent not answering: ${(e as Error).message}`;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  process.stderr.write(`fipd: the cluster did not become healthy within ${timeoutS} s: ${why}\n`);
+  if (last) process.stderr.write(formatStatus(last));
+  return 1;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      config: { type: "string", short: "c" },
+      socket: { type: "string" },
+      json: { type: "boolean" },
+      "wait-healthy": { type: "boolean" },
+      timeout: { type: "string" },
+      to: { type: "string" },
+      "schema-only": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help || !cmd || cmd === "help" || cmd === "--help" || cmd === "-h") {
+    process.stdout.write(USAGE + "\n");
+    return cmd ? 0 : 2;
+  }
+  switch (cmd) {
+    case "version":
+    case "--version":
+      process.stdout.write(`fipd ${VERSION}\n`);
+      return 0;
+    case "check-config":
+      return checkConfig(positionals[0] ?? values.config ?? DEFAULT_CONFIG, values["schema-only"] === true);
+    case "run":
+      return runAgent(values.config ?? DEFAULT_CONFIG);
+    case "status": {
+      if (values["wait-healthy"]) {
+        const t = Number(values.timeout ?? "120");
+        if (!Number.isFinite(t) || t <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got "${values.timeout}"`);
+        return waitHealthy(values, t);
+      }
+      const st = (await request(values, { cmd: "status" })) as StatusReport;
+      process.stdout.write(values.json ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
+      return 0;
+    }
+    case "handover": {
+      const res = await request(values, { cmd: "handover", to: values.to }, 15_000);
+      process.stdout.write(JSON.stringify(res) + "\n");
+      return 0;
+    }
+    case "maintenance": {
+      const arg = positionals[0];
+      if (arg !== "on" && arg !== "off") throw new UsageError(`maintenance takes "on" or "off", got ${arg === undefined ? "nothing" : `"${arg}"`}`);
+      const res = await request(values, { cmd: "maintenance", on: arg === "on" }, 15_000);
+      process.stdout.write(JSON.stringify(res) + "\n");
+      return 0;
+    }
+    case "reload": {
+      const res = await request(values, { cmd: "reload" });
+      process.stdout.write(JSON.stringify(res) + "\n");
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command "${cmd}"`);
+  }
+}
+
+/** Entry point used by the bundle (agent/main.ts). */
+export function runCli(argv: string[]): void {
+  main(argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) fail(2, `fipd: ${(e as Error).message}\n\n${USAGE}`);
+      if (e instanceof ConfigError) fail(2, e.message);
+      fail(1, `fipd: ${(e as Error).stack ?? e}`);
+    },
+  );
+}

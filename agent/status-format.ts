@@ -1,0 +1,42 @@
+/** Human-readable `fipd status`, and the verdict `--wait-healthy` waits for. */
+import type { StatusReport } from "./controller.js";
+
+export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; why: string } {
+  if (s.shuttingDown) return { ok: false, why: "this agent is shutting down" };
+  if (!s.majorityReachable) return { ok: false, why: "this node cannot reach a majority of the members" };
+  if (!s.leader) return { ok: false, why: "no leader" };
+  const leader = s.members.find((m) => m.id === s.leader);
+  if (!leader || leader.color !== s.colorInForce) return { ok: false, why: `leader ${s.leader} is not of the color in force (${s.colorInForce})` };
+  if (s.pendingSwitch) return { ok: false, why: `switch to ${s.requestedColor} pending: ${s.pendingSwitch}` };
+  if (s.reservedIp && !s.reservedIp.holderIsLeader) {
+    return { ok: false, why: s.reservedIp.holder ? `the reserved IP is on ${s.reservedIp.holder}, not on the leader ${s.leader}` : "no member reports holding the reserved IP yet" };
+  }
+  return { ok: true };
+}
+
+export function formatStatus(s: StatusReport): string {
+  const lines: string[] = [];
+  lines.push(`node ${s.node}: ${s.role}, term ${s.term}, leader ${s.leader ?? "none"}${s.leaseValidForMs !== null ? `, lease ${s.leaseValidForMs} ms` : ""}`);
+  lines.push(`health ${s.healthy ? "up" : "DOWN"}${s.maintenance ? ", MAINTENANCE" : ""}${s.shuttingDown ? ", shutting down" : ""}`);
+  lines.push(`color in force ${s.colorInForce}${s.requestedColor !== s.colorInForce ? `, requested ${s.requestedColor}` : ""}${s.pendingSwitch ? ` (PENDING: ${s.pendingSwitch})` : ""}`);
+  if (s.reservedIp) {
+    lines.push(`reserved IP ${s.reservedIp.address}: on ${s.reservedIp.holder ?? "unknown"}${s.reservedIp.holderIsLeader ? " (the leader)" : s.leader ? " (NOT the leader)" : ""}`);
+  }
+  lines.push(`members (membership v${s.membershipVersion}${s.jointOldMembers ? `, joint with [${s.jointOldMembers.join(", ")}]` : ""}):`);
+  for (const m of s.members) {
+    const bits = [
+      m.role === "witness" ? "witness" : m.color,
+      m.self ? "self" : m.reachable ? `reachable${m.rttMs !== null ? ` rtt ${m.rttMs} ms` : ""}` : "UNREACHABLE",
+      m.healthy === null ? null : m.healthy ? "healthy" : "unhealthy",
+      m.holdsReservedIp ? "holds IP" : null,
+      m.id === s.leader ? "LEADER" : null,
+    ].filter(Boolean);
+    lines.push(`  ${m.id.padEnd(16)} ${bits.join(", ")}`);
+  }
+  if (s.ipKeeper?.lastAssign) {
+    const a = s.ipKeeper.lastAssign;
+    lines.push(`last assign: ${a.outcome} in ${a.ms} ms${a.error ? `: ${a.error}` : ""}`);
+  }
+  if (s.ipKeeper?.lastError) lines.push(`last error: ${s.ipKeeper.lastError}`);
+  return lines.join("\n") + "\n";
+}
