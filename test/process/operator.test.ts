@@ -1,0 +1,95 @@
+/** The operator's interface of a real fipd process: bad input, check-config, status, reload. */
+import { execFile } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterEach, describe, expect, it } from "vitest";
+import { BUNDLE, LocalCluster } from "../harness/local-cluster.js";
+
+const run = promisify(execFile);
+async function fipd(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [BUNDLE, ...args], { timeout: 20_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: typeof x.code === "number" ? x.code : 1, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+let cluster: LocalCluster | null = null;
+afterEach(async () => {
+  await cluster?.close();
+  cluster = null;
+});
+
+describe("fipd operator interface", () => {
+  it("check-config reports every problem with its path and exits 2", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-cfg-"));
+    try {
+      const file = join(dir, "fipd.yaml");
+      writeFileSync(file, "nodeId: lb-blue-1\nmembers:\n  - id: lb-blue-1\n    address: 192.0.2.2\nfailover:\n  leaseMs: 20\n");
+      const r = await fipd(["check-config", file]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`invalid configuration in ${file}`);
+      expect(r.stderr).toContain("members[0].color: is required");
+      expect(r.stderr).toMatch(/failover\.leaseMs: .*50/);
+      writeFileSync(file, "nodeId: [unclosed\n");
+      const y = await fipd(["check-config", file]);
+      expect(y.code).toBe(2);
+      expect(y.stderr).toMatch(/not valid YAML or JSON \(line 1/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses to start with a token file readable by others, and says how to fix it", async () => {
+    cluster = await LocalCluster.start({ lbs: ["blue", "blue"], witness: true });
+    const h = cluster.node("lb-blue-1");
+    const tokenFile = join(cluster.dir, "token");
+    chmodSync(tokenFile, 0o644);
+    const r = await fipd(["run", "--config", h.configPath]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(tokenFile);
+    expect(r.stderr).toMatch(/chmod 600/);
+    expect(r.stderr + r.stdout).not.toContain(cluster.token);
+    const check = await fipd(["check-config", h.configPath]);
+    expect(check.code).toBe(2);
+    chmodSync(tokenFile, 0o600);
+    expect((await fipd(["check-config", h.configPath])).code).toBe(0);
+  });
+
+  it("status shows the cluster; SIGHUP reload with a bad file keeps running and keeps the IP", async () => {
+    cluster = await LocalCluster.start({ lbs: ["blue", "blue", "blue"], witness: true });
+    const c = cluster;
+    c.startAll();
+    const leader = await c.waitFor("a leader holding the IP", async () => {
+      const l = await c.leader();
+      return l && c.holder() === l ? l : null;
+    });
+    const h = c.node(leader);
+    const st = await fipd(["status", "--socket", h.socket]);
+    expect(st.code).toBe(0);
+    expect(st.stdout).toContain(`node ${leader}: leader`);
+    expect(st.stdout).toMatch(/reserved IP 198\.51\.100\.100: on .* \(the leader\)/);
+    const wait = await fipd(["status", "--socket", h.socket, "--wait-healthy", "--timeout", "10"]);
+    expect(wait.code).toBe(0);
+
+    const good = readFileSync(h.configPath, "utf8");
+    writeFileSync(h.configPath, good.replace(/leaseMs: \d+/, "") + "\nbogusKey: 1\n");
+    h.proc!.kill("SIGHUP");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(h.proc).not.toBeNull();
+    expect(await c.leader()).toBe(leader);
+    expect(c.holder()).toBe(leader);
+    const reload = (await c.request(leader, { cmd: "reload" })) as { ok: boolean; error?: string };
+    expect(reload.ok).toBe(false);
+    expect(reload.error).toContain("bogusKey");
+    writeFileSync(h.configPath, good);
+    expect(((await c.request(leader, { cmd: "reload" })) as { ok: boolean }).ok).toBe(true);
+    // The token never reaches the logs.
+    const logs = readFileSync(join(c.dir, `${leader}.log`), "utf8");
+    expect(logs).not.toContain(c.token);
+  });
+});
