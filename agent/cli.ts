@@ -19,6 +19,7 @@ import { runAgent } from "./run.js";
 import { controlRequest } from "./control.js";
 import { readPeerKeys, readSecretFile } from "./secrets.js";
 import { formatStatus, isClusterHealthy } from "./status-format.js";
+import { applyConfig } from "./apply-config.js";
 import type { StatusReport } from "./controller.js";
 
 declare const FIPD_VERSION: string | undefined;
@@ -36,6 +37,9 @@ commands:
   handover [--to NODE]                hand leadership (and the IP) to another node
   maintenance on|off                  leave or rejoin eligibility (hands over first if leading)
   reload                              re-read config, token and keys (same as SIGHUP)
+  apply-config [--dir DIR] [--owner USER] [--no-reload]
+                                      write config and secrets from a JSON document on stdin (used by
+                                      the Pulumi stack over SSH), then reload the running agent
   version
 
 common options: --config FILE (default ${DEFAULT_CONFIG}), --socket PATH (default: controlSocket from the config)`;
@@ -141,6 +145,9 @@ export async function main(argv: string[]): Promise<number> {
       timeout: { type: "string" },
       to: { type: "string" },
       "schema-only": { type: "boolean" },
+      dir: { type: "string" },
+      owner: { type: "string" },
+      "no-reload": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -178,6 +185,22 @@ export async function main(argv: string[]): Promise<number> {
       const res = await request(values, { cmd: "maintenance", on: arg === "on" }, 15_000);
       process.stdout.write(JSON.stringify(res) + "\n");
       return 0;
+    }
+    case "apply-config": {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      try {
+        const lines = await applyConfig(Buffer.concat(chunks).toString("utf8"), {
+          dir: values.dir ?? "/etc/fipd",
+          owner: values.owner ?? "fipd",
+          reload: values["no-reload"] !== true,
+        });
+        process.stdout.write(lines.join("\n") + "\n");
+        return 0;
+      } catch (e) {
+        process.stderr.write(`fipd apply-config: ${(e as Error).message}\n`);
+        return 2;
+      }
     }
     case "reload": {
       const res = await request(values, { cmd: "reload" });
