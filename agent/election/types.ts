@@ -40,6 +40,9 @@ export interface NodeStatus {
   /** Healthy, not in maintenance, not a witness: could lead if its color is in force. */
   eligible: boolean;
   membershipVersion: number;
+  /** The member ids of this node's configuration, and of earlier lists it still needs (joint consensus). */
+  memberIds: NodeId[];
+  jointOldIds: NodeId[][];
   /** The color this node believes is in force, and the color it was asked for. */
   colorInForce: Color;
   requestedColor: Color;
@@ -55,6 +58,8 @@ export interface LeaderInfo {
   colorInForce: Color;
   /** The highest membership version a majority of both lists has acknowledged (joint consensus). */
   committedMembershipVersion: number;
+  /** Why the requested color has not taken force yet (null when no switch is pending). */
+  pendingSwitchReason: string | null;
 }
 
 export type ElectionEvent =

@@ -1,0 +1,60 @@
+/**
+ * Who should lead: eligibility and the deterministic order among eligible nodes (libab's tie-break,
+ * extended with colors). Pure functions.
+ */
+import type { Color, Member } from "../config.js";
+import type { NodeId, NodeStatus } from "./types.js";
+
+/**
+ * Ordering key: nodes of the color in force first, then higher priority, then lower id. A node of the
+ * requested (not yet in force) color ranks after every node of the color in force, so that a dying
+ * blue holder is replaced by a blue node while a switch to green is still pending.
+ */
+export function compareRank(a: Member, b: Member, colorInForce: Color): number {
+  const ca = a.color === colorInForce ? 0 : 1;
+  const cb = b.color === colorInForce ? 0 : 1;
+  if (ca !== cb) return ca - cb;
+  if (a.priority !== b.priority) return b.priority - a.priority;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** A node's color may lead if it is in force, or if it is the requested color (a pending switch). */
+export const colorMayLead = (color: Color | undefined | null, colorInForce: Color, requested: Color): boolean =>
+  color === colorInForce || color === requested;
+
+export interface PeerView {
+  id: NodeId;
+  member: Member;
+  status: NodeStatus | null;
+  reachable: boolean;
+}
+
+/** Eligible peers this node can hear, best first. */
+export function rankedEligible(views: readonly PeerView[], colorInForce: Color, requested: Color): PeerView[] {
+  return views
+    .filter((v) => v.reachable && v.status?.eligible === true && v.member.role === "lb" && colorMayLead(v.member.color, colorInForce, requested))
+    .sort((a, b) => compareRank(a.member, b.member, colorInForce));
+}
+
+/** The best reachable eligible node of one color, or null. */
+export function bestOfColor(views: readonly PeerView[], color: Color, colorInForce: Color): PeerView | null {
+  return (
+    views
+      .filter((v) => v.reachable && v.status?.eligible === true && v.member.role === "lb" && v.member.color === color)
+      .sort((a, b) => compareRank(a.member, b.member, colorInForce))[0] ?? null
+  );
+}
+
+/** Human-readable reason a color has no node that can take over (for `fipd status` and metrics). */
+export function whyNoneOfColor(views: readonly PeerView[], color: Color): string {
+  const ofColor = views.filter((v) => v.member.role === "lb" && v.member.color === color);
+  if (ofColor.length === 0) return `no ${color} node is a member`;
+  const parts = ofColor.map((v) => {
+    if (!v.reachable) return `${v.id}: unreachable`;
+    if (!v.status) return `${v.id}: no status yet`;
+    if (v.status.maintenance) return `${v.id}: in maintenance`;
+    if (!v.status.healthy) return `${v.id}: HAProxy unhealthy`;
+    return `${v.id}: not eligible`;
+  });
+  return `no healthy ${color} node can take over (${parts.join(", ")})`;
+}

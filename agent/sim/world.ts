@@ -1,0 +1,333 @@
+/**
+ * The simulated world: nodes with drifting clocks, a lossy, delaying, duplicating, partitionable
+ * network, crashes and restarts, health changes, operator actions and config rollouts. One event
+ * queue in real (simulated) time; every node only ever sees its own local clock.
+ *
+ * Deterministic: all randomness comes from one seeded Rng, all iteration is in insertion order.
+ */
+import type { Color, FailoverTiming, Member } from "../config.js";
+import { Election, type PlantedBugs } from "../election/node.js";
+import type { ElectionConfig, ElectionEvent, PeerMessage } from "../election/types.js";
+import { Rng } from "./rng.js";
+
+export interface SimNode {
+  id: string;
+  member: Member;
+  alive: boolean;
+  election: Election | null;
+  /** Local clock: local = offset + rate · realTime. A restart starts a new process clock near 0. */
+  offset: number;
+  rate: number;
+  healthy: boolean;
+  maintenance: boolean;
+  config: ElectionConfig;
+  wakeGen: number;
+  /** Whether the node has told us (effects) that it asserts the IP. */
+  asserting: boolean;
+  group: number;
+}
+
+export interface NetworkConditions {
+  loss: number;
+  minDelayMs: number;
+  maxDelayMs: number;
+  duplicate: number;
+}
+
+type QueueItem =
+  | { at: number; seq: number; kind: "deliver"; to: string; message: PeerMessage }
+  | { at: number; seq: number; kind: "wake"; node: string; gen: number; localAt: number }
+  | { at: number; seq: number; kind: "action"; label: string; run: () => void };
+
+/** A binary min-heap on (at, seq): equal times keep insertion order, so runs are reproducible. */
+class Queue {
+  private items: QueueItem[] = [];
+  get size() {
+    return this.items.length;
+  }
+  push(item: QueueItem): void {
+    const a = this.items;
+    a.push(item);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (less(a[i], a[p])) {
+        [a[i], a[p]] = [a[p], a[i]];
+        i = p;
+      } else break;
+    }
+  }
+  pop(): QueueItem | undefined {
+    const a = this.items;
+    if (a.length === 0) return undefined;
+    const top = a[0];
+    const last = a.pop()!;
+    if (a.length > 0) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && less(a[l], a[m])) m = l;
+        if (r < a.length && less(a[r], a[m])) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m], a[i]];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+const less = (x: QueueItem, y: QueueItem) => x.at < y.at || (x.at === y.at && x.seq < y.seq);
+
+export interface TraceLine {
+  at: number;
+  text: string;
+}
+
+export interface WorldOptions {
+  seed: number;
+  members: Member[];
+  activeColor: Color;
+  timing: FailoverTiming;
+  /** Actual clock-rate deviation of each node, at most this (may exceed timing.maxClockDrift to test bugs). */
+  actualDrift: number;
+  network: NetworkConditions;
+  bugs?: PlantedBugs;
+  /** Keep the last N trace lines (0: none). */
+  traceLimit?: number;
+  /** Called after every node step: the invariant checks. Throw to stop the run. */
+  afterStep?: (world: World, stepped: SimNode) => void;
+}
+
+export class World {
+  readonly rng: Rng;
+  private readonly netRng: Rng;
+  readonly nodes = new Map<string, SimNode>();
+  private readonly queue = new Queue();
+  private seq = 0;
+  now = 0;
+  steps = 0;
+  network: NetworkConditions;
+  configVersion = 1;
+  members: Member[];
+  activeColor: Color;
+  readonly timing: FailoverTiming;
+  readonly trace: TraceLine[] = [];
+  /**
+   * term → leader, for the one-leader-per-term invariant. Terms live in memory only (no disk state),
+   * so a crash forgets them: the invariant is that no two *live processes* have led the same term.
+   */
+  readonly leadersByTerm = new Map<string, string>();
+  messagesSent = 0;
+
+  constructor(readonly opts: WorldOptions) {
+    this.rng = new Rng(opts.seed);
+    this.netRng = this.rng.fork();
+    this.network = opts.network;
+    this.members = opts.members;
+    this.activeColor = opts.activeColor;
+    this.timing = opts.timing;
+  }
+
+  log(text: string): void {
+    const limit = this.opts.traceLimit ?? 0;
+    if (limit <= 0) return;
+    this.trace.push({ at: this.now, text });
+    if (this.trace.length > limit) this.trace.splice(0, this.trace.length - limit);
+  }
+
+  electionConfig(id: string): ElectionConfig {
+    return { nodeId: id, membershipVersion: this.configVersion, members: this.members, activeColor: this.activeColor, timing: this.timing };
+  }
+
+  /** Add a node to the world (not started). */
+  addNode(member: Member): SimNode {
+    const d = this.opts.actualDrift;
+    const n: SimNode = {
+      id: member.id,
+      member,
+      alive: false,
+      election: null,
+      offset: 0,
+      rate: 1 + this.rng.float(-d, d),
+      healthy: member.role === "lb",
+      maintenance: false,
+      config: this.electionConfig(member.id),
+      wakeGen: 0,
+      asserting: false,
+      group: 0,
+    };
+    this.nodes.set(n.id, n);
+    return n;
+  }
+
+  local(n: SimNode, real = this.now): number {
+    return n.offset + n.rate * real;
+  }
+
+  private realOf(n: SimNode, local: number): number {
+    return (local - n.offset) / n.rate;
+  }
+
+  /** Start (or restart) a node with the newest config, as a fresh process: no state survives. */
+  start(id: string): void {
+    const n = this.nodes.get(id)!;
+    if (n.alive) return;
+    n.alive = true;
+    n.asserting = false;
+    n.offset = this.rng.float(0, 1000) - n.rate * this.now; // local clock starts near 0..1000
+    n.config = this.electionConfig(id);
+    n.election = new Election(n.config, this.local(n), { random: () => this.rng.next(), bugs: this.opts.bugs });
+    this.log(`${id} starts (config v${n.config.membershipVersion})`);
+    this.stepNode(n, { type: "tick", now: this.local(n) });
+    if (n.member.role === "lb") this.stepNode(n, { type: "health", now: this.local(n), healthy: n.healthy });
+    if (n.maintenance) this.stepNode(n, { type: "maintenance", now: this.local(n), on: true });
+  }
+
+  crash(id: string): void {
+    const n = this.nodes.get(id)!;
+    if (!n.alive) return;
+    n.alive = false;
+    n.election = null;
+    n.asserting = false;
+    n.wakeGen++;
+    for (const [term, leader] of this.leadersByTerm) if (leader === id) this.leadersByTerm.delete(term);
+    this.log(`${id} crashes`);
+  }
+
+  setHealth(id: string, healthy: boolean): void {
+    const n = this.nodes.get(id)!;
+    n.healthy = healthy;
+    this.log(`${id} HAProxy ${healthy ? "healthy" : "unhealthy"}`);
+    if (n.alive && n.member.role === "lb") this.stepNode(n, { type: "health", now: this.local(n), healthy });
+  }
+
+  setMaintenance(id: string, on: boolean): void {
+    const n = this.nodes.get(id)!;
+    n.maintenance = on;
+    this.log(`${id} maintenance ${on ? "on" : "off"}`);
+    if (n.alive) this.stepNode(n, { type: "maintenance", now: this.local(n), on });
+  }
+
+  handover(id: string, to?: string): void {
+    const n = this.nodes.get(id)!;
+    this.log(`${id} asked to hand over${to ? ` to ${to}` : ""}`);
+    if (n.alive) this.stepNode(n, { type: "handover", now: this.local(n), to, reason: "operator" });
+  }
+
+  /** Deliver the world's current config to one node (a reload). */
+  reload(id: string): void {
+    const n = this.nodes.get(id)!;
+    if (!n.alive) return;
+    n.config = this.electionConfig(id);
+    this.log(`${id} reloads config v${n.config.membershipVersion} (${this.activeColor})`);
+    this.stepNode(n, { type: "config", now: this.local(n), config: n.config });
+  }
+
+  /** Split the nodes into groups; messages only flow within a group. */
+  partition(groups: string[][]): void {
+    for (const n of this.nodes.values()) n.group = -1;
+    groups.forEach((g, i) => g.forEach((id) => (this.nodes.get(id)!.group = i)));
+    let next = groups.length;
+    for (const n of this.nodes.values()) if (n.group === -1) n.group = next++;
+    this.log(`partition ${groups.map((g) => `{${g.join(",")}}`).join(" ")}`);
+  }
+
+  heal(): void {
+    for (const n of this.nodes.values()) n.group = 0;
+    this.log("network healed");
+  }
+
+  at(realMs: number, label: string, run: () => void): void {
+    this.queue.push({ at: realMs, seq: this.seq++, kind: "action", label, run });
+  }
+
+  stepNode(n: SimNode, ev: ElectionEvent): void {
+    if (!n.alive || !n.election) return;
+    this.steps++;
+    const out = n.election.step(ev);
+    for (const eff of out.effects) {
+      if (eff.type === "start-asserting") {
+        n.asserting = true;
+        this.log(`${n.id} starts asserting (term ${eff.term})`);
+      } else if (eff.type === "stop-asserting") {
+        n.asserting = false;
+        this.log(`${n.id} stops asserting (term ${eff.term}): ${eff.reason}`);
+      } else if (eff.type === "role-changed") {
+        this.log(`${n.id} is ${eff.role} in term ${eff.term} (leader ${eff.leader ?? "none"}): ${eff.reason}`);
+        if (eff.role === "leader") {
+          const key = String(eff.term);
+          const prev = this.leadersByTerm.get(key);
+          if (prev !== undefined && prev !== n.id) throw new InvariantViolation("S2", `two leaders in term ${eff.term}: ${prev} and ${n.id}`);
+          this.leadersByTerm.set(key, n.id);
+        }
+      }
+    }
+    for (const { to, message } of out.send) this.transmit(n, to, message);
+    if (Number.isFinite(out.wakeAt)) {
+      n.wakeGen++;
+      const at = Math.max(this.now, this.realOf(n, out.wakeAt));
+      this.queue.push({ at, seq: this.seq++, kind: "wake", node: n.id, gen: n.wakeGen, localAt: out.wakeAt });
+    }
+    this.opts.afterStep?.(this, n);
+  }
+
+  private transmit(from: SimNode, to: string, message: PeerMessage): void {
+    const dest = this.nodes.get(to);
+    if (!dest) return;
+    this.messagesSent++;
+    const net = this.network;
+    if (from.group !== dest.group) return;
+    if (this.netRng.chance(net.loss)) return;
+    const copies = this.netRng.chance(net.duplicate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      const at = this.now + this.netRng.float(net.minDelayMs, net.maxDelayMs);
+      this.queue.push({ at, seq: this.seq++, kind: "deliver", to, message: { ...message, from: from.id } as PeerMessage });
+    }
+  }
+
+  /** Run until real time `until` (or the queue empties). */
+  runUntil(until: number): void {
+    for (;;) {
+      const item = this.queue.pop();
+      if (!item) return;
+      if (item.at > until) {
+        this.queue.push(item);
+        this.now = until;
+        return;
+      }
+      this.now = item.at;
+      if (item.kind === "action") {
+        item.run();
+      } else if (item.kind === "wake") {
+        const n = this.nodes.get(item.node)!;
+        // Converting local → real → local can lose a rounding error; the node asked to wake at localAt.
+        if (n.alive && n.wakeGen === item.gen) this.stepNode(n, { type: "tick", now: Math.max(this.local(n), item.localAt) });
+      } else {
+        const n = this.nodes.get(item.to)!;
+        const sender = this.nodes.get(item.message.from);
+        // A link cut while the packet was in flight drops it too.
+        if (!n.alive || (sender && sender.group !== n.group)) continue;
+        this.stepNode(n, { type: "message", now: this.local(n), message: item.message });
+      }
+    }
+  }
+
+  /** Alive nodes that lead with a valid lease right now, by their own clocks. */
+  leaseHolders(): SimNode[] {
+    const out: SimNode[] = [];
+    for (const n of this.nodes.values()) if (n.alive && n.election && n.election.probe(this.local(n)).leaseValid) out.push(n);
+    return out;
+  }
+}
+
+export class InvariantViolation extends Error {
+  constructor(
+    readonly invariant: string,
+    readonly detail: string,
+  ) {
+    super(`${invariant}: ${detail}`);
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * Targeted scenarios in the deterministic simulator: the behaviours issue 4 names, and proof that the
+ * invariants catch each planted bug (so the seed sweep could fail).
+ */
+import { describe, expect, it } from "vitest";
+import type { Color, FailoverTiming, Member } from "../../agent/config.js";
+import type { PlantedBugs } from "../../agent/election/node.js";
+import { bootQuietMs } from "../../agent/election/quorum.js";
+import { checkSafety } from "../../agent/sim/invariants.js";
+import { DEFAULT_TIMING } from "../../agent/sim/scenario.js";
+import { InvariantViolation, World } from "../../agent/sim/world.js";
+
+const lb = (id: string, color: Color = "blue", priority = 100): Member => ({ id, address: "sim", port: 1, role: "lb", color, priority });
+const witness: Member = { id: "w", address: "sim", port: 1, role: "witness", priority: 100 };
+
+function world(members: Member[], o: { bugs?: PlantedBugs; timing?: Partial<FailoverTiming>; rates?: Record<string, number>; delay?: number; extra?: Member[] } = {}): World {
+  const timing = { ...DEFAULT_TIMING, ...o.timing };
+  const w = new World({
+    seed: 7,
+    members,
+    activeColor: "blue",
+    timing,
+    actualDrift: 0,
+    network: { loss: 0, minDelayMs: o.delay ?? 0.2, maxDelayMs: o.delay ?? 0.2, duplicate: 0 },
+    bugs: o.bugs,
+    traceLimit: 200,
+    afterStep: checkSafety,
+  });
+  for (const m of [...members, ...(o.extra ?? [])]) {
+    const n = w.addNode(m);
+    n.rate = o.rates?.[m.id] ?? 1;
+  }
+  return w;
+}
+
+const startAll = (w: World, ids: string[]) => ids.forEach((id) => w.start(id));
+const leader = (w: World) => w.leaseHolders().map((n) => n.id)[0] ?? null;
+
+/** Run `fn` and return the invariant it violated, or null. */
+function violation(fn: () => void): string | null {
+  try {
+    fn();
+    return null;
+  } catch (e) {
+    if (e instanceof InvariantViolation) return e.invariant;
+    throw e;
+  }
+}
+
+describe("election scenarios", () => {
+  it("elects the best node (priority, then lowest id); the witness never leads", () => {
+    const w = world([lb("b2"), lb("b1"), lb("b3", "blue", 150), witness]);
+    startAll(w, ["b1", "b2", "b3", "w"]);
+    w.runUntil(2_000);
+    expect(leader(w)).toBe("b3");
+    w.crash("b3");
+    w.runUntil(4_000);
+    expect(leader(w)).toBe("b1");
+  });
+
+  it("fails over within a lease plus one election after the leader dies", () => {
+    const w = world([lb("b1"), lb("b2"), lb("b3"), witness]);
+    startAll(w, ["b1", "b2", "b3", "w"]);
+    w.runUntil(2_000);
+    const first = leader(w)!;
+    w.crash(first);
+    const t0 = w.now;
+    let took: number | null = null;
+    for (let t = t0; t < t0 + 3_000 && took === null; t += 1) {
+      w.runUntil(t);
+      if (leader(w)) took = w.now - t0;
+    }
+    const { leaseMs, maxClockDrift, candidateBackoffMs, heartbeatIntervalMs } = DEFAULT_TIMING;
+    expect(took).not.toBeNull();
+    // The promise runs out a lease after the last heartbeat, then the best survivor stands at once.
+    expect(took!).toBeLessThanOrEqual((leaseMs * (1 + maxClockDrift)) / (1 - maxClockDrift) + candidateBackoffMs + 5);
+    expect(took!).toBeGreaterThanOrEqual(leaseMs - heartbeatIntervalMs);
+  });
+
+  it("a minority never leads: the isolated leader steps down and stays down", () => {
+    const w = world([lb("b1"), lb("b2"), lb("b3"), witness]);
+    startAll(w, ["b1", "b2", "b3", "w"]);
+    w.runUntil(2_000);
+    const old = leader(w)!;
+    const rest = ["b1", "b2", "b3", "w"].filter((x) => x !== old);
+    w.partition([[old], rest]);
+    w.runUntil(2_400);
+    for (let t = 2_400; t < 6_000; t += 5) {
+      w.runUntil(t);
+      const holders = w.leaseHolders().map((n) => n.id);
+      expect(holders).not.toContain(old);
+    }
+    expect(leader(w)).not.toBeNull();
+  });
+
+  it("is sticky: a better node that returns does not take over, unless preempt is set", () => {
+    for (const preempt of [false, true]) {
+      const w = world([lb("b1", "blue", 200), lb("b2"), witness], { timing: { preempt } });
+      startAll(w, ["b1", "b2", "w"]);
+      w.runUntil(2_000);
+      expect(leader(w)).toBe("b1");
+      w.crash("b1");
+      w.runUntil(3_000);
+      expect(leader(w)).toBe("b2");
+      w.start("b1");
+      w.runUntil(6_000);
+      expect(leader(w)).toBe(preempt ? "b1" : "b2");
+    }
+  });
+
+  it("an unhealthy leader hands over at once, without waiting for its lease", () => {
+    const w = world([lb("b1"), lb("b2"), witness]);
+    startAll(w, ["b1", "b2", "w"]);
+    w.runUntil(2_000);
+    expect(leader(w)).toBe("b1");
+    w.setHealth("b1", false);
+    w.runUntil(w.now + 10);
+    expect(leader(w)).toBe("b2");
+  });
+
+  it("planned handover (maintenance, operator) moves leadership within a few round trips", () => {
+    const w = world([lb("b1"), lb("b2"), lb("b3"), witness]);
+    startAll(w, ["b1", "b2", "b3", "w"]);
+    w.runUntil(2_000);
+    w.handover("b1", "b3");
+    w.runUntil(w.now + 5);
+    expect(leader(w)).toBe("b3");
+    w.setMaintenance("b3", true);
+    w.runUntil(w.now + 5);
+    expect(["b1", "b2"]).toContain(leader(w));
+  });
+
+  it("a color switch waits for a healthy node of the new color; meanwhile blue replaces blue", () => {
+    const w = world([lb("b1"), lb("b2"), lb("g1", "green"), witness]);
+    startAll(w, ["b1", "b2", "g1", "w"]);
+    w.runUntil(1_500);
+    expect(leader(w)).toBe("b1");
+    w.setHealth("g1", false);
+    w.activeColor = "green";
+    for (const id of ["b1", "b2", "g1", "w"]) w.reload(id);
+    w.runUntil(2_500);
+    expect(leader(w)).toBe("b1");
+    const snap = w.nodes.get("b2")!.election!.snapshot(w.local(w.nodes.get("b2")!));
+    expect(snap.pendingSwitchReason).toMatch(/no healthy green node.*g1: HAProxy unhealthy/);
+    w.crash("b1");
+    w.runUntil(3_500);
+    expect(leader(w)).toBe("b2");
+    w.setHealth("g1", true);
+    w.runUntil(4_500);
+    expect(leader(w)).toBe("g1");
+    const after = w.nodes.get("b2")!.election!.snapshot(w.local(w.nodes.get("b2")!));
+    expect(after.colorInForce).toBe("green");
+    expect(after.pendingSwitchReason).toBeNull();
+  });
+
+  it("membership changes go through joint consensus and commit", () => {
+    const w = world([lb("b1"), lb("b2"), lb("b3")], { extra: [lb("b4"), lb("b5")] });
+    startAll(w, ["b1", "b2", "b3"]);
+    w.runUntil(1_500);
+    w.configVersion = 2;
+    w.members = [lb("b1"), lb("b2"), lb("b3"), lb("b4"), lb("b5")];
+    w.start("b4");
+    w.start("b5");
+    w.reload("b1");
+    w.runUntil(1_600);
+    const b1 = w.nodes.get("b1")!;
+    expect(b1.election!.snapshot(w.local(b1)).jointOldMembers).toEqual(["b1", "b2", "b3"]);
+    w.reload("b2");
+    w.reload("b3");
+    w.runUntil(2_500);
+    expect(leader(w)).toBe("b1");
+    expect(b1.election!.snapshot(w.local(b1)).jointOldMembers).toBeNull();
+  });
+
+  it("is deterministic: the same seed gives the same run", async () => {
+    const { runSeed } = await import("../../agent/sim/scenario.js");
+    const a = runSeed(4242, { traceLimit: 1000 });
+    const b = runSeed(4242, { traceLimit: 1000 });
+    expect(a.steps).toBeGreaterThan(1000);
+    expect(b).toEqual(a);
+  });
+});
+
+describe("the invariants catch planted bugs", () => {
+  it("minority leader", () => {
+    const w = world([lb("b1"), lb("b2"), lb("b3")], { bugs: { minorityLeader: true } });
+    const v = violation(() => {
+      startAll(w, ["b1", "b2", "b3"]);
+      w.runUntil(1_500);
+      w.partition([["b1"], ["b2", "b3"]]);
+      w.runUntil(3_000);
+    });
+    expect(v).toBe("S1");
+  });
+
+  it("no boot quiet period: a restarted voter backs a new leader while it may still promise the old one", () => {
+    const run = (bugs?: PlantedBugs) =>
+      violation(() => {
+        const w = world([lb("b1"), lb("b2"), lb("b3")], { bugs });
+        startAll(w, ["b1", "b2", "b3"]);
+        w.runUntil(1_500);
+        expect(leader(w)).toBe("b1");
+        w.partition([["b1"], ["b2", "b3"]]);
+        w.crash("b2");
+        w.crash("b3");
+        w.start("b2");
+        w.start("b3");
+        w.runUntil(3_000);
+      });
+    // Caught as two live leaders of one term (S2) or as overlapping leases (S1), whichever comes first.
+    expect(["S1", "S2"]).toContain(run({ noBootQuiet: true }));
+    expect(run()).toBeNull();
+  });
+
+  it("no joint majority: old and new member lists elect two leaders", () => {
+    const run = (bugs?: PlantedBugs) =>
+      violation(() => {
+        const w = world([lb("b1"), lb("b2"), lb("b3")], { bugs, extra: [lb("b4"), lb("b5")] });
+        startAll(w, ["b1", "b2", "b3"]);
+        w.runUntil(1_500);
+        expect(leader(w)).toBe("b1");
+        w.configVersion = 2;
+        w.members = [lb("b1"), lb("b2"), lb("b3"), lb("b4"), lb("b5")];
+        w.start("b4");
+        w.start("b5");
+        w.reload("b1");
+        w.runUntil(1_510);
+        w.partition([["b1", "b4", "b5"], ["b2", "b3"]]);
+        w.runUntil(3_000);
+      });
+    expect(run({ noJointMajority: true })).toBe("S1");
+    expect(run()).toBeNull();
+  });
+
+  it("no clock-drift margin: a slow-clocked leader outlives its followers' promises", () => {
+    // A long backoff makes the slow-clocked b1 (quiet period over last) still the first to win.
+    const timing = { maxClockDrift: 0.05, candidateBackoffMs: 400 };
+    const rates = { b1: 0.95, b2: 1.05, b3: 1.05 };
+    const run = (bugs?: PlantedBugs) =>
+      violation(() => {
+        const w = world([lb("b1"), lb("b2"), lb("b3")], { bugs, timing, rates, delay: 0.05 });
+        startAll(w, ["b1", "b2", "b3"]);
+        w.runUntil(2_000);
+        expect(leader(w)).toBe("b1");
+        w.partition([["b1"], ["b2", "b3"]]);
+        w.runUntil(3_000);
+      });
+    expect(run({ noDriftMargin: true })).toBe("S1");
+    expect(run()).toBeNull();
+  });
+
+  it("the boot quiet period outlasts any promise under the drift bound", () => {
+    expect(bootQuietMs(300, 0.01)).toBeGreaterThan((300 * 1.01) / 0.99);
+  });
+});
