@@ -30,9 +30,13 @@ describe("fipd processes against the emulator", () => {
     const leader = (await c.leader())!;
     expect(c.holder()).toBe(leader);
     expect(assigns(c)).toBe(1);
-    const st = (await c.status(leader))!;
+    // The leader learns the assign completed from the action poll or its next metadata check.
+    const st = await c.waitFor("the leader to see the IP on its droplet", async () => {
+      const s = await c.status(leader);
+      return s?.reservedIp?.holderIsLeader ? s : null;
+    }, 5_000);
     expect(st.role).toBe("leader");
-    expect(st.reservedIp?.holderIsLeader).toBe(true);
+    expect(assigns(c)).toBe(1);
     // Followers learn who holds the IP from the leader's heartbeats.
     const follower = [...c.nodes.keys()].find((id) => id !== leader && id !== "witness")!;
     await c.waitFor("follower sees the holder", async () => (await c.status(follower))?.reservedIp?.holder === leader);

@@ -38,7 +38,7 @@ describe("fipd operator interface", () => {
       writeFileSync(file, "nodeId: [unclosed\n");
       const y = await fipd(["check-config", file]);
       expect(y.code).toBe(2);
-      expect(y.stderr).toMatch(/not valid YAML or JSON \(line 1/);
+      expect(y.stderr).toMatch(/not valid YAML or JSON \(line \d+, column \d+\)/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -69,6 +69,7 @@ describe("fipd operator interface", () => {
       return l && c.holder() === l ? l : null;
     });
     const h = c.node(leader);
+    await c.waitFor("the leader to see the IP on its droplet", async () => (await c.status(leader))?.reservedIp?.holderIsLeader, 5_000);
     const st = await fipd(["status", "--socket", h.socket]);
     expect(st.code).toBe(0);
     expect(st.stdout).toContain(`node ${leader}: leader`);

@@ -1,0 +1,53 @@
+/**
+ * The droplet metadata service (http://169.254.169.254): free, local, no token. fipd reads its
+ * identity and "is the reserved IP on me?" here, and keeps the rate-limited API for writes.
+ */
+export interface MetadataClient {
+  dropletId(): Promise<number>;
+  region(): Promise<string>;
+  anchorIpv4(): Promise<string>;
+  reservedIpv4(): Promise<{ active: boolean; ipAddress: string | null }>;
+}
+
+export function createMetadataClient(o: { baseUrl: string; timeoutMs: number }): MetadataClient {
+  const base = o.baseUrl.replace(/\/+$/, "");
+  const get = async (path: string, optional = false): Promise<string | null> => {
+    const url = `${base}/metadata/v1/${path}`;
+    let res: Response;
+    try {
+      res = await fetch(url, { signal: AbortSignal.timeout(o.timeoutMs) });
+    } catch (e) {
+      const err = e as Error & { cause?: { code?: string } };
+      throw new Error(`metadata ${url}: ${err.name === "TimeoutError" ? `no answer within ${o.timeoutMs} ms` : (err.cause?.code ?? err.message)}`);
+    }
+    const text = (await res.text()).trim();
+    if (res.status === 404 && optional) return null;
+    if (!res.ok) throw new Error(`metadata ${url}: HTTP ${res.status}`);
+    return text;
+  };
+  return {
+    async dropletId() {
+      const t = (await get("id"))!;
+      const id = Number(t);
+      if (!Number.isInteger(id) || id <= 0) throw new Error(`metadata id is not a droplet ID: ${JSON.stringify(t.slice(0, 40))}`);
+      return id;
+    },
+    region: async () => (await get("region"))!,
+    async anchorIpv4() {
+      const a = (await get("interfaces/public/0/anchor_ipv4/address"))!;
+      if (!/^\d+\.\d+\.\d+\.\d+$/.test(a)) throw new Error(`metadata anchor_ipv4 is not an IPv4 address: ${JSON.stringify(a.slice(0, 40))} (droplets from custom images have none)`);
+      return a;
+    },
+    async reservedIpv4() {
+      // reserved_ip first; the legacy floating_ip path as a fallback.
+      let active = await get("reserved_ip/ipv4/active", true);
+      let prefix = "reserved_ip";
+      if (active === null) {
+        active = await get("floating_ip/ipv4/active", true);
+        prefix = "floating_ip";
+      }
+      if (active !== "true") return { active: false, ipAddress: null };
+      return { active: true, ipAddress: await get(`${prefix}/ipv4/ip_address`, true) };
+    },
+  };
+}

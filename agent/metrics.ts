@@ -1,0 +1,52 @@
+/**
+ * Prometheus metrics on their own registry, served on localhost by default (operators' habit from
+ * HAProxy and keepalived exporters: metrics are for the local scraper, not the internet).
+ */
+import { createServer } from "node:http";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "fipd_" });
+  const r = [registry];
+  return {
+    registry,
+    role: new Gauge({ name: "fipd_role", help: "1 for this node's current role", labelNames: ["role"], registers: r }),
+    term: new Gauge({ name: "fipd_term", help: "Current election term", registers: r }),
+    leaderChanges: new Counter({ name: "fipd_leader_changes_total", help: "Times the known leader changed", registers: r }),
+    isLeader: new Gauge({ name: "fipd_is_leader", help: "1 if this node leads", registers: r }),
+    asserting: new Gauge({ name: "fipd_asserting", help: "1 while this node makes sure the reserved IP is on its droplet", registers: r }),
+    assigns: new Counter({ name: "fipd_assigns_total", help: "Reserved IP assignments by outcome", labelNames: ["outcome"], registers: r }),
+    apiRequests: new Counter({ name: "fipd_api_requests_total", help: "DigitalOcean API requests", labelNames: ["method", "route", "status"], registers: r }),
+    apiLatency: new Histogram({ name: "fipd_api_request_duration_seconds", help: "DigitalOcean API latency", labelNames: ["route"], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: r }),
+    apiRateLimited: new Counter({ name: "fipd_api_rate_limited_total", help: "429 answers from the API", registers: r }),
+    peerRtt: new Gauge({ name: "fipd_peer_rtt_seconds", help: "Heartbeat round trip to a peer", labelNames: ["peer"], registers: r }),
+    peerLoss: new Gauge({ name: "fipd_peer_loss_ratio", help: "Share of a peer's expected heartbeats not received", labelNames: ["peer"], registers: r }),
+    peerReachable: new Gauge({ name: "fipd_peer_reachable", help: "1 if the peer was heard within a lease", labelNames: ["peer"], registers: r }),
+    peerDropped: new Counter({ name: "fipd_peer_packets_dropped_total", help: "Peer packets dropped", labelNames: ["reason"], registers: r }),
+    healthUp: new Gauge({ name: "fipd_haproxy_healthy", help: "1 if the local HAProxy health check passes", registers: r }),
+    reservedIpOnSelf: new Gauge({ name: "fipd_reserved_ip_on_self", help: "1 if the reserved IP is on this droplet (metadata)", registers: r }),
+    reservedIpHolderIsLeader: new Gauge({ name: "fipd_reserved_ip_holder_is_leader", help: "1 if the droplet holding the reserved IP is the leader", registers: r }),
+    colorSwitchPending: new Gauge({ name: "fipd_color_switch_pending", help: "1 while a requested color switch has not taken force", labelNames: ["requested"], registers: r }),
+    witnessReachable: new Gauge({ name: "fipd_witness_reachable", help: "1 if the witness was heard within a lease", registers: r }),
+    configReloads: new Counter({ name: "fipd_config_reloads_total", help: "Config reloads by result", labelNames: ["result"], registers: r }),
+  };
+}
+export type FipdMetrics = ReturnType<typeof createMetrics>;
+
+export async function startMetricsServer(m: FipdMetrics, o: { address: string; port: number }): Promise<{ close(): Promise<void>; port: number }> {
+  const server = createServer(async (req, res) => {
+    if (req.method === "GET" && req.url?.split("?")[0] === "/metrics") {
+      res.writeHead(200, { "content-type": m.registry.contentType });
+      res.end(await m.registry.metrics());
+    } else {
+      res.writeHead(404).end("not found: try GET /metrics\n");
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port, o.address, () => resolve());
+  });
+  const addr = server.address();
+  return { port: typeof addr === "object" && addr ? addr.port : o.port, close: () => new Promise((r) => server.close(() => r())) };
+}

@@ -1,0 +1,200 @@
+/**
+ * Authenticated peer messages over UDP: one datagram per message.
+ *
+ *   version(1) keyIdLen(1) keyId  bootId(8) counter(8)  senderLen(1) sender  receiverLen(1) receiver
+ *   body (JSON)  HMAC-SHA256(32) over everything before it
+ *
+ * - Authentication is by key and sender id, not by source address (NAT, the witness's public IP).
+ * - Two keys are accepted during a key roll (current and previous); packets are signed with current.
+ * - Replay protection without synchronized clocks: per sender, the highest (bootId, counter) seen and
+ *   a 64-packet sliding window (as IPsec and WireGuard do). A new boot id from a sender starts a new
+ *   window; boot ids start with the sender's boot time in seconds, so an earlier incarnation's packets
+ *   are refused, and the election's terms make any that slip through harmless.
+ * - Bad packets are dropped and counted, never thrown.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createSocket, type Socket } from "node:dgram";
+import type { PeerMessage } from "./election/types.js";
+import type { Logger } from "./log.js";
+import type { FipdMetrics } from "./metrics.js";
+import type { PeerKey } from "./secrets.js";
+
+const VERSION = 1;
+const TAG = 32;
+const WINDOW = 64n;
+
+export interface PeerAddress {
+  id: string;
+  address: string;
+  port: number;
+}
+export interface PeerKeys {
+  current: PeerKey;
+  previous: PeerKey | null;
+}
+
+export interface PeerTransport {
+  send(to: string, msg: PeerMessage): void;
+  updateMembers(members: PeerAddress[]): void;
+  updateKeys(keys: PeerKeys): void;
+  close(): Promise<void>;
+  port: number;
+}
+
+interface ReplayState {
+  boot: bigint;
+  top: bigint;
+  bitmap: bigint;
+}
+
+export type DropReason = "malformed" | "unknown-key" | "bad-mac" | "unknown-sender" | "wrong-receiver" | "replay";
+
+export function encodePacket(key: PeerKey, bootId: bigint, counter: bigint, sender: string, receiver: string, body: Buffer): Buffer {
+  const kid = Buffer.from(key.id, "ascii");
+  const s = Buffer.from(sender, "utf8");
+  const r = Buffer.from(receiver, "utf8");
+  const head = Buffer.alloc(2 + kid.length + 16 + 1 + s.length + 1 + r.length);
+  let o = 0;
+  head.writeUInt8(VERSION, o++);
+  head.writeUInt8(kid.length, o++);
+  kid.copy(head, o);
+  o += kid.length;
+  head.writeBigUInt64BE(bootId, o);
+  o += 8;
+  head.writeBigUInt64BE(counter, o);
+  o += 8;
+  head.writeUInt8(s.length, o++);
+  s.copy(head, o);
+  o += s.length;
+  head.writeUInt8(r.length, o++);
+  r.copy(head, o);
+  const unsigned = Buffer.concat([head, body]);
+  return Buffer.concat([unsigned, createHmac("sha256", key.key).update(unsigned).digest()]);
+}
+
+export function decodePacket(buf: Buffer): { keyId: string; bootId: bigint; counter: bigint; sender: string; receiver: string; body: Buffer; unsigned: Buffer; tag: Buffer } | null {
+  try {
+    if (buf.length < 2 + 16 + 2 + TAG || buf.readUInt8(0) !== VERSION) return null;
+    let o = 1;
+    const kl = buf.readUInt8(o++);
+    const keyId = buf.subarray(o, o + kl).toString("ascii");
+    o += kl;
+    const bootId = buf.readBigUInt64BE(o);
+    o += 8;
+    const counter = buf.readBigUInt64BE(o);
+    o += 8;
+    const sl = buf.readUInt8(o++);
+    const sender = buf.subarray(o, o + sl).toString("utf8");
+    o += sl;
+    const rl = buf.readUInt8(o++);
+    const receiver = buf.subarray(o, o + rl).toString("utf8");
+    o += rl;
+    if (o > buf.length - TAG) return null;
+    return { keyId, bootId, counter, sender, receiver, body: buf.subarray(o, buf.length - TAG), unsigned: buf.subarray(0, buf.length - TAG), tag: buf.subarray(buf.length - TAG) };
+  } catch {
+    return null;
+  }
+}
+
+/** Sliding-window replay check; updates the state when the packet is new. */
+export function acceptCounter(st: ReplayState | undefined, boot: bigint, counter: bigint): { ok: boolean; state: ReplayState } {
+  if (!st || boot > st.boot) return { ok: true, state: { boot, top: counter, bitmap: 1n } };
+  if (boot < st.boot) return { ok: false, state: st };
+  if (counter > st.top) {
+    const shift = counter - st.top;
+    const bitmap = shift >= WINDOW ? 1n : ((st.bitmap << shift) | 1n) & ((1n << WINDOW) - 1n);
+    return { ok: true, state: { boot, top: counter, bitmap } };
+  }
+  const back = st.top - counter;
+  if (back >= WINDOW) return { ok: false, state: st };
+  const bit = 1n << back;
+  if (st.bitmap & bit) return { ok: false, state: st };
+  return { ok: true, state: { ...st, bitmap: st.bitmap | bit } };
+}
+
+export async function createPeerTransport(o: {
+  selfId: string;
+  listenAddress: string;
+  listenPort: number;
+  members: PeerAddress[];
+  keys: PeerKeys;
+  onMessage: (from: string, msg: PeerMessage) => void;
+  log: Logger;
+  metrics?: FipdMetrics;
+}): Promise<PeerTransport> {
+  let members = new Map(o.members.map((m) => [m.id, m]));
+  let keys = o.keys;
+  // Boot id: seconds since the epoch in the high 32 bits (orders incarnations), random low bits.
+  const bootId = (BigInt(Math.floor(Date.now() / 1000)) << 32n) | BigInt(randomBytes(4).readUInt32BE(0));
+  let counter = 0n;
+  const replay = new Map<string, ReplayState>();
+  const lastWarn = new Map<string, number>();
+  const sock: Socket = createSocket({ type: o.listenAddress.includes(":") ? "udp6" : "udp4" });
+
+  const drop = (reason: DropReason, detail: Record<string, unknown>) => {
+    o.metrics?.peerDropped.inc({ reason });
+    const now = Date.now();
+    // At most one warning per reason every 10 s: a flood must not flood the journal too.
+    if ((lastWarn.get(reason) ?? 0) + 10_000 < now) {
+      lastWarn.set(reason, now);
+      o.log.warn("dropped a peer packet", { reason, ...detail });
+    }
+  };
+
+  sock.on("message", (buf, rinfo) => {
+    const p = decodePacket(buf);
+    if (!p) return drop("malformed", { from: rinfo.address });
+    const key = p.keyId === keys.current.id ? keys.current : keys.previous && p.keyId === keys.previous.id ? keys.previous : null;
+    if (!key) return drop("unknown-key", { from: rinfo.address, keyId: p.keyId });
+    const want = createHmac("sha256", key.key).update(p.unsigned).digest();
+    if (!timingSafeEqual(want, p.tag)) return drop("bad-mac", { from: rinfo.address });
+    if (p.receiver !== o.selfId) return drop("wrong-receiver", { from: rinfo.address, receiver: p.receiver });
+    if (!members.has(p.sender)) return drop("unknown-sender", { from: rinfo.address, sender: p.sender });
+    const r = acceptCounter(replay.get(p.sender), p.bootId, p.counter);
+    if (!r.ok) return drop("replay", { sender: p.sender });
+    replay.set(p.sender, r.state);
+    let msg: PeerMessage;
+    try {
+      msg = JSON.parse(p.body.toString("utf8")) as PeerMessage;
+      if (typeof msg !== "object" || msg === null || typeof msg.kind !== "string") throw new Error("not a message");
+    } catch {
+      return drop("malformed", { sender: p.sender });
+    }
+    // The authenticated header names the sender; the body cannot claim to be someone else.
+    msg.from = p.sender;
+    try {
+      o.onMessage(p.sender, msg);
+    } catch (e) {
+      o.log.error("peer message handler failed", { error: (e as Error).message });
+    }
+  });
+  sock.on("error", (e) => o.log.warn("peer socket error", { error: e.message }));
+
+  await new Promise<void>((resolve, reject) => {
+    sock.once("error", reject);
+    sock.bind(o.listenPort, o.listenAddress, () => {
+      sock.off("error", reject);
+      resolve();
+    });
+  });
+
+  return {
+    port: sock.address().port,
+    send(to, msg) {
+      const m = members.get(to);
+      if (!m) return;
+      counter++;
+      const pkt = encodePacket(keys.current, bootId, counter, o.selfId, to, Buffer.from(JSON.stringify(msg), "utf8"));
+      sock.send(pkt, m.port, m.address, (err) => {
+        if (err) o.metrics?.peerDropped.inc({ reason: "send-error" });
+      });
+    },
+    updateMembers(next) {
+      members = new Map(next.map((m) => [m.id, m]));
+    },
+    updateKeys(next) {
+      keys = next;
+    },
+    close: () => new Promise<void>((r) => sock.close(() => r())),
+  };
+}
