@@ -1,0 +1,165 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import type { AgentConfigInput, Member } from "../agent/config.js";
+import { AgentDeployment } from "./agent-deployment.js";
+import type { StackConfig } from "./config.js";
+import { LoadBalancers, ReservedAddress, Witness, type LbNodeSpec } from "./droplets.js";
+import { Firewalls } from "./firewalls.js";
+import { Network } from "./network.js";
+import { waitHealthyScript } from "./scripts.js";
+
+export const PEER_PORT = 7946;
+export const METRICS_PORT = 9465;
+
+export interface HaLbClusterArgs {
+  config: StackConfig;
+  /** Secrets, as Outputs marked secret. */
+  agentToken: pulumi.Input<string>;
+  sshPrivateKey: pulumi.Input<string>;
+  /** Bump to rotate the peers' shared key (both keys are accepted during the roll). */
+  peerKeyGeneration: number;
+  bundle: { path: string; sha256: string };
+  /** Prefix of every name (the stack name, sanitized). */
+  prefix: string;
+}
+
+/** Node ids are droplet names: lowercase letters, digits and '-'. */
+export const sanitize = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "stack";
+
+export function lbSpecs(c: StackConfig, prefix: string): LbNodeSpec[] {
+  const out: LbNodeSpec[] = [];
+  for (const color of ["blue", "green"] as const) {
+    const entry = c.colors[color];
+    for (let n = 1; n <= entry.count; n++) out.push({ name: `${prefix}-lb-${color}-${n}`, color, size: entry.size ?? c.size, image: entry.image ?? c.image });
+  }
+  return out;
+}
+
+/** The whole tier: network, droplets, Reserved IP, firewalls and the agents on every droplet. */
+export class HaLbCluster extends pulumi.ComponentResource {
+  readonly reservedIp: pulumi.Output<string>;
+  readonly loadBalancers: pulumi.Output<Array<{ name: string; color: string; publicIp: string; privateIp: string }>>;
+  readonly witness: pulumi.Output<{ name: string; region: string; publicIp: string } | null>;
+
+  constructor(name: string, a: HaLbClusterArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("ha-lb:index:HaLbCluster", name, {}, opts);
+    const c = a.config;
+    const p = { parent: this };
+    const network = new Network(`${name}-network`, { region: c.region, prefix: a.prefix }, p);
+    const specs = lbSpecs(c, a.prefix);
+    const lbs = new LoadBalancers(
+      `${name}-lbs`,
+      { region: c.region, vpcUuid: network.vpc.id, sshKeys: c.sshKeys, tags: [network.clusterTag.name], colorTags: { blue: network.colorTags.blue.name, green: network.colorTags.green.name }, nodes: specs },
+      p,
+    );
+    const witness = c.witnessRegion
+      ? new Witness(`${name}-witness`, { region: c.witnessRegion, sshKeys: c.sshKeys, tags: [network.witnessTag.name], image: c.image, name: `${a.prefix}-witness` }, p)
+      : null;
+    const rip = new ReservedAddress(`${name}-reserved`, { region: c.region, existing: c.reservedIp, retainOnDelete: c.retainReservedIp }, p);
+    new Firewalls(
+      `${name}-fw`,
+      {
+        prefix: a.prefix,
+        lbTag: network.clusterTag.name,
+        witnessTag: witness ? network.witnessTag.name : undefined,
+        listenPorts: c.listenPorts,
+        adminCidrs: c.adminCidrs,
+        metricsCidrs: c.metricsCidrs,
+        peerPort: PEER_PORT,
+        metricsPort: METRICS_PORT,
+        witnessAddress: witness?.droplet.ipv4Address,
+        lbPublicAddresses: lbs.droplets.map((d) => d.droplet.ipv4Address),
+      },
+      p,
+    );
+
+    // Peer keys: two slots; bumping the generation regenerates only the slot that becomes current,
+    // so the other one is the previous key, still accepted while the new config rolls out.
+    const slot = (i: 0 | 1) =>
+      new random.RandomBytes(`${name}-peer-key-${i}`, { length: 32, keepers: { generation: String(a.peerKeyGeneration - ((a.peerKeyGeneration - i) % 2 === 0 ? 0 : 1)) } }, p);
+    const slots = [slot(0), slot(1)];
+    const current = slots[a.peerKeyGeneration % 2].hex;
+    const previous = a.peerKeyGeneration > 1 ? slots[(a.peerKeyGeneration + 1) % 2].hex : undefined;
+
+    // The membership version changes (to the deploy's Unix time, so it only grows) when the list of
+    // member ids changes; the agents then go through joint consensus.
+    const memberIds = [...specs.map((s) => s.name), ...(witness ? [`${a.prefix}-witness`] : [])];
+    const epoch = new command.local.Command(`${name}-membership-epoch`, { create: "date +%s", triggers: [memberIds.join(",")] }, p);
+    const membershipVersion = epoch.stdout.apply((s) => {
+      const v = Number(String(s ?? "").trim());
+      if (!Number.isInteger(v) || v < 1) throw new Error(`membership epoch: expected a Unix time from \`date +%s\`, got ${JSON.stringify(s)}`);
+      return v;
+    });
+
+    const lbPrivate = lbs.droplets.map((d) => d.droplet.ipv4AddressPrivate);
+    const lbPublic = lbs.droplets.map((d) => d.droplet.ipv4Address);
+    const witnessPublic = witness?.droplet.ipv4Address;
+    const membersFor = (viewFromWitness: boolean) =>
+      pulumi.all([pulumi.all(viewFromWitness ? lbPublic : lbPrivate), witnessPublic ?? pulumi.output("")]).apply(([addrs, w]) => {
+        const ms: Member[] = specs.map((s, i) => ({ id: s.name, address: addrs[i], port: PEER_PORT, role: "lb", color: s.color, priority: 100 }));
+        if (witness) ms.push({ id: `${a.prefix}-witness`, address: w, port: PEER_PORT, role: "witness", priority: 100 });
+        return ms;
+      });
+    const agentConfig = (nodeId: string, role: "lb" | "witness", ip: pulumi.Output<string>): pulumi.Output<AgentConfigInput> =>
+      pulumi.all([membersFor(role === "witness"), membershipVersion, ip]).apply(([members, version]) => ({
+        nodeId,
+        membershipVersion: version,
+        members,
+        activeColor: c.activeColor,
+        ...(role === "lb" ? {} : {}),
+        listen: { address: "0.0.0.0", port: PEER_PORT },
+        ...(c.failover ? { failover: c.failover } : {}),
+        metrics: { enabled: true, address: c.metricsCidrs.length ? "0.0.0.0" : "127.0.0.1", port: METRICS_PORT },
+        logLevel: "info" as const,
+      }));
+
+    let after: pulumi.Resource | undefined;
+    const deployments: AgentDeployment[] = [];
+    lbs.droplets.forEach(({ spec, droplet }) => {
+      const d = new AgentDeployment(
+        `${name}-agent-${spec.name}`,
+        {
+          role: "lb",
+          host: droplet.ipv4Address,
+          privateKey: a.sshPrivateKey,
+          dropletId: droplet.id,
+          bundle: a.bundle,
+          agentConfig: pulumi.all([agentConfig(spec.name, "lb", droplet.ipv4Address), rip.address]).apply(([cfg, ip]) => ({ ...cfg, reservedIp: ip })),
+          token: a.agentToken,
+          peerKey: current,
+          previousPeerKey: previous,
+          haproxy: { listenPorts: c.listenPorts, backends: c.backends, serverName: spec.name },
+          after,
+        },
+        p,
+      );
+      after = d.rollout;
+      deployments.push(d);
+    });
+    if (witness) {
+      const d = new AgentDeployment(
+        `${name}-agent-witness`,
+        { role: "witness", host: witness.droplet.ipv4Address, privateKey: a.sshPrivateKey, dropletId: witness.droplet.id, bundle: a.bundle, agentConfig: agentConfig(`${a.prefix}-witness`, "witness", witness.droplet.ipv4Address), peerKey: current, previousPeerKey: previous, after },
+        p,
+      );
+      deployments.push(d);
+    }
+
+    // After any config change: wait until a leader of the requested color holds the IP. A switch to a
+    // color with no healthy node fails here, loudly, and the IP stays where it is.
+    const first = lbs.droplets.find((d) => d.spec.color === c.activeColor) ?? lbs.droplets[0];
+    if (first) {
+      new command.remote.Command(
+        `${name}-wait-healthy`,
+        { connection: { host: first.droplet.ipv4Address, user: "root", privateKey: a.sshPrivateKey, dialErrorLimit: 60 }, create: waitHealthyScript(), triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {})] },
+        { ...p, dependsOn: deployments.flatMap((d) => [d.applyConfig, d.rollout]) },
+      );
+    }
+
+    this.reservedIp = rip.address;
+    this.loadBalancers = pulumi.all(lbs.droplets.map(({ spec, droplet }) => pulumi.all([droplet.ipv4Address, droplet.ipv4AddressPrivate]).apply(([pub, priv]) => ({ name: spec.name, color: spec.color, publicIp: pub, privateIp: priv }))));
+    this.witness = witness ? witness.droplet.ipv4Address.apply((ip) => ({ name: `${a.prefix}-witness`, region: c.witnessRegion!, publicIp: ip })) : pulumi.output(null);
+    this.registerOutputs({ reservedIp: this.reservedIp, loadBalancers: this.loadBalancers, witness: this.witness });
+  }
+}

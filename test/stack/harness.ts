@@ -1,0 +1,76 @@
+/** Run the Pulumi program under mocks and collect every resource it declares. */
+import * as pulumi from "@pulumi/pulumi";
+import { vi } from "vitest";
+
+export interface Declared {
+  type: string;
+  name: string;
+  inputs: Record<string, any>;
+}
+
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+export const isSecretValue = (v: unknown): v is { value: unknown } => typeof v === "object" && v !== null && SECRET_SIG in v;
+/** The inputs with secret-wrapped values replaced by a marker: what Pulumi would show or store in plain text. */
+export function plainView(v: unknown): unknown {
+  if (isSecretValue(v)) return "[secret]";
+  if (Array.isArray(v)) return v.map(plainView);
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainView(x)]));
+  return v;
+}
+export const unwrap = (v: unknown): unknown => (isSecretValue(v) ? v.value : v);
+
+export const BASE_CONFIG: Record<string, string> = {
+  "ha-lb:region": "nyc3",
+  "ha-lb:witnessRegion": "sfo3",
+  "ha-lb:sshKeys": JSON.stringify(["ab:cd:ef"]),
+  "ha-lb:sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----SSHKEYSECRET-----END",
+  "ha-lb:adminCidrs": JSON.stringify(["203.0.113.0/24"]),
+  "ha-lb:backends": JSON.stringify(["10.10.0.5:8080", "10.10.0.6:8080"]),
+  "ha-lb:agentToken": "dop_v1_0123456789abcdef0123456789abcdefTOKENSECRET",
+};
+
+const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
+
+export async function runProgram(config: Record<string, string>, stack = "dev"): Promise<{ resources: Declared[]; outputs: Record<string, unknown> }> {
+  const resources: Declared[] = [];
+  let ip = 10;
+  await pulumi.runtime.setMocks(
+    {
+      newResource(a) {
+        resources.push({ type: a.type, name: a.name, inputs: a.inputs });
+        const state: Record<string, unknown> = { ...a.inputs };
+        if (a.type === "digitalocean:index/droplet:Droplet") {
+          ip++;
+          state.ipv4Address = `203.0.113.${ip}`;
+          state.ipv4AddressPrivate = `10.10.10.${ip}`;
+        }
+        if (a.type === "digitalocean:index/reservedIp:ReservedIp") state.ipAddress = "198.51.100.7";
+        if (a.type === "random:index/randomBytes:RandomBytes") state.hex = `${a.name.endsWith("0") ? "aa" : "bb"}`.repeat(32);
+        if (a.type === "command:local:Command") state.stdout = "1767225600";
+        return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
+      },
+      call(a) {
+        throw new Error(`unmocked invoke ${a.token}`);
+      },
+    },
+    "ha-lb",
+    stack,
+    false,
+  );
+  pulumi.runtime.setAllConfig({ ...config }, ["ha-lb:agentToken", "ha-lb:sshPrivateKey"]);
+  vi.resetModules();
+  const program = await import("../../index.js");
+  const outputs = {
+    reservedIp: await promiseOf(program.reservedIp),
+    activeColor: program.activeColor,
+    loadBalancers: await promiseOf(program.loadBalancers),
+    witness: await promiseOf(program.witness),
+  };
+  // Let the last registrations land.
+  let n = -1;
+  for (let i = 0; i < 50 && n !== resources.length; i++) {
+    n = resources.length;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { resources, outputs };
+}

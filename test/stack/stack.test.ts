@@ -1,0 +1,161 @@
+/** The Pulumi program under mocks: what it declares, what it must never do. */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { haproxyInstallScript, renderHaproxyConfig, ANCHOR_PLACEHOLDER } from "../../components/haproxy.js";
+import { BASE_CONFIG, plainView, runProgram, unwrap } from "./harness.js";
+
+const droplets = (r: Awaited<ReturnType<typeof runProgram>>) => r.resources.filter((x) => x.type === "digitalocean:index/droplet:Droplet");
+
+describe("the stack", () => {
+  it("declares the tier: VPC, droplets per color, witness, a Reserved IP without a droplet, firewalls, components", async () => {
+    const r = await runProgram({ ...BASE_CONFIG, "ha-lb:colors": JSON.stringify({ blue: { count: 2 }, green: { count: 2 } }) }, "prod");
+    const names = droplets(r).map((d) => d.name).sort();
+    expect(names).toEqual(["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "prod-witness"]);
+    const witness = droplets(r).find((d) => d.name === "prod-witness")!;
+    expect(witness.inputs.region).toBe("sfo3");
+    for (const d of droplets(r).filter((d) => d.name.includes("-lb-"))) {
+      expect(d.inputs.region).toBe("nyc3");
+      expect(d.inputs.monitoring).toBe(true);
+      expect(d.inputs.vpcUuid).toBeTruthy();
+    }
+    const rip = r.resources.filter((x) => x.type === "digitalocean:index/reservedIp:ReservedIp");
+    expect(rip).toHaveLength(1);
+    expect(rip[0].inputs.dropletId).toBeUndefined();
+    expect(r.resources.some((x) => x.type === "digitalocean:index/reservedIpAssignment:ReservedIpAssignment")).toBe(false);
+    expect(r.resources.filter((x) => x.type === "digitalocean:index/vpc:Vpc")).toHaveLength(1);
+    const components = r.resources.filter((x) => x.type.startsWith("ha-lb:index:")).map((x) => x.type);
+    expect(new Set(components)).toEqual(new Set(["ha-lb:index:HaLbCluster", "ha-lb:index:Network", "ha-lb:index:LoadBalancers", "ha-lb:index:Witness", "ha-lb:index:ReservedAddress", "ha-lb:index:Firewalls", "ha-lb:index:AgentDeployment"]));
+    expect(r.outputs.reservedIp).toBe("198.51.100.7");
+    expect((r.outputs.loadBalancers as unknown[]).length).toBe(4);
+  });
+
+  it("firewalls: listen ports open, SSH only from admin CIDRs, peer port only from the cluster tag and the witness", async () => {
+    const r = await runProgram({ ...BASE_CONFIG, "ha-lb:listenPorts": "[80, 443]" });
+    const fw = r.resources.find((x) => x.type === "digitalocean:index/firewall:Firewall" && x.name.endsWith("-lb"))!;
+    const rules = fw.inputs.inboundRules as Array<Record<string, any>>;
+    expect(fw.inputs.tags).toEqual(["dev-ha-lb"]);
+    expect(fw.inputs.dropletIds).toBeUndefined();
+    expect(rules.find((x) => x.portRange === "443")!.sourceAddresses).toContain("0.0.0.0/0");
+    expect(rules.find((x) => x.portRange === "22")!.sourceAddresses).toEqual(["203.0.113.0/24"]);
+    const peer = rules.find((x) => x.portRange === "7946")!;
+    expect(peer.protocol).toBe("udp");
+    expect(peer.sourceTags).toEqual(["dev-ha-lb"]);
+    expect(peer.sourceAddresses).toHaveLength(1);
+    expect(rules.some((x) => x.portRange === "9465")).toBe(false); // metrics closed without metricsCidrs
+  });
+
+  it("changing activeColor, backends or listenPorts changes no droplet input", async () => {
+    const base = { ...BASE_CONFIG, "ha-lb:colors": JSON.stringify({ blue: { count: 2 }, green: { count: 1 } }) };
+    const a = await runProgram(base);
+    const b = await runProgram({ ...base, "ha-lb:activeColor": "green", "ha-lb:backends": JSON.stringify(["10.10.0.9:9000"]), "ha-lb:listenPorts": "[8080]" });
+    const inputs = (r: typeof a) => Object.fromEntries(droplets(r).map((d) => [d.name, d.inputs]));
+    expect(inputs(b)).toEqual(inputs(a));
+    // ...while the HAProxy config and the agents' config do change (reload, not replace).
+    const stdin = (r: typeof a, suffix: string) => r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => JSON.stringify(unwrap(x.inputs.stdin)));
+    expect(stdin(b, "-haproxy")).not.toEqual(stdin(a, "-haproxy"));
+    expect(stdin(b, "-config")).not.toEqual(stdin(a, "-config"));
+  });
+
+  it("secrets never appear in plain text: not in userData, command lines, triggers, outputs", async () => {
+    const r = await runProgram(BASE_CONFIG);
+    const plain = JSON.stringify(r.resources.map((x) => plainView(x.inputs))) + JSON.stringify(r.outputs);
+    expect(plain).not.toContain("TOKENSECRET");
+    expect(plain).not.toContain("SSHKEYSECRET");
+    expect(plain).not.toContain("aa".repeat(32)); // the peer key
+    // The token does reach the LB agents, through secret stdin only.
+    const configs = r.resources.filter((x) => x.type === "command:remote:Command" && x.name.endsWith("-config"));
+    expect(configs.length).toBe(3);
+    for (const c of configs) {
+      expect(plainView(c.inputs.stdin)).toBe("[secret]");
+      const payload = JSON.parse(unwrap(c.inputs.stdin) as string);
+      expect(payload.peerKey).toMatch(/^[0-9a-f]{64}$/);
+      if (payload.config.members.find((m: { id: string }) => m.id === payload.config.nodeId).role === "lb") expect(payload.token).toContain("TOKENSECRET");
+      else expect(payload.token).toBeUndefined();
+    }
+    for (const d of droplets(r)) expect(String(d.inputs.userData)).not.toMatch(/token|activeColor|10\.10\.0\.5/i);
+  });
+
+  it("agent configs: one per node, the same members, VPC addresses between LBs, public ones from the witness", async () => {
+    const r = await runProgram(BASE_CONFIG);
+    const payloads = r.resources.filter((x) => x.name.endsWith("-config") && x.type === "command:remote:Command").map((x) => JSON.parse(unwrap(x.inputs.stdin) as string).config);
+    const lb = payloads.find((p) => p.nodeId === "dev-lb-blue-1");
+    const w = payloads.find((p) => p.nodeId === "dev-witness");
+    expect(lb.members.map((m: { id: string }) => m.id)).toEqual(["dev-lb-blue-1", "dev-lb-blue-2", "dev-witness"]);
+    expect(lb.members[1].address).toMatch(/^10\.10\.10\./);
+    expect(w.members[1].address).toMatch(/^203\.0\.113\./);
+    expect(lb.reservedIp).toBe("198.51.100.7");
+    expect(lb.membershipVersion).toBe(1767225600);
+  });
+
+  it("bundle changes roll droplet by droplet: each rollout command restarts via SIGTERM handover and waits healthy", async () => {
+    const r = await runProgram(BASE_CONFIG);
+    const rollouts = r.resources.filter((x) => x.name.endsWith("-rollout"));
+    expect(rollouts).toHaveLength(3);
+    for (const x of rollouts) {
+      expect(x.inputs.create).toContain("systemctl restart fipd");
+      expect(x.inputs.create).toContain("fipd status --wait-healthy");
+    }
+    const retire = r.resources.filter((x) => x.name.endsWith("-retire"));
+    expect(retire.every((x) => String(x.inputs.delete).includes("fipd maintenance on"))).toBe(true);
+    const wait = r.resources.find((x) => x.name.endsWith("-wait-healthy"))!;
+    expect(wait.inputs.create).toContain("--wait-healthy");
+  });
+});
+
+describe("stack config validation", () => {
+  it("reports one line per bad key, with what is expected", async () => {
+    const bad = { ...BASE_CONFIG, "ha-lb:region": "New York", "ha-lb:activeColor": "red", "ha-lb:adminCidrs": JSON.stringify(["everyone"]) };
+    delete (bad as Record<string, string>)["ha-lb:agentToken"];
+    const err = await runProgram(bad).then(() => null, (e: Error) => e);
+    expect(err).not.toBeNull();
+    const lines = err!.message.split("\n").slice(1).map((l) => l.trim());
+    expect(lines).toHaveLength(4);
+    expect(lines.find((l) => l.startsWith("ha-lb:region:"))).toMatch(/region slug.*expected/);
+    expect(lines.find((l) => l.startsWith("ha-lb:activeColor:"))).toMatch(/blue or green/);
+    expect(lines.find((l) => l.startsWith("ha-lb:adminCidrs:"))).toMatch(/CIDR/);
+    expect(lines.find((l) => l.startsWith("ha-lb:agentToken:"))).toMatch(/is required.*--secret/);
+  });
+
+  it("refuses 2 LBs without a witness, and an active color with no droplets", async () => {
+    const noWitness = { ...BASE_CONFIG };
+    delete (noWitness as Record<string, string>)["ha-lb:witnessRegion"];
+    await expect(runProgram(noWitness)).rejects.toThrow(/witnessRegion: 2 load balancers and no witness cannot survive the loss of one/);
+    await expect(runProgram({ ...BASE_CONFIG, "ha-lb:activeColor": "green" })).rejects.toThrow(/activeColor: green has no droplets/);
+    await expect(runProgram({ ...BASE_CONFIG, "ha-lb:witnessRegion": "nyc3" })).rejects.toThrow(/witnessRegion: must differ from region/);
+  });
+});
+
+describe("HAProxy config", () => {
+  it("binds public listeners to the anchor IP only and is valid for haproxy -c", () => {
+    const cfg = renderHaproxyConfig({ listenPorts: [80, 443], backends: ["10.0.0.5:8080"], serverName: "x" });
+    expect(cfg).not.toMatch(/0\.0\.0\.0|bind \*|bind :/);
+    expect(cfg.match(new RegExp(`bind ${ANCHOR_PLACEHOLDER}:\\d+`, "g"))).toHaveLength(2);
+    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
+    try {
+      const file = join(dir, "haproxy.cfg");
+      writeFileSync(file, cfg.replaceAll(ANCHOR_PLACEHOLDER, "198.51.100.11").replace(/stats socket \S+/, `stats socket ${join(dir, "admin.sock")}`));
+      execFileSync("haproxy", ["-c", "-q", "-f", file]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the install script refuses to run without an anchor address", () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
+    try {
+      const script = haproxyInstallScript({ metadataUrl: "http://127.0.0.1:9", configPath: join(dir, "haproxy.cfg"), reloadCommand: "true" }).replace("--retry 10", "--retry 0");
+      let err = "";
+      try {
+        execFileSync("sh", ["-c", script], { input: "x", stdio: ["pipe", "pipe", "pipe"] });
+      } catch (e) {
+        err = String((e as { stderr: Buffer }).stderr);
+      }
+      expect(err).toContain("no anchor IPv4");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
