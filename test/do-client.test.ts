@@ -1,0 +1,62 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { createReservedIpClient, DoApiError } from "../agent/do-client.js";
+import { startEmulator, type Emulator } from "./emulator/index.js";
+
+const TOKEN = "dop_v1_" + "ab".repeat(32);
+let emu: Emulator | null = null;
+afterEach(async () => {
+  await emu?.close();
+  emu = null;
+});
+
+async function setup(actionDelayMs = 0) {
+  emu = await startEmulator({ tokens: [TOKEN], actionDelayMs });
+  emu.addReservedIp({ ip: "198.51.100.100", region: "nyc3" });
+  const d = emu.addDroplet({ name: "lb1", region: "nyc3", publicIpv4: "203.0.113.11", privateIpv4: "192.0.2.11", anchorIpv4: "198.51.100.11" });
+  const client = createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 2000, random: () => 0.5 });
+  return { emu, client, dropletId: d.id };
+}
+
+describe("reserved IP client", () => {
+  it("assigns with one POST, follows the action and confirms: a clean failover costs few requests", async () => {
+    const { emu, client, dropletId } = await setup(600);
+    const r = await client.assign("198.51.100.100", dropletId, { deadlineMs: 10_000 });
+    expect(r.alreadyAssigned).toBe(false);
+    expect(emu.reservedIpHolder("198.51.100.100")).toBe(dropletId);
+    const log = emu.requestLog();
+    expect(log.filter((x) => x.method === "POST")).toHaveLength(1);
+    expect(log.length).toBeLessThanOrEqual(6);
+  });
+
+  it("retries 422 pending event and 5xx, and honours 429 retry-after", async () => {
+    const { emu, client, dropletId } = await setup();
+    emu.faults.set({ status: 422, count: 1, match: "POST" });
+    emu.faults.set({ status: 503, count: 1, match: "POST" });
+    emu.faults.set({ status: 429, count: 1, match: "POST", retryAfterS: 1 });
+    const t0 = Date.now();
+    await client.assign("198.51.100.100", dropletId, { deadlineMs: 20_000 });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    expect(emu.reservedIpHolder("198.51.100.100")).toBe(dropletId);
+    expect(emu.requestLog().filter((x) => x.method === "POST").length).toBe(4);
+  });
+
+  it("fails fast on a bad token, without the token in the error", async () => {
+    const { emu, dropletId } = await setup();
+    const client = createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => "dop_v1_wrong", requestTimeoutMs: 2000 });
+    const err = await client.assign("198.51.100.100", dropletId, { deadlineMs: 10_000 }).catch((e) => e);
+    expect(err).toBeInstanceOf(DoApiError);
+    expect(err.status).toBe(401);
+    expect(String(err.message)).not.toContain("dop_v1_wrong");
+    expect(emu.requestLog()).toHaveLength(1);
+  });
+
+  it("stops at once when leadership is lost (abort), and respects the deadline", async () => {
+    const { client, dropletId, emu } = await setup(5_000);
+    const ac = new AbortController();
+    const p = client.assign("198.51.100.100", dropletId, { deadlineMs: 60_000, signal: ac.signal });
+    setTimeout(() => ac.abort(new Error("lost lease")), 300);
+    await expect(p).rejects.toThrow(/lost lease/);
+    emu.faults.set({ status: 500, count: 100 });
+    await expect(createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 500 }).assign("198.51.100.100", dropletId, { deadlineMs: 1_500 })).rejects.toThrow(/did not complete within 1500 ms/);
+  });
+});

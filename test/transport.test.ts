@@ -1,0 +1,78 @@
+import { createSocket } from "node:dgram";
+import { randomBytes } from "node:crypto";
+import { afterEach, describe, expect, it } from "vitest";
+import type { PeerMessage } from "../agent/election/types.js";
+import { silentLogger } from "../agent/log.js";
+import { createMetrics } from "../agent/metrics.js";
+import { acceptCounter, createPeerTransport, decodePacket, encodePacket, type PeerTransport } from "../agent/transport.js";
+
+const key = (b = randomBytes(32)) => ({ id: b.subarray(0, 4).toString("hex"), key: b });
+const msg = (from: string): PeerMessage => ({ kind: "release", from, term: 1, successor: null, colorInForce: "blue", reason: "test" });
+const open: PeerTransport[] = [];
+afterEach(async () => {
+  for (const t of open.splice(0)) await t.close();
+});
+
+async function pair(keysA = { current: key(), previous: null as ReturnType<typeof key> | null }, keysB = keysA) {
+  const got: Array<{ from: string; msg: PeerMessage }> = [];
+  const metrics = createMetrics();
+  const b = await createPeerTransport({ selfId: "b", listenAddress: "127.0.0.1", listenPort: 0, members: [], keys: keysB, onMessage: (from, m) => got.push({ from, msg: m }), log: silentLogger, metrics });
+  const a = await createPeerTransport({ selfId: "a", listenAddress: "127.0.0.1", listenPort: 0, members: [{ id: "b", address: "127.0.0.1", port: b.port }], keys: keysA, onMessage: () => undefined, log: silentLogger });
+  b.updateMembers([{ id: "a", address: "127.0.0.1", port: a.port }]);
+  open.push(a, b);
+  return { a, b, got, metrics };
+}
+const settle = () => new Promise((r) => setTimeout(r, 100));
+const dropped = async (m: ReturnType<typeof createMetrics>, reason: string) => ((await m.peerDropped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0);
+
+describe("peer transport", () => {
+  it("delivers authenticated messages with the sender from the header", async () => {
+    const { a, got } = await pair();
+    a.send("b", { ...msg("mallory") });
+    await settle();
+    expect(got).toHaveLength(1);
+    expect(got[0].from).toBe("a");
+    expect(got[0].msg.from).toBe("a");
+  });
+
+  it("drops wrong keys, tampering, replays and garbage, and counts them", async () => {
+    const { b, got, metrics } = await pair({ current: key(), previous: null }, { current: key(), previous: null });
+    const raw = createSocket("udp4");
+    const k = key();
+    const send = (buf: Buffer) => new Promise<void>((r) => raw.send(buf, b.port, "127.0.0.1", () => r()));
+    await send(Buffer.from("garbage"));
+    await send(encodePacket(k, 1n, 1n, "a", "b", Buffer.from("{}")));
+    await settle();
+    raw.close();
+    expect(got).toHaveLength(0);
+    expect(await dropped(metrics, "malformed")).toBe(1);
+    expect(await dropped(metrics, "unknown-key")).toBe(1);
+  });
+
+  it("accepts the previous key during a key roll, and rejects replays", async () => {
+    const oldKey = key();
+    const newKey = key();
+    const { b, got, metrics } = await pair({ current: oldKey, previous: null }, { current: newKey, previous: oldKey });
+    const raw = createSocket("udp4");
+    const pkt = encodePacket(oldKey, 5n, 1n, "a", "b", Buffer.from(JSON.stringify(msg("a"))));
+    const tampered = Buffer.from(pkt);
+    tampered[tampered.length - 40] ^= 1;
+    for (const p of [pkt, pkt, tampered]) await new Promise<void>((r) => raw.send(p, b.port, "127.0.0.1", () => r()));
+    await settle();
+    raw.close();
+    expect(got).toHaveLength(1);
+    expect(await dropped(metrics, "replay")).toBe(1);
+    expect(await dropped(metrics, "bad-mac")).toBe(1);
+  });
+
+  it("replay window: new counters pass, repeats and too-old ones fail, a newer boot resets", () => {
+    let st = acceptCounter(undefined, 10n, 100n).state;
+    expect(acceptCounter(st, 10n, 100n).ok).toBe(false);
+    expect(acceptCounter(st, 10n, 99n).ok).toBe(true);
+    st = acceptCounter(st, 10n, 200n).state;
+    expect(acceptCounter(st, 10n, 100n).ok).toBe(false);
+    expect(acceptCounter(st, 9n, 500n).ok).toBe(false);
+    expect(acceptCounter(st, 11n, 1n).ok).toBe(true);
+    expect(decodePacket(Buffer.alloc(10))).toBeNull();
+  });
+});
