@@ -9,7 +9,8 @@ import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEmulator, type Emulator } from "./index.js";
 
-const SPEC = resolve(__dirname, "../../../shared/do-openapi/reserved-ips.openapi.yaml");
+// The official OpenAPI subset lives next to the repository (../shared), as in CI; DO_OPENAPI_DIR overrides.
+const SPEC = resolve(process.env.DO_OPENAPI_DIR ?? resolve(__dirname, "../../../shared/do-openapi"), "reserved-ips.openapi.yaml");
 const TOKEN = "dop_v1_" + "cd".repeat(32);
 let emu: Emulator;
 let api: OpenAPIBackend;
