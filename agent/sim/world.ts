@@ -94,6 +94,8 @@ export interface WorldOptions {
   /** Actual clock-rate deviation of each node, at most this (may exceed timing.maxClockDrift to test bugs). */
   actualDrift: number;
   network: NetworkConditions;
+  /** Extra one-way delay per link (e.g. a witness in another region). */
+  extraDelayMs?: (from: string, to: string) => number;
   bugs?: PlantedBugs;
   /** Keep the last N trace lines (0: none). */
   traceLimit?: number;
@@ -283,7 +285,7 @@ export class World {
     if (this.netRng.chance(net.loss)) return;
     const copies = this.netRng.chance(net.duplicate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
-      const at = this.now + this.netRng.float(net.minDelayMs, net.maxDelayMs);
+      const at = this.now + this.netRng.float(net.minDelayMs, net.maxDelayMs) + (this.opts.extraDelayMs?.(from.id, to) ?? 0);
       this.queue.push({ at, seq: this.seq++, kind: "deliver", to, message: { ...message, from: from.id } as PeerMessage });
     }
   }
