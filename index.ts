@@ -1,27 +1,25 @@
 /**
  * ha-lb: a highly available HAProxy tier behind one DigitalOcean Reserved IP.
- * Thin on purpose: read and validate config, build the bundle, build the components, export outputs.
+ * Thin on purpose: read and validate config, build the agent bundle, build the components, export
+ * the outputs. Everything else lives in components/.
  */
 import * as pulumi from "@pulumi/pulumi";
 import { buildAgentBundle } from "./agent/build.js";
 import { HaLbCluster, sanitize } from "./components/cluster.js";
-import { parseStackConfig, readRawConfig } from "./components/config.js";
+import { readStackConfig } from "./components/config.js";
 
-const cfg = new pulumi.Config("ha-lb");
-// Validate everything before declaring any resource. Secrets are read raw only to validate them; the
-// resources get them as secret Outputs.
-const { config, warnings } = parseStackConfig(readRawConfig((key) => pulumi.runtime.getConfig(`ha-lb:${key}`)));
+// Validates every ha-lb:* key before any resource is declared (throws StackConfigError: one line per
+// bad key). Secrets come back only as secret Outputs.
+const { config, secrets, warnings } = readStackConfig();
 for (const w of warnings) pulumi.log.warn(w);
 
-const bundle = buildAgentBundle();
-const cluster = bundle.then(
-  (b) =>
+const cluster = buildAgentBundle().then(
+  (bundle) =>
     new HaLbCluster("ha-lb", {
       config,
-      agentToken: cfg.requireSecret("agentToken"),
-      sshPrivateKey: cfg.requireSecret("sshPrivateKey"),
-      peerKeyGeneration: cfg.getNumber("peerKeyGeneration") ?? 1,
-      bundle: { path: b.path, sha256: b.sha256 },
+      agentToken: secrets.agentToken,
+      sshPrivateKey: secrets.sshPrivateKey,
+      bundle: { path: bundle.path, sha256: bundle.sha256 },
       prefix: sanitize(pulumi.getStack()),
     }),
 );

@@ -1,59 +1,85 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
 import { haproxyInstallScript, renderHaproxyConfig } from "./haproxy.js";
-import { UNIT_PATH, applyConfigScript, bundlePath, retireScript, rolloutScript, waitForBootstrapScript } from "./scripts.js";
+import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
 
 export interface AgentDeploymentArgs {
-  role: "lb" | "witness";
-  host: pulumi.Input<string>;
-  privateKey: pulumi.Input<string>;
-  /** Changes when the droplet is replaced: commands then run again on the new one. */
-  dropletId: pulumi.Input<string>;
-  bundle: { path: string; sha256: string };
+  readonly role: "lb" | "witness";
+  /** The droplet's public address (SSH). */
+  readonly host: pulumi.Input<string>;
+  /** Secret: the SSH key the commands connect with. */
+  readonly privateKey: pulumi.Input<string>;
+  /** Changes when the droplet is replaced: every command then runs again on the new one. */
+  readonly dropletId: pulumi.Input<string>;
+  /** The bundle built by agent/build.ts; deployed under its content hash. */
+  readonly bundle: { path: string; sha256: string };
   /** The agent config for this node (no secrets in it). */
-  agentConfig: pulumi.Input<AgentConfigInput>;
+  readonly agentConfig: pulumi.Input<AgentConfigInput>;
   /** Secrets: reach the droplet only on command stdin, into 0600 files. */
-  token?: pulumi.Input<string>;
-  peerKey: pulumi.Input<string>;
-  previousPeerKey?: pulumi.Input<string>;
-  haproxy?: { listenPorts: number[]; backends: string[]; serverName: string };
-  /** The previous node's rollout: bundles roll one droplet at a time. */
-  after?: pulumi.Resource;
+  readonly token?: pulumi.Input<string>;
+  readonly peerKey: pulumi.Input<string>;
+  readonly previousPeerKey?: pulumi.Input<string>;
+  /** HAProxy (LBs only). */
+  readonly haproxy?: { listenPorts: number[]; backends: string[]; serverName: string };
+  /** The previous droplet's restart: bundles roll one droplet at a time. */
+  readonly after?: pulumi.Resource;
+  /** Seconds a restarted agent has to see the cluster healthy again before the deploy fails. */
+  readonly healthyTimeoutS?: number;
 }
 
-const UNIT = () => readFileSync(join(__dirname, "assets", "fipd.service"), "utf8");
+export const UNIT_TEXT = () => readFileSync(join(__dirname, "assets", "fipd.service"), "utf8");
+const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
 /**
- * Ships and runs fipd on one droplet: bundle and unit by CopyToRemote; HAProxy config and agent
- * config by command stdin (a change reloads, never restarts); a new bundle restarts the agent (which
- * hands over first) and waits until the cluster is healthy before the next droplet's turn.
+ * Ships and runs fipd on one droplet.
+ * - bundle (by content hash) and systemd unit: CopyToRemote;
+ * - HAProxy config: stdin of a Command whose `create` re-runs when the config changes (no `update`
+ *   and stable `triggers`, so it is an in-place re-run, i.e. a graceful reload, not a replace);
+ * - agent config and secrets: secret stdin into `fipd apply-config`, which reloads a running agent
+ *   (SIGHUP semantics) — how `activeColor` or a token rotation arrives; never a restart;
+ * - a new bundle or unit: the restart Command, whose triggers are the bundle and unit hashes, runs
+ *   rollingRestartScript after the previous droplet's restart (`after`), so droplets roll one by one;
+ * - before the droplet goes away: deleteScript (hand over, maintenance, stop).
  */
 export class AgentDeployment extends pulumi.ComponentResource {
-  readonly rollout: command.remote.Command;
+  readonly restart: command.remote.Command;
   readonly applyConfig: command.remote.Command;
+  readonly haproxy?: command.remote.Command;
+  /** What the restart waits for besides this droplet's own setup (the rolling chain). */
+  readonly restartAfter?: pulumi.Resource;
 
   constructor(name: string, a: AgentDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:AgentDeployment", name, {}, opts);
-    const connection = { host: a.host, user: "root", privateKey: a.privateKey, dialErrorLimit: 60 };
+    // A fresh droplet may take a while to answer SSH: retry dialing for about 10 minutes.
+    const connection = { host: a.host, user: "root", privateKey: pulumi.secret(a.privateKey), dialErrorLimit: 40 };
     const p = { parent: this };
     const sha = a.bundle.sha256;
+    const unit = UNIT_TEXT();
 
     const bootstrap = new command.remote.Command(`${name}-bootstrap`, { connection, create: waitForBootstrapScript(), triggers: [a.dropletId] }, p);
-    const copyBundle = new command.remote.CopyToRemote(`${name}-bundle`, { connection, source: new pulumi.asset.FileAsset(a.bundle.path), remotePath: bundlePath(sha), triggers: [sha, a.dropletId] }, { ...p, dependsOn: [bootstrap] });
-    const copyUnit = new command.remote.CopyToRemote(`${name}-unit`, { connection, source: new pulumi.asset.StringAsset(UNIT()), remotePath: UNIT_PATH, triggers: [a.dropletId] }, { ...p, dependsOn: [bootstrap] });
+    const copyBundle = new command.remote.CopyToRemote(
+      `${name}-bundle`,
+      { connection, source: new pulumi.asset.FileAsset(a.bundle.path), remotePath: bundlePath(sha), triggers: [sha, a.dropletId] },
+      { ...p, dependsOn: [bootstrap] },
+    );
+    const copyUnit = new command.remote.CopyToRemote(
+      `${name}-unit`,
+      { connection, source: new pulumi.asset.StringAsset(unit), remotePath: UNIT_PATH, triggers: [sha256(unit), a.dropletId] },
+      { ...p, dependsOn: [bootstrap] },
+    );
 
-    const deps: pulumi.Resource[] = [copyBundle, copyUnit];
+    const setup: pulumi.Resource[] = [copyBundle, copyUnit];
     if (a.haproxy) {
-      deps.push(
-        new command.remote.Command(
-          `${name}-haproxy`,
-          { connection, create: haproxyInstallScript(), stdin: renderHaproxyConfig(a.haproxy), triggers: [a.dropletId] },
-          { ...p, dependsOn: [bootstrap] },
-        ),
+      this.haproxy = new command.remote.Command(
+        `${name}-haproxy`,
+        { connection, create: haproxyInstallScript(), stdin: renderHaproxyConfig(a.haproxy), triggers: [a.dropletId] },
+        { ...p, dependsOn: [bootstrap] },
       );
+      setup.push(this.haproxy);
     }
 
     const payload = pulumi
@@ -61,20 +87,28 @@ export class AgentDeployment extends pulumi.ComponentResource {
       .apply(([config, token, peerKey, previousPeerKey]) => JSON.stringify({ config, ...(token ? { token } : {}), peerKey, ...(previousPeerKey ? { previousPeerKey } : {}) }));
     this.applyConfig = new command.remote.Command(
       `${name}-config`,
-      // stdin is secret: encrypted in state, masked in diffs, never in the command line or logs.
-      { connection, create: applyConfigScript(sha), stdin: pulumi.secret(payload), triggers: [a.dropletId], logging: "stderr" },
-      { ...p, dependsOn: [copyBundle] },
+      {
+        connection,
+        create: applyConfigCommand(sha),
+        // Secret stdin: encrypted in state, masked in diffs, never in the command line or the logs.
+        stdin: pulumi.secret(payload),
+        triggers: [a.dropletId],
+        logging: "none",
+      },
+      // apply-config prints no secret, but keep whatever it prints out of plaintext state anyway.
+      { ...p, dependsOn: [copyBundle], additionalSecretOutputs: ["stdout", "stderr"] },
     );
 
-    this.rollout = new command.remote.Command(
-      `${name}-rollout`,
-      { connection, create: rolloutScript(sha), triggers: [sha, a.dropletId] },
-      { ...p, dependsOn: [...deps, this.applyConfig, ...(a.after ? [a.after] : [])] },
+    this.restartAfter = a.after;
+    this.restart = new command.remote.Command(
+      `${name}-restart`,
+      { connection, create: rollingRestartScript(sha, a.healthyTimeoutS ?? 120), triggers: [sha, sha256(unit), a.dropletId] },
+      { ...p, dependsOn: [...setup, this.applyConfig, ...(a.after ? [a.after] : [])] },
     );
 
-    // Runs only when this droplet goes away (scale-down, replacement, destroy), before it is deleted:
-    // the agent leaves eligibility and hands the IP over first.
-    new command.remote.Command(`${name}-retire`, { connection, create: "true", delete: retireScript(), triggers: [a.dropletId] }, { ...p, dependsOn: [this.rollout] });
+    // Runs only when this droplet goes away (scale-down, replacement, destroy), before the droplet is
+    // deleted (it depends on the droplet through its connection): the agent hands the IP over first.
+    new command.remote.Command(`${name}-retire`, { connection, create: "true", delete: deleteScript(), triggers: [a.dropletId] }, { ...p, dependsOn: [this.restart] });
 
     this.registerOutputs({});
   }

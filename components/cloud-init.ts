@@ -22,7 +22,8 @@ curl -fsSLo ${tarball} https://nodejs.org/dist/v${NODE_VERSION}/${tarball}
 echo "${NODE_SHA256}  ${tarball}" | sha256sum -c -
 mkdir -p /opt/node
 tar -xJf ${tarball} -C /opt/node --strip-components=1
-ln -sf /opt/node/bin/node /usr/local/bin/node
+# /usr/bin/node: the path fipd.service and the deploy scripts use (Ubuntu's nodejs package is not installed).
+ln -sf /opt/node/bin/node /usr/bin/node
 rm -f ${tarball}
 id fipd >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin fipd
 install -d -m 0755 /opt/fipd

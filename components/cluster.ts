@@ -3,31 +3,33 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfigInput, Member } from "../agent/config.js";
 import { AgentDeployment } from "./agent-deployment.js";
-import type { StackConfig } from "./config.js";
-import { LoadBalancers, ReservedAddress, Witness, type LbNodeSpec } from "./droplets.js";
+import type { PublicStackConfig } from "./config.js";
 import { Firewalls } from "./firewalls.js";
+import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
 import { Network } from "./network.js";
-import { waitHealthyScript } from "./scripts.js";
+import { ReservedIpComponent } from "./reserved-ip.js";
+import { switchColorCheckScript } from "./scripts.js";
+import { Witness } from "./witness.js";
 
 export const PEER_PORT = 7946;
 export const METRICS_PORT = 9465;
 
 export interface HaLbClusterArgs {
-  config: StackConfig;
+  /** The validated stack config, without its secrets. */
+  readonly config: PublicStackConfig;
   /** Secrets, as Outputs marked secret. */
-  agentToken: pulumi.Input<string>;
-  sshPrivateKey: pulumi.Input<string>;
-  /** Bump to rotate the peers' shared key (both keys are accepted during the roll). */
-  peerKeyGeneration: number;
-  bundle: { path: string; sha256: string };
+  readonly agentToken: pulumi.Input<string>;
+  readonly sshPrivateKey: pulumi.Input<string>;
+  /** The agent bundle (agent/build.ts), deployed by content hash. */
+  readonly bundle: { path: string; sha256: string };
   /** Prefix of every name (the stack name, sanitized). */
-  prefix: string;
+  readonly prefix: string;
 }
 
 /** Node ids are droplet names: lowercase letters, digits and '-'. */
 export const sanitize = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "stack";
 
-export function lbSpecs(c: StackConfig, prefix: string): LbNodeSpec[] {
+export function lbSpecs(c: PublicStackConfig, prefix: string): LbNodeSpec[] {
   const out: LbNodeSpec[] = [];
   for (const color of ["blue", "green"] as const) {
     const entry = c.colors[color];
@@ -41,6 +43,10 @@ export class HaLbCluster extends pulumi.ComponentResource {
   readonly reservedIp: pulumi.Output<string>;
   readonly loadBalancers: pulumi.Output<Array<{ name: string; color: string; publicIp: string; privateIp: string }>>;
   readonly witness: pulumi.Output<{ name: string; region: string; publicIp: string } | null>;
+  /** Per droplet, in rolling order (LBs by color and number, then the witness). */
+  readonly deployments: AgentDeployment[];
+  /** The once-per-update check that the requested color is in force. */
+  readonly switchCheck?: command.remote.Command;
 
   constructor(name: string, a: HaLbClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:HaLbCluster", name, {}, opts);
@@ -56,7 +62,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const witness = c.witnessRegion
       ? new Witness(`${name}-witness`, { region: c.witnessRegion, sshKeys: c.sshKeys, tags: [network.witnessTag.name], image: c.image, name: `${a.prefix}-witness` }, p)
       : null;
-    const rip = new ReservedAddress(`${name}-reserved`, { region: c.region, existing: c.reservedIp, retainOnDelete: c.retainReservedIp }, p);
+    const rip = new ReservedIpComponent(`${name}-reserved-ip`, { region: c.region, existing: c.reservedIp, retainOnDelete: c.retainReservedIp }, p);
     new Firewalls(
       `${name}-fw`,
       {
@@ -77,10 +83,10 @@ export class HaLbCluster extends pulumi.ComponentResource {
     // Peer keys: two slots; bumping the generation regenerates only the slot that becomes current,
     // so the other one is the previous key, still accepted while the new config rolls out.
     const slot = (i: 0 | 1) =>
-      new random.RandomBytes(`${name}-peer-key-${i}`, { length: 32, keepers: { generation: String(a.peerKeyGeneration - ((a.peerKeyGeneration - i) % 2 === 0 ? 0 : 1)) } }, p);
+      new random.RandomBytes(`${name}-peer-key-${i}`, { length: 32, keepers: { generation: String(c.peerKeyGeneration - ((c.peerKeyGeneration - i) % 2 === 0 ? 0 : 1)) } }, p);
     const slots = [slot(0), slot(1)];
-    const current = slots[a.peerKeyGeneration % 2].hex;
-    const previous = a.peerKeyGeneration > 1 ? slots[(a.peerKeyGeneration + 1) % 2].hex : undefined;
+    const current = slots[c.peerKeyGeneration % 2].hex;
+    const previous = c.peerKeyGeneration > 1 ? slots[(c.peerKeyGeneration + 1) % 2].hex : undefined;
 
     // The membership version changes (to the deploy's Unix time, so it only grows) when the list of
     // member ids changes; the agents then go through joint consensus.
@@ -107,7 +113,6 @@ export class HaLbCluster extends pulumi.ComponentResource {
         membershipVersion: version,
         members,
         activeColor: c.activeColor,
-        ...(role === "lb" ? {} : {}),
         listen: { address: "0.0.0.0", port: PEER_PORT },
         ...(c.failover ? { failover: c.failover } : {}),
         metrics: { enabled: true, address: c.metricsCidrs.length ? "0.0.0.0" : "127.0.0.1", port: METRICS_PORT },
@@ -115,7 +120,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
       }));
 
     let after: pulumi.Resource | undefined;
-    const deployments: AgentDeployment[] = [];
+    const deployments: AgentDeployment[] = (this.deployments = []);
     lbs.droplets.forEach(({ spec, droplet }) => {
       const d = new AgentDeployment(
         `${name}-agent-${spec.name}`,
@@ -125,7 +130,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           privateKey: a.sshPrivateKey,
           dropletId: droplet.id,
           bundle: a.bundle,
-          agentConfig: pulumi.all([agentConfig(spec.name, "lb", droplet.ipv4Address), rip.address]).apply(([cfg, ip]) => ({ ...cfg, reservedIp: ip })),
+          agentConfig: pulumi.all([agentConfig(spec.name, "lb", droplet.ipv4Address), rip.address, droplet.id]).apply(([cfg, ip, id]) => ({ ...cfg, reservedIp: ip, dropletId: Number(id) })),
           token: a.agentToken,
           peerKey: current,
           previousPeerKey: previous,
@@ -134,7 +139,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
         },
         p,
       );
-      after = d.rollout;
+      after = d.restart;
       deployments.push(d);
     });
     if (witness) {
@@ -147,13 +152,18 @@ export class HaLbCluster extends pulumi.ComponentResource {
     }
 
     // After any config change: wait until a leader of the requested color holds the IP. A switch to a
-    // color with no healthy node fails here, loudly, and the IP stays where it is.
+    // color with no healthy node fails here, loudly (`pulumi up` reports it), and the IP stays where
+    // it is. Its triggers are what can move the IP; a change replaces it, i.e. runs it again.
     const first = lbs.droplets.find((d) => d.spec.color === c.activeColor) ?? lbs.droplets[0];
     if (first) {
-      new command.remote.Command(
-        `${name}-wait-healthy`,
-        { connection: { host: first.droplet.ipv4Address, user: "root", privateKey: a.sshPrivateKey, dialErrorLimit: 60 }, create: waitHealthyScript(), triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {})] },
-        { ...p, dependsOn: deployments.flatMap((d) => [d.applyConfig, d.rollout]) },
+      this.switchCheck = new command.remote.Command(
+        `${name}-switch-check`,
+        {
+          connection: { host: first.droplet.ipv4Address, user: "root", privateKey: pulumi.secret(a.sshPrivateKey), dialErrorLimit: 40 },
+          create: switchColorCheckScript(c.activeColor),
+          triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {}), ...lbs.droplets.map((d) => d.droplet.id)],
+        },
+        { ...p, dependsOn: deployments.flatMap((d) => [d.applyConfig, d.restart]) },
       );
     }
 

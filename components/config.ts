@@ -3,6 +3,7 @@
  * resource is declared. A bad value fails the program with one line per bad key: the key, what is
  * wrong, and the form expected.
  */
+import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { FailoverTimingSchema } from "../agent/config.js";
 
@@ -34,6 +35,8 @@ export const StackConfigSchema = z
     reservedIp: z.ipv4().optional(),
     retainReservedIp: z.boolean().default(true),
     failover: FailoverTimingSchema.optional(),
+    /** Bump (1, 2, 3, …) to rotate the peers' shared key; the previous key stays accepted during the roll. */
+    peerKeyGeneration: z.number().int().min(1).default(1),
   })
   .transform((c) => ({
     ...c,
@@ -46,6 +49,10 @@ export type StackConfig = z.output<typeof StackConfigSchema>;
 
 const EXPECTED: Record<string, string> = {
   region: "a region slug, e.g. nyc3",
+  image: "a DigitalOcean image slug, e.g. ubuntu-24-04-x64",
+  size: "a droplet size slug, e.g. s-1vcpu-1gb",
+  retainReservedIp: "true or false",
+  peerKeyGeneration: "an integer ≥ 1, bumped to rotate the peer key",
   colors: '{"blue": {"count": 2}, "green": {"count": 0}}',
   activeColor: "blue or green",
   witnessRegion: "a region slug different from region, e.g. sfo3",
@@ -96,23 +103,34 @@ export function parseStackConfig(raw: Record<string, unknown>): { config: StackC
   if (lbs >= 2 && voters - 1 < majority) {
     errors.push(`ha-lb:witnessRegion: ${lbs} load balancers and no witness cannot survive the loss of one (${voters} voters need ${majority}); set ha-lb:witnessRegion (a small droplet in another region) or add a load balancer`);
   } else if (voters % 2 === 0) {
-    warnings.push(`${voters} voters (${lbs} load balancers${c.witnessRegion ? " + witness" : ""}) is an even number: it tolerates no more failures than ${voters - 1}; consider ${c.witnessRegion ? "removing the witness or adding a load balancer" : "adding a witness"}`);
+    const tolerated = voters - majority;
+    warnings.push(
+      `ha-lb: ${voters} voters (${lbs} load balancer${lbs === 1 ? "" : "s"}${c.witnessRegion ? " + witness" : ""}) is an even number: a majority is ${majority}, so it survives ${tolerated} lost voter${tolerated === 1 ? "" : "s"}, no more than ${voters - 1} voters would; consider ${c.witnessRegion ? "adding a load balancer or removing the witness" : "adding a witness (ha-lb:witnessRegion)"}`,
+    );
   }
   if (errors.length) throw new StackConfigError(errors);
   return { config: c, warnings };
 }
 
-const OBJECT_KEYS = ["colors", "sshKeys", "adminCidrs", "metricsCidrs", "backends", "listenPorts", "failover", "retainReservedIp"];
-const ALL_KEYS = ["region", "image", "size", "colors", "activeColor", "witnessRegion", "sshKeys", "sshPrivateKey", "adminCidrs", "metricsCidrs", "backends", "listenPorts", "agentToken", "reservedIp", "retainReservedIp", "failover"];
+/** Keys whose value is JSON (a list, an object, a boolean or a number) in Pulumi.<stack>.yaml. */
+const JSON_KEYS = ["colors", "sshKeys", "adminCidrs", "metricsCidrs", "backends", "listenPorts", "failover", "retainReservedIp", "peerKeyGeneration"];
+export const ALL_KEYS = Object.keys(StackConfigSchema.in.shape);
 
-/** Read every `ha-lb:*` key through a getter (pulumi.Config in the program, a map in tests). */
-export function readRawConfig(get: (key: string) => string | undefined): Record<string, unknown> {
+/**
+ * Read every `ha-lb:*` key through a getter (the Pulumi config in the program, a map in tests).
+ * Values may be raw strings (JSON for list/object keys) or already parsed. `present` lists the keys
+ * set in the stack, so that a misspelt key is an error rather than silently ignored.
+ */
+export function readRawConfig(get: (key: string) => unknown, present: string[] = []): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
   const bad: string[] = [];
+  for (const key of present) {
+    if (!ALL_KEYS.includes(key)) bad.push(`ha-lb:${key}: is not a known key; expected one of ${ALL_KEYS.join(", ")}`);
+  }
   for (const key of ALL_KEYS) {
     const v = get(key);
-    if (v === undefined) continue;
-    if (OBJECT_KEYS.includes(key)) {
+    if (v === undefined || v === null) continue;
+    if (JSON_KEYS.includes(key) && typeof v === "string") {
       try {
         raw[key] = JSON.parse(v);
       } catch {
@@ -122,4 +140,68 @@ export function readRawConfig(get: (key: string) => string | undefined): Record<
   }
   if (bad.length) throw new StackConfigError(bad);
   return raw;
+}
+
+/** The validated config without its secrets: safe to pass anywhere. */
+export type PublicStackConfig = Omit<StackConfig, (typeof SECRET_KEYS)[number]>;
+
+/**
+ * Pure: read, validate, split off the secrets. Throws one StackConfigError listing every bad key
+ * (unknown keys, bad JSON and bad values alike are reported together where possible).
+ */
+export function loadStackConfig(get: (key: string) => unknown, present: string[] = []): { config: PublicStackConfig; secrets: Record<(typeof SECRET_KEYS)[number], string>; warnings: string[] } {
+  let raw: Record<string, unknown>;
+  let early: StackConfigError | undefined;
+  try {
+    raw = readRawConfig(get, present);
+  } catch (e) {
+    if (!(e instanceof StackConfigError)) throw e;
+    early = e;
+    raw = readRawConfig((k) => {
+      const v = get(k);
+      if (JSON_KEYS.includes(k) && typeof v === "string") {
+        try {
+          return JSON.parse(v);
+        } catch {
+          return undefined;
+        }
+      }
+      return v;
+    });
+  }
+  let parsed: ReturnType<typeof parseStackConfig> | undefined;
+  try {
+    parsed = parseStackConfig(raw);
+  } catch (e) {
+    if (!(e instanceof StackConfigError)) throw e;
+    // Merge: one line per key, the early (JSON / unknown key) line wins for its key.
+    const lines = [...(early?.lines ?? [])];
+    const seen = new Set(lines.map((l) => l.split(":").slice(0, 2).join(":")));
+    for (const l of e.lines) if (!seen.has(l.split(":").slice(0, 2).join(":"))) lines.push(l);
+    throw new StackConfigError(lines);
+  }
+  if (early) throw early;
+  const { sshPrivateKey, agentToken, ...config } = parsed.config;
+  return { config, secrets: { sshPrivateKey, agentToken }, warnings: parsed.warnings };
+}
+
+/**
+ * The program's reader: validates every `ha-lb:*` key of the running stack, then hands the secrets
+ * out only as secret Outputs (read with getSecret, so Pulumi keeps them encrypted and masked).
+ */
+export function readStackConfig(): { config: PublicStackConfig; secrets: Record<(typeof SECRET_KEYS)[number], pulumi.Output<string>>; warnings: string[] } {
+  const cfg = new pulumi.Config("ha-lb");
+  const present = Object.keys(pulumi.runtime.allConfig())
+    .filter((k) => k.startsWith("ha-lb:"))
+    .map((k) => k.slice("ha-lb:".length));
+  const { config, warnings } = loadStackConfig((key) => cfg.get(key), present);
+  // A secret set without --secret sits in clear text in Pulumi.<stack>.yaml. The SDK's check is
+  // internal, hence the guarded lookup.
+  const isSecret = (pulumi.runtime as unknown as { isConfigSecret?: (k: string) => boolean }).isConfigSecret;
+  for (const key of SECRET_KEYS) {
+    if (typeof isSecret === "function" && !isSecret(`ha-lb:${key}`)) {
+      warnings.push(`ha-lb:${key}: is stored in plain text in the stack file; set it with pulumi config set --secret ha-lb:${key}`);
+    }
+  }
+  return { config, warnings, secrets: { agentToken: cfg.requireSecret("agentToken"), sshPrivateKey: cfg.requireSecret("sshPrivateKey") } };
 }

@@ -24,11 +24,16 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
     "# Rendered by the ha-lb Pulumi stack. Do not edit on the droplet: `pulumi up` overwrites it.",
     "global",
     `    maxconn ${o.maxconn ?? 20000}`,
+    "    log /dev/log local0",
     "    stats socket /run/haproxy/admin.sock mode 660 level admin",
     "",
     "defaults",
+    "    log global",
     "    mode http",
     "    option httplog",
+    // A backend named by a host that does not resolve yet starts down (health fails) instead of
+    // keeping HAProxy from starting at all.
+    "    default-server init-addr last,libc,none",
     "    option forwardfor",
     "    timeout connect 2s",
     "    timeout client 30s",
@@ -53,19 +58,34 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
  * A POSIX sh script: reads the rendered config on stdin, fills in the anchor IPv4 from the metadata
  * service, validates it with `haproxy -c`, installs it atomically and reloads HAProxy.
  */
-export function haproxyInstallScript(o: { metadataUrl?: string; configPath?: string; reloadCommand?: string } = {}): string {
+export interface HaproxyInstallOptions {
+  /** Default http://169.254.169.254 (DigitalOcean's metadata service). */
+  metadataUrl?: string;
+  /** Default /etc/haproxy/haproxy.cfg. */
+  configPath?: string;
+  /** Default `systemctl reload-or-restart haproxy` (a graceful reload when HAProxy runs). */
+  reloadCommand?: string;
+  /** Metadata fetch retries, one second apart (default 10). */
+  retries?: number;
+}
+
+export function haproxyInstallScript(o: HaproxyInstallOptions = {}): string {
   const md = o.metadataUrl ?? "http://169.254.169.254";
   const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
   const reload = o.reloadCommand ?? "systemctl reload-or-restart haproxy";
   return `set -eu
 tmp=$(mktemp "${cfg}.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
-anchor=$(curl -fsS --retry 10 --retry-delay 1 --max-time 3 ${md}/metadata/v1/interfaces/public/0/anchor_ipv4/address || true)
-case "$anchor" in
-  *.*.*.*) ;;
-  *) echo "ha-lb: no anchor IPv4 from the metadata service (${md}); refusing to bind HAProxy to anything else" >&2; exit 1 ;;
-esac
+anchor=$(curl -fsS --retry ${o.retries ?? 10} --retry-delay 1 --retry-connrefused --max-time 3 ${md}/metadata/v1/interfaces/public/0/anchor_ipv4/address || true)
+if ! printf '%s' "$anchor" | grep -Eq '^[0-9]{1,3}([.][0-9]{1,3}){3}$'; then
+  echo "ha-lb: no anchor IPv4 from the metadata service (${md}), got '$anchor'; refusing to bind HAProxy to anything else" >&2
+  exit 1
+fi
 sed "s/${ANCHOR_PLACEHOLDER}/$anchor/g" > "$tmp"
+if ! grep -q "bind $anchor:" "$tmp"; then
+  echo "ha-lb: the HAProxy config on stdin has no listener on ${ANCHOR_PLACEHOLDER}; refusing to install it" >&2
+  exit 1
+fi
 haproxy -c -q -f "$tmp"
 chmod 644 "$tmp"
 mv "$tmp" "${cfg}"

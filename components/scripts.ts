@@ -1,67 +1,184 @@
 /**
- * The shell commands `pulumi up` runs on each droplet over SSH (via @pulumi/command). Pure functions,
- * so the network-namespace tests can run exactly these. Secrets never appear here: they travel on
- * the command's stdin (see agentPayload in agent-deployment.ts).
+ * The shell commands `pulumi up` runs on each droplet over SSH (via @pulumi/command). Pure functions
+ * of plain values, so the network-namespace tests run exactly these scripts (with `ScriptOptions`
+ * pointing at their own paths and service manager). Secrets never appear here: they travel on the
+ * command's stdin (see applyConfigCommand) and land in 0600 files.
+ *
+ * The order Pulumi runs them in, per droplet:
+ *   create:   waitForBootstrapScript → (CopyToRemote bundle + unit) → haproxyInstallScript (stdin: config)
+ *             → applyConfigCommand (stdin: secret JSON) → rollingRestartScript (one droplet at a time)
+ *   config change (activeColor, backends, peers):  haproxyInstallScript / applyConfigCommand again
+ *             (reload, never a restart), then switchColorCheckScript once for the cluster
+ *   bundle change:  applyConfigCommand, then rollingRestartScript droplet by droplet
+ *   delete:   deleteScript (hand over, leave eligibility, stop) before the droplet is deleted
  */
 export const FIPD_DIR = "/opt/fipd";
 export const UNIT_PATH = "/etc/systemd/system/fipd.service";
-export const bundlePath = (sha256: string) => `${FIPD_DIR}/fipd-${sha256.slice(0, 16)}.cjs`;
+export const bundlePath = (sha256: string, fipdDir = FIPD_DIR) => `${fipdDir}/fipd-${sha256.slice(0, 16)}.cjs`;
+
+export interface ScriptOptions {
+  /** Node.js binary (the bootstrap installs the pinned LTS there). */
+  node?: string;
+  /** Where bundles live; fipd.cjs there is a symlink to the active one. */
+  fipdDir?: string;
+  /** The `fipd` command (a wrapper the install script writes). */
+  fipd?: string;
+  /** Config and secrets directory. */
+  etcDir?: string;
+  /** Service control, as shell snippets. Default: systemd. The namespace tests use their own. */
+  service?: { isActive: string; restart: string; stop: string; install: string };
+}
+
+const SYSTEMD = {
+  isActive: "systemctl is-active --quiet fipd",
+  restart: "systemctl restart fipd",
+  stop: "systemctl stop fipd",
+  install: "systemctl daemon-reload && systemctl enable fipd >/dev/null 2>&1",
+};
+
+function opts(o: ScriptOptions = {}) {
+  return {
+    node: o.node ?? "/usr/bin/node",
+    fipdDir: o.fipdDir ?? FIPD_DIR,
+    fipd: o.fipd ?? "/usr/local/bin/fipd",
+    etcDir: o.etcDir ?? "/etc/fipd",
+    service: o.service ?? SYSTEMD,
+  };
+}
+
+/**
+ * Shell helpers: read one field of `fipd status --json` with node (no jq on the droplet). Prints
+ * nothing when the agent does not answer.
+ */
+const statusField = (o: ReturnType<typeof opts>) => `status_field() {
+  "${o.fipd}" status --json 2>/dev/null | "${o.node}" -e '
+    let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      try { const v = process.argv[1].split(".").reduce((a, k) => (a == null ? a : a[k]), JSON.parse(s)); process.stdout.write(v == null ? "" : String(v)); } catch {}
+    });' "$1"
+}`;
 
 /** Wait for cloud-init's bootstrap (userData) to finish: a fresh droplet answers SSH before it has. */
-export const waitForBootstrapScript = () => `set -eu
-for i in $(seq 1 300); do [ -f /var/lib/ha-lb-bootstrapped ] && exit 0; sleep 2; done
-echo "ha-lb: bootstrap (cloud-init) did not finish within 10 minutes; see /var/log/cloud-init-output.log" >&2
-exit 1
+export const waitForBootstrapScript = (timeoutS = 600) => `set -eu
+i=0
+while [ ! -f /var/lib/ha-lb-bootstrapped ]; do
+  i=$((i + 2))
+  if [ "$i" -gt ${timeoutS} ]; then
+    echo "ha-lb: bootstrap (cloud-init) did not finish within ${timeoutS} s; see /var/log/cloud-init-output.log" >&2
+    exit 1
+  fi
+  sleep 2
+done
 `;
 
 /**
- * Write config and secrets (JSON on stdin) with the bundle's own validator, then reload a running
- * agent (SIGHUP semantics: the IP is not dropped). Used for every config change, e.g. activeColor.
+ * Make a copied bundle the active one (symlink), write the `fipd` wrapper, install the unit. Does not
+ * (re)start anything: rollingRestartScript does that, one droplet at a time.
  */
-export const applyConfigScript = (sha256: string) => `set -eu
-/usr/local/bin/node ${bundlePath(sha256)} apply-config --dir /etc/fipd --owner fipd
-`;
-
-/**
- * Activate a bundle: point /opt/fipd/fipd.cjs at it and restart the agent. SIGTERM makes a leading
- * agent hand over and wait until another droplet holds the IP, so this is safe one droplet at a
- * time; then wait until the cluster is healthy again (a leader of the color in force holds the IP, a
- * majority is connected) or fail the deploy.
- */
-export const rolloutScript = (sha256: string, timeoutS = 120) => `set -eu
-ln -sfn ${bundlePath(sha256)} ${FIPD_DIR}/fipd.cjs
-cat > /usr/local/bin/fipd <<'WRAP'
+export function installAgentScript(sha256: string, so?: ScriptOptions): string {
+  const o = opts(so);
+  return `set -eu
+test -s "${bundlePath(sha256, o.fipdDir)}" || { echo "ha-lb: bundle ${bundlePath(sha256, o.fipdDir)} is missing" >&2; exit 1; }
+ln -sfn "${bundlePath(sha256, o.fipdDir)}" "${o.fipdDir}/fipd.cjs"
+cat > "${o.fipd}.tmp" <<'WRAP'
 #!/bin/sh
-exec /usr/local/bin/node ${FIPD_DIR}/fipd.cjs "$@"
+exec "${o.node}" "${o.fipdDir}/fipd.cjs" "$@"
 WRAP
-chmod 755 /usr/local/bin/fipd
-/usr/local/bin/fipd check-config /etc/fipd/fipd.yaml
-systemctl daemon-reload
-systemctl enable fipd >/dev/null 2>&1
-systemctl restart fipd
-/usr/local/bin/fipd status --wait-healthy --timeout ${timeoutS}
+chmod 755 "${o.fipd}.tmp"
+mv "${o.fipd}.tmp" "${o.fipd}"
+${o.service.install}
 `;
+}
 
 /**
- * After a config change: wait until the cluster agrees and no color switch is pending. A switch to a
- * color with no healthy node fails here, so `pulumi up` reports it (the IP stays on the old color).
+ * Write config and secrets (the JSON document on stdin) with the bundle's own validator, then reload
+ * a running agent (SIGHUP semantics: the IP is not dropped). Every config change goes this way, e.g.
+ * activeColor, a token rotation or new peers. Runs the given bundle directly, so it works before the
+ * agent is installed and validates with the schema of the bundle about to run.
  */
-export const waitHealthyScript = (timeoutS = 120) => `set -eu
-/usr/local/bin/fipd status --wait-healthy --timeout ${timeoutS}
+export function applyConfigCommand(sha256: string, so?: ScriptOptions): string {
+  const o = opts(so);
+  return `set -eu
+"${o.node}" "${bundlePath(sha256, o.fipdDir)}" apply-config --dir "${o.etcDir}" --owner fipd
 `;
+}
 
 /**
- * Before a droplet is deleted (replacement, scale-down, destroy): leave eligibility, hand over, wait
- * until the IP has left this droplet, then stop the agent.
+ * Activate a bundle and restart the agent, safely for one droplet at a time:
+ * - first start on this droplet (agent not running): start it and return; the cluster may not have a
+ *   majority yet, the final switchColorCheckScript waits for the whole cluster;
+ * - otherwise: a leading agent hands over first (and SIGTERM hands over again if it still leads),
+ *   then restart, then wait until a leader of the color in force holds the IP with a majority
+ *   connected, or fail the deploy after timeoutS.
  */
-export const retireScript = (timeoutS = 60) => `set -u
-if systemctl is-active --quiet fipd; then
-  /usr/local/bin/fipd maintenance on || true
-  for i in $(seq 1 ${timeoutS * 4}); do
-    /usr/local/bin/fipd status --json 2>/dev/null | grep -q '"onThisDroplet": true' || break
-    sleep 0.25
+export function rollingRestartScript(sha256: string, timeoutS = 120, so?: ScriptOptions): string {
+  const o = opts(so);
+  return `set -eu
+${statusField(o)}
+${installAgentScript(sha256, so).replace(/^set -eu\n/, "")}"${o.fipd}" check-config "${o.etcDir}/fipd.yaml"
+if ! ${o.service.isActive}; then
+  ${o.service.restart}
+  echo "ha-lb: fipd started (first start on this droplet)"
+  exit 0
+fi
+if [ "$(status_field role)" = "leader" ]; then
+  echo "ha-lb: this node leads; handing over before the restart"
+  "${o.fipd}" handover || echo "ha-lb: handover refused (no other eligible node?); SIGTERM will try again" >&2
+fi
+${o.service.restart}
+"${o.fipd}" status --wait-healthy --timeout ${timeoutS}
+`;
+}
+
+/**
+ * Once per `pulumi up`, after every droplet got its config: wait until the requested color is in
+ * force, led, holding the IP, with no switch pending. A switch to a color with no healthy node keeps
+ * the old color in force (the agents refuse it), and this fails with the agents' reason so that
+ * `pulumi up` reports it.
+ */
+export function switchColorCheckScript(color: "blue" | "green", timeoutS = 120, so?: ScriptOptions): string {
+  const o = opts(so);
+  return `set -u
+${statusField(o)}
+deadline=$(( $(date +%s) + ${timeoutS} ))
+while :; do
+  requested=$(status_field requestedColor)
+  inforce=$(status_field colorInForce)
+  pending=$(status_field pendingSwitch)
+  if [ "$requested" = "${color}" ] && [ "$inforce" = "${color}" ] && [ -z "$pending" ]; then
+    if "${o.fipd}" status --wait-healthy --timeout 5 >/dev/null 2>&1; then
+      echo "ha-lb: ${color} is in force and holds the Reserved IP"
+      exit 0
+    fi
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "ha-lb: switch to ${color} not done within ${timeoutS} s: requested \${requested:-?}, in force \${inforce:-?}\${pending:+, pending: $pending}" >&2
+    "${o.fipd}" status >&2 || true
+    exit 1
+  fi
+  sleep 1
+done
+`;
+}
+
+/**
+ * Before a droplet is deleted (replacement, scale-down, destroy): a leading agent hands over, the
+ * agent leaves eligibility, the script waits until the IP has left this droplet, then stops the
+ * agent. Never fails: the droplet is going away regardless, and the other agents take over anyway.
+ */
+export function deleteScript(timeoutS = 60, so?: ScriptOptions): string {
+  const o = opts(so);
+  return `set -u
+${statusField(o)}
+if ${o.service.isActive}; then
+  if [ "$(status_field role)" = "leader" ]; then "${o.fipd}" handover || true; fi
+  "${o.fipd}" maintenance on || true
+  deadline=$(( $(date +%s) + ${timeoutS} ))
+  while [ "$(status_field reservedIp.onThisDroplet)" = "true" ] || [ "$(status_field role)" = "leader" ]; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then echo "ha-lb: the IP is still on this droplet after ${timeoutS} s; stopping anyway" >&2; break; fi
+    sleep 0.5
   done
-  systemctl stop fipd || true
+  ${o.service.stop} || true
 fi
 exit 0
 `;
+}

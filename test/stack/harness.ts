@@ -1,11 +1,16 @@
 /** Run the Pulumi program under mocks and collect every resource it declares. */
 import * as pulumi from "@pulumi/pulumi";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { vi } from "vitest";
+import { parse as parseYaml } from "yaml";
 
 export interface Declared {
   type: string;
   name: string;
   inputs: Record<string, any>;
+  /** Set for reads (`Resource.get`). */
+  id?: string;
 }
 
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
@@ -31,20 +36,22 @@ export const BASE_CONFIG: Record<string, string> = {
 
 const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
 
-export async function runProgram(config: Record<string, string>, stack = "dev"): Promise<{ resources: Declared[]; outputs: Record<string, unknown> }> {
+/** Mocks the provider; returns the list every declared resource lands in. */
+export async function setupMocks(stack = "dev"): Promise<Declared[]> {
   const resources: Declared[] = [];
   let ip = 10;
   await pulumi.runtime.setMocks(
     {
       newResource(a) {
-        resources.push({ type: a.type, name: a.name, inputs: a.inputs });
+        resources.push({ type: a.type, name: a.name, inputs: a.inputs, id: a.id });
         const state: Record<string, unknown> = { ...a.inputs };
         if (a.type === "digitalocean:index/droplet:Droplet") {
           ip++;
           state.ipv4Address = `203.0.113.${ip}`;
           state.ipv4AddressPrivate = `10.10.10.${ip}`;
         }
-        if (a.type === "digitalocean:index/reservedIp:ReservedIp") state.ipAddress = "198.51.100.7";
+        // A read (`ReservedIp.get`, adopting an address) arrives with its id: the IP itself.
+        if (a.type === "digitalocean:index/reservedIp:ReservedIp") Object.assign(state, { ipAddress: a.id || "198.51.100.7", region: "nyc3" });
         if (a.type === "random:index/randomBytes:RandomBytes") state.hex = `${a.name.endsWith("0") ? "aa" : "bb"}`.repeat(32);
         if (a.type === "command:local:Command") state.stdout = "1767225600";
         return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
@@ -57,7 +64,20 @@ export async function runProgram(config: Record<string, string>, stack = "dev"):
     stack,
     false,
   );
-  pulumi.runtime.setAllConfig({ ...config }, ["ha-lb:agentToken", "ha-lb:sshPrivateKey"]);
+  return resources;
+}
+
+/** The example stack files' config (Pulumi.<stack>.yaml), as the CLI would hand it over. */
+export function exampleStackConfig(stack: "dev" | "prod"): Record<string, string> {
+  const doc = parseYaml(readFileSync(join(__dirname, "..", "..", `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
+  return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+}
+
+export async function runProgram(config: Record<string, string>, stack = "dev", secretKeys = ["ha-lb:agentToken", "ha-lb:sshPrivateKey"]): Promise<{ resources: Declared[]; outputs: Record<string, unknown>; warnings: string[] }> {
+  const resources = await setupMocks(stack);
+  pulumi.runtime.setAllConfig({ ...config }, secretKeys);
+  const warnings: string[] = [];
+  const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async (m: string) => void warnings.push(m));
   vi.resetModules();
   const program = await import("../../index.js");
   const outputs = {
@@ -72,5 +92,6 @@ export async function runProgram(config: Record<string, string>, stack = "dev"):
     n = resources.length;
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { resources, outputs };
+  warn.mockRestore();
+  return { resources, outputs, warnings };
 }

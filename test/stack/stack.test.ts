@@ -1,11 +1,6 @@
 /** The Pulumi program under mocks: what it declares, what it must never do. */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { haproxyInstallScript, renderHaproxyConfig, ANCHOR_PLACEHOLDER } from "../../components/haproxy.js";
-import { BASE_CONFIG, plainView, runProgram, unwrap } from "./harness.js";
+import { BASE_CONFIG, exampleStackConfig, plainView, runProgram, unwrap } from "./harness.js";
 
 const droplets = (r: Awaited<ReturnType<typeof runProgram>>) => r.resources.filter((x) => x.type === "digitalocean:index/droplet:Droplet");
 
@@ -27,7 +22,7 @@ describe("the stack", () => {
     expect(r.resources.some((x) => x.type === "digitalocean:index/reservedIpAssignment:ReservedIpAssignment")).toBe(false);
     expect(r.resources.filter((x) => x.type === "digitalocean:index/vpc:Vpc")).toHaveLength(1);
     const components = r.resources.filter((x) => x.type.startsWith("ha-lb:index:")).map((x) => x.type);
-    expect(new Set(components)).toEqual(new Set(["ha-lb:index:HaLbCluster", "ha-lb:index:Network", "ha-lb:index:LoadBalancers", "ha-lb:index:Witness", "ha-lb:index:ReservedAddress", "ha-lb:index:Firewalls", "ha-lb:index:AgentDeployment"]));
+    expect(new Set(components)).toEqual(new Set(["ha-lb:index:HaLbCluster", "ha-lb:index:Network", "ha-lb:index:LoadBalancers", "ha-lb:index:Witness", "ha-lb:index:ReservedIp", "ha-lb:index:Firewalls", "ha-lb:index:AgentDeployment"]));
     expect(r.outputs.reservedIp).toBe("198.51.100.7");
     expect((r.outputs.loadBalancers as unknown[]).length).toBe(4);
   });
@@ -57,6 +52,10 @@ describe("the stack", () => {
     const stdin = (r: typeof a, suffix: string) => r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => JSON.stringify(unwrap(x.inputs.stdin)));
     expect(stdin(b, "-haproxy")).not.toEqual(stdin(a, "-haproxy"));
     expect(stdin(b, "-config")).not.toEqual(stdin(a, "-config"));
+    // Same command and triggers: the provider re-runs `create` in place (a reload), it does not replace.
+    const cmd = (r: typeof a, suffix: string) => r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => [x.inputs.create, x.inputs.triggers]);
+    expect(cmd(b, "-haproxy")).toEqual(cmd(a, "-haproxy"));
+    expect(cmd(b, "-restart")).toEqual(cmd(a, "-restart"));
   });
 
   it("secrets never appear in plain text: not in userData, command lines, triggers, outputs", async () => {
@@ -64,7 +63,8 @@ describe("the stack", () => {
     const plain = JSON.stringify(r.resources.map((x) => plainView(x.inputs))) + JSON.stringify(r.outputs);
     expect(plain).not.toContain("TOKENSECRET");
     expect(plain).not.toContain("SSHKEYSECRET");
-    expect(plain).not.toContain("aa".repeat(32)); // the peer key
+    expect(plain).not.toContain("aa".repeat(32)); // the peer keys (both slots)
+    expect(plain).not.toContain("bb".repeat(32));
     // The token does reach the LB agents, through secret stdin only.
     const configs = r.resources.filter((x) => x.type === "command:remote:Command" && x.name.endsWith("-config"));
     expect(configs.length).toBe(3);
@@ -90,18 +90,74 @@ describe("the stack", () => {
     expect(lb.membershipVersion).toBe(1767225600);
   });
 
-  it("bundle changes roll droplet by droplet: each rollout command restarts via SIGTERM handover and waits healthy", async () => {
+  it("every droplet gets bundle, unit, HAProxy config, secret config, a restart and a retire step; one switch check", async () => {
     const r = await runProgram(BASE_CONFIG);
-    const rollouts = r.resources.filter((x) => x.name.endsWith("-rollout"));
-    expect(rollouts).toHaveLength(3);
-    for (const x of rollouts) {
+    const byName = (suffix: string) => r.resources.filter((x) => x.name.endsWith(suffix));
+    expect(byName("-restart")).toHaveLength(3);
+    for (const x of byName("-restart")) {
       expect(x.inputs.create).toContain("systemctl restart fipd");
-      expect(x.inputs.create).toContain("fipd status --wait-healthy");
+      expect(x.inputs.create).toContain("fipd\" handover");
+      expect(x.inputs.create).toMatch(/status --wait-healthy --timeout 120/);
+      expect(x.inputs.triggers[0]).toMatch(/^[0-9a-f]{64}$/); // the bundle's sha256: a new bundle restarts
     }
-    const retire = r.resources.filter((x) => x.name.endsWith("-retire"));
-    expect(retire.every((x) => String(x.inputs.delete).includes("fipd maintenance on"))).toBe(true);
-    const wait = r.resources.find((x) => x.name.endsWith("-wait-healthy"))!;
-    expect(wait.inputs.create).toContain("--wait-healthy");
+    expect(byName("-haproxy")).toHaveLength(2); // LBs only
+    const bundles = r.resources.filter((x) => x.type === "command:remote:CopyToRemote" && x.name.endsWith("-bundle"));
+    expect(bundles).toHaveLength(3);
+    expect(bundles[0].inputs.remotePath).toMatch(/^\/opt\/fipd\/fipd-[0-9a-f]{16}\.cjs$/);
+    for (const x of byName("-config")) {
+      expect(x.inputs.create).toContain("apply-config");
+      expect(x.inputs.logging).toBe("none");
+    }
+    expect(byName("-retire").every((x) => String(x.inputs.delete).includes("maintenance on") && String(x.inputs.delete).includes("handover"))).toBe(true);
+    const check = byName("-switch-check");
+    expect(check).toHaveLength(1);
+    expect(check[0].inputs.create).toContain('= "blue"');
+    expect(check[0].inputs.triggers[0]).toBe("blue");
+  });
+
+  it("a config-only change (activeColor) changes apply-config's stdin only: same command, same triggers, so a re-run (reload), no restart", async () => {
+    const base = { ...BASE_CONFIG, "ha-lb:colors": JSON.stringify({ blue: { count: 2 }, green: { count: 2 } }) };
+    const a = await runProgram(base);
+    const b = await runProgram({ ...base, "ha-lb:activeColor": "green" });
+    const view = (r: typeof a, suffix: string) => r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => ({ name: x.name, create: x.inputs.create, triggers: x.inputs.triggers }));
+    expect(view(b, "-config")).toEqual(view(a, "-config"));
+    expect(view(b, "-restart")).toEqual(view(a, "-restart"));
+    const stdin = (r: typeof a) => r.resources.filter((x) => x.name.endsWith("-config")).map((x) => JSON.parse(unwrap(x.inputs.stdin) as string).config.activeColor);
+    expect(stdin(a).every((c) => c === "blue")).toBe(true);
+    expect(stdin(b).every((c) => c === "green")).toBe(true);
+    // The switch check is what runs again (triggers changed) and fails the deploy if green never takes over.
+    const check = b.resources.find((x) => x.name.endsWith("-switch-check"))!;
+    expect(check.inputs.triggers[0]).toBe("green");
+    expect(check.inputs.create).toContain('= "green"');
+  });
+
+  it("adopts an existing Reserved IP with get (nothing created, nothing to delete)", async () => {
+    const r = await runProgram({ ...BASE_CONFIG, "ha-lb:reservedIp": "198.51.100.42" });
+    const rips = r.resources.filter((x) => x.type === "digitalocean:index/reservedIp:ReservedIp");
+    expect(rips).toHaveLength(1);
+    expect(rips[0].id).toBe("198.51.100.42");
+    expect(r.outputs.reservedIp).toBe("198.51.100.42");
+  });
+});
+
+describe("the example stacks", () => {
+  const secrets = { "ha-lb:agentToken": BASE_CONFIG["ha-lb:agentToken"], "ha-lb:sshPrivateKey": BASE_CONFIG["ha-lb:sshPrivateKey"] };
+  it("Pulumi.dev.yaml: 2 blue LBs + witness, smallest sizes", async () => {
+    const r = await runProgram({ ...exampleStackConfig("dev"), ...secrets }, "dev");
+    const ds = droplets(r);
+    expect(ds.map((d) => d.name).sort()).toEqual(["dev-lb-blue-1", "dev-lb-blue-2", "dev-witness"]);
+    expect(ds.find((d) => d.name === "dev-witness")!.inputs.size).toBe("s-1vcpu-512mb-10gb");
+    expect(ds.filter((d) => d.name.includes("-lb-")).every((d) => d.inputs.size === "s-1vcpu-1gb")).toBe(true);
+    expect(r.outputs.activeColor).toBe("blue");
+    expect(r.warnings).toEqual([]);
+  });
+  it("Pulumi.prod.yaml: 2 blue + 2 green + witness, one firewall each for LBs and witness", async () => {
+    const r = await runProgram({ ...exampleStackConfig("prod"), ...secrets }, "prod");
+    expect(droplets(r).map((d) => d.name).sort()).toEqual(["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "prod-witness"]);
+    expect(r.resources.filter((x) => x.type === "digitalocean:index/firewall:Firewall").map((x) => x.inputs.tags)).toEqual([["prod-ha-lb"], ["prod-ha-lb-witness"]]);
+    expect(r.resources.filter((x) => x.type === "digitalocean:index/tag:Tag").map((x) => x.inputs.name).sort()).toEqual(["prod-ha-lb", "prod-ha-lb-blue", "prod-ha-lb-green", "prod-ha-lb-witness"]);
+    // 5 voters: odd, no warning.
+    expect(r.warnings).toEqual([]);
   });
 });
 
@@ -128,34 +184,3 @@ describe("stack config validation", () => {
   });
 });
 
-describe("HAProxy config", () => {
-  it("binds public listeners to the anchor IP only and is valid for haproxy -c", () => {
-    const cfg = renderHaproxyConfig({ listenPorts: [80, 443], backends: ["10.0.0.5:8080"], serverName: "x" });
-    expect(cfg).not.toMatch(/0\.0\.0\.0|bind \*|bind :/);
-    expect(cfg.match(new RegExp(`bind ${ANCHOR_PLACEHOLDER}:\\d+`, "g"))).toHaveLength(2);
-    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
-    try {
-      const file = join(dir, "haproxy.cfg");
-      writeFileSync(file, cfg.replaceAll(ANCHOR_PLACEHOLDER, "198.51.100.11").replace(/stats socket \S+/, `stats socket ${join(dir, "admin.sock")}`));
-      execFileSync("haproxy", ["-c", "-q", "-f", file]);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
-  it("the install script refuses to run without an anchor address", () => {
-    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
-    try {
-      const script = haproxyInstallScript({ metadataUrl: "http://127.0.0.1:9", configPath: join(dir, "haproxy.cfg"), reloadCommand: "true" }).replace("--retry 10", "--retry 0");
-      let err = "";
-      try {
-        execFileSync("sh", ["-c", script], { input: "x", stdio: ["pipe", "pipe", "pipe"] });
-      } catch (e) {
-        err = String((e as { stderr: Buffer }).stderr);
-      }
-      expect(err).toContain("no anchor IPv4");
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
-});

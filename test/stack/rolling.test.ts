@@ -1,0 +1,53 @@
+/**
+ * The deployment order Pulumi will follow, read from the resource options the components pass
+ * (recorded with a transformation, which the SDK applies in-process, also under mocks).
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { beforeAll, describe, expect, it } from "vitest";
+import { HaLbCluster } from "../../components/cluster.js";
+import { loadStackConfig } from "../../components/config.js";
+import { BASE_CONFIG, setupMocks } from "./harness.js";
+
+const deps = new Map<string, string[]>();
+const named = (r: pulumi.Resource) => (r as unknown as { __name: string }).__name;
+
+beforeAll(async () => {
+  await setupMocks("prod");
+  const raw: Record<string, string> = { ...BASE_CONFIG, "ha-lb:colors": JSON.stringify({ blue: { count: 2 }, green: { count: 2 } }) };
+  const { config } = loadStackConfig((k) => raw[`ha-lb:${k}`]);
+  const record: pulumi.ResourceTransformation = (a) => {
+    deps.set(a.name, ((a.opts.dependsOn ?? []) as pulumi.Resource[]).map(named));
+    return undefined;
+  };
+  const cluster = new HaLbCluster(
+    "ha-lb",
+    { config, agentToken: pulumi.secret("T"), sshPrivateKey: pulumi.secret("K"), bundle: { path: __filename, sha256: "ab".repeat(32) }, prefix: "prod" },
+    { transformations: [record] },
+  );
+  await new Promise<void>((r) => cluster.reservedIp.apply(() => r()));
+});
+
+describe("rolling restarts", () => {
+  it("restart one droplet at a time: each restart waits for the previous droplet's restart", () => {
+    const order = ["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "witness"];
+    const restart = (n: string) => `ha-lb-agent-${n}-restart`;
+    expect(deps.get(restart(order[0]))).not.toEqual(expect.arrayContaining([expect.stringMatching(/-restart$/)]));
+    for (let i = 1; i < order.length; i++) expect(deps.get(restart(order[i])), order[i]).toContain(restart(order[i - 1]));
+  });
+
+  it("a restart comes after its own bundle, unit, HAProxy config and agent config", () => {
+    expect(deps.get("ha-lb-agent-prod-lb-blue-2-restart")).toEqual(
+      expect.arrayContaining(["ha-lb-agent-prod-lb-blue-2-bundle", "ha-lb-agent-prod-lb-blue-2-unit", "ha-lb-agent-prod-lb-blue-2-haproxy", "ha-lb-agent-prod-lb-blue-2-config"]),
+    );
+    expect(deps.get("ha-lb-agent-prod-lb-blue-2-config")).toEqual(["ha-lb-agent-prod-lb-blue-2-bundle"]);
+  });
+
+  it("the switch check runs after every droplet's config and restart", () => {
+    const d = deps.get("ha-lb-switch-check")!;
+    for (const n of ["prod-lb-blue-1", "prod-lb-green-2", "witness"]) expect(d).toEqual(expect.arrayContaining([`ha-lb-agent-${n}-config`, `ha-lb-agent-${n}-restart`]));
+  });
+
+  it("the retire (handover before delete) step depends on the restart, so it is deleted before the droplet", () => {
+    expect(deps.get("ha-lb-agent-prod-lb-green-1-retire")).toEqual(["ha-lb-agent-prod-lb-green-1-restart"]);
+  });
+});

@@ -1,0 +1,149 @@
+/**
+ * The generated droplet scripts, run for real with sh against a stand-in `fipd` and service manager
+ * (the namespace tests run them against the real agent over SSH).
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, symlinkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { buildAgentBundle } from "../../agent/build.js";
+import { applyConfigCommand, bundlePath, deleteScript, rollingRestartScript, switchColorCheckScript, type ScriptOptions } from "../../components/scripts.js";
+
+const SHA = "0123456789abcdef".repeat(4);
+let dir: string;
+let so: ScriptOptions;
+
+/**
+ * A fake agent bundle: logs its arguments; `status --json` prints $DIR/status.json; `--wait-healthy`
+ * exits with $DIR/healthy-rc; `handover` moves $DIR/after-handover.json into place. The scripts reach
+ * it through the same wrapper and symlink they set up on a droplet.
+ */
+function fakeBundle(d: string): string {
+  return `const fs = require("fs"); const d = ${JSON.stringify(d)}; const a = process.argv.slice(2);
+fs.appendFileSync(d + "/log", "fipd " + a.join(" ") + "\\n");
+if (a[0] === "status" && a[1] === "--json") process.stdout.write(fs.readFileSync(d + "/status.json", "utf8"));
+else if (a[0] === "status" && a[1] === "--wait-healthy") process.exitCode = fs.existsSync(d + "/healthy-rc") ? Number(fs.readFileSync(d + "/healthy-rc", "utf8")) : 0;
+else if (a[0] === "handover" && fs.existsSync(d + "/after-handover.json")) fs.copyFileSync(d + "/after-handover.json", d + "/status.json");
+`;
+}
+const status = (s: Record<string, unknown>) => writeFileSync(join(dir, "status.json"), JSON.stringify(s, null, 2));
+const run = (script: string) => spawnSync("sh", ["-c", script], { encoding: "utf8", timeout: 20_000 });
+const log = () => (existsSync(join(dir, "log")) ? readFileSync(join(dir, "log"), "utf8").trim().split("\n") : []);
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "halb-scripts-"));
+  mkdirSync(join(dir, "opt"));
+  writeFileSync(bundlePath(SHA, join(dir, "opt")), fakeBundle(dir));
+  const fipd = join(dir, "fipd");
+  // What installAgentScript leaves behind, for the scripts that run after it.
+  symlinkSync(bundlePath(SHA, join(dir, "opt")), join(dir, "opt", "fipd.cjs"));
+  writeFileSync(fipd, `#!/bin/sh\nexec "${process.execPath}" "${join(dir, "opt", "fipd.cjs")}" "$@"\n`, { mode: 0o755 });
+  so = {
+    node: process.execPath,
+    fipdDir: join(dir, "opt"),
+    fipd,
+    etcDir: join(dir, "etc"),
+    service: {
+      isActive: `test -f "${dir}/active"`,
+      restart: `echo "service restart" >> "${dir}/log"; touch "${dir}/active"`,
+      stop: `echo "service stop" >> "${dir}/log"; rm -f "${dir}/active"`,
+      install: `echo "service install" >> "${dir}/log"`,
+    },
+  };
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("rollingRestartScript", () => {
+  it("first start on a droplet: installs and starts, no handover, no waiting for a majority", () => {
+    const r = run(rollingRestartScript(SHA, 120, so));
+    expect(r.status, r.stderr).toBe(0);
+    expect(log()).toEqual(["service install", expect.stringMatching(/^fipd check-config .*fipd\.yaml$/), "service restart"]);
+  });
+
+  it("a leader hands over, then restarts, then waits until the cluster is healthy", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "leader", members: [{ role: "lb" }] });
+    const r = run(rollingRestartScript(SHA, 90, so));
+    expect(r.status, r.stderr).toBe(0);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual(["service install", expect.stringMatching(/^fipd check-config/), "fipd handover", "service restart", "fipd status --wait-healthy --timeout 90"]);
+  });
+
+  it("a follower restarts without a handover; an unhealthy cluster afterwards fails the step", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "follower" });
+    writeFileSync(join(dir, "healthy-rc"), "1");
+    const r = run(rollingRestartScript(SHA, 5, so));
+    expect(r.status).not.toBe(0);
+    expect(log()).not.toContain("fipd handover");
+    expect(log()).toContain("service restart");
+  });
+});
+
+describe("switchColorCheckScript", () => {
+  it("fails, with the agents' reason, when the switch stays pending past the deadline", () => {
+    status({ requestedColor: "green", colorInForce: "blue", pendingSwitch: "no healthy green node" });
+    const r = run(switchColorCheckScript("green", 1, so));
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/switch to green not done within 1 s: requested green, in force blue, pending: no healthy green node/);
+  });
+
+  it("fails when the agents never got the new color (requested is still the old one)", () => {
+    status({ requestedColor: "blue", colorInForce: "blue", pendingSwitch: null });
+    const r = run(switchColorCheckScript("green", 1, so));
+    expect(r.status).toBe(1);
+  });
+
+  it("succeeds once the color is in force, nothing pending, and the cluster is healthy", () => {
+    status({ requestedColor: "green", colorInForce: "green", pendingSwitch: null });
+    const r = run(switchColorCheckScript("green", 5, so));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain("green is in force");
+  });
+});
+
+describe("deleteScript", () => {
+  it("a leader holding the IP hands over, leaves eligibility, waits until the IP left, then stops", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "leader", reservedIp: { onThisDroplet: true } });
+    writeFileSync(join(dir, "after-handover.json"), JSON.stringify({ role: "follower", reservedIp: { onThisDroplet: false } }));
+    const r = run(deleteScript(10, so));
+    expect(r.status, r.stderr).toBe(0);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual(["fipd handover", "fipd maintenance on", "service stop"]);
+  });
+
+  it("never fails a deletion: an agent that is not running is fine", () => {
+    const r = run(deleteScript(1, so));
+    expect(r.status).toBe(0);
+    expect(log()).toEqual([]);
+  });
+});
+
+describe("applyConfigCommand with the real bundle", () => {
+  it("writes config and secrets from stdin, mode 0600, and no secret on the command line", async () => {
+    const bundle = await buildAgentBundle(bundlePath(SHA, join(dir, "opt")));
+    expect(bundle.path).toBe(bundlePath(SHA, join(dir, "opt")));
+    const cmd = applyConfigCommand(SHA, so);
+    const payload = {
+      config: {
+        nodeId: "dev-lb-blue-1",
+        membershipVersion: 1,
+        members: [
+          { id: "dev-lb-blue-1", address: "10.10.10.11", role: "lb", color: "blue" },
+          { id: "dev-lb-blue-2", address: "10.10.10.12", role: "lb", color: "blue" },
+          { id: "dev-witness", address: "203.0.113.13", role: "witness" },
+        ],
+        activeColor: "blue",
+        reservedIp: "198.51.100.7",
+        controlSocket: join(dir, "none.sock"),
+      },
+      token: "dop_v1_SECRETTOKEN",
+      peerKey: "ab".repeat(32),
+    };
+    expect(cmd).not.toContain("SECRETTOKEN");
+    execFileSync("sh", ["-c", cmd], { input: JSON.stringify(payload), stdio: ["pipe", "pipe", "pipe"], timeout: 20_000 });
+    for (const f of ["fipd.yaml", "token", "peer.key"]) expect(statSync(join(dir, "etc", f)).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(dir, "etc", "token"), "utf8").trim()).toBe("dop_v1_SECRETTOKEN");
+    expect(readFileSync(join(dir, "etc", "fipd.yaml"), "utf8")).not.toContain("SECRETTOKEN");
+  }, 30_000);
+});
