@@ -151,6 +151,8 @@ export const AgentConfigSchema = z
         port: port.default(9465),
       })
       .prefault({}),
+    /** The election's term and vote, kept across restarts (no secret in it). */
+    stateFile: z.string().min(1).default("/var/lib/fipd/state.json"),
     /** Unix socket for `fipd status|handover|maintenance`. */
     controlSocket: z.string().min(1).default("/run/fipd/fipd.sock"),
     /** Log level for the JSON logs on stdout. */

@@ -11,6 +11,7 @@ import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionOutput, Elect
 import type { AgentConfig, Member } from "./config.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
+import type { DurableStore } from "./durable-state.js";
 import { IpKeeper, type MetadataReader, type ReservedIpApi } from "./ip-keeper.js";
 
 /** What the controller needs from the outside world; production and tests supply their own. */
@@ -25,6 +26,8 @@ export interface ControllerDeps {
   metadata?: MetadataReader;
   api?: ReservedIpApi;
   dropletId?: number;
+  /** Stable storage for the election's term and vote (absent: memory only, as in unit tests). */
+  durable?: DurableStore;
   /** Re-read config, token and keys from disk (SIGHUP). Throws ConfigError/SecretFileError on bad input. */
   reload?(): Promise<AgentConfig>;
 }
@@ -113,7 +116,9 @@ export class Controller {
 
   async start(): Promise<void> {
     const now = this.d.now();
-    this.node = createElectionNode(electionConfigOf(this.cfg), now);
+    const durable = this.d.durable?.load() ?? null;
+    if (durable) this.d.log.info("resuming from the persisted election state", { term: durable.term, votedFor: durable.votedFor });
+    this.node = createElectionNode(electionConfigOf(this.cfg), now, { durable });
     this.transport = await this.d.startTransport(this.cfg, (from, msg) => this.onPeerMessage(from, msg));
     if (this.self.role === "lb") {
       if (!this.d.metadata || !this.d.api || this.d.dropletId === undefined || !this.cfg.reservedIp) {
@@ -165,6 +170,8 @@ export class Controller {
 
   private apply(out: ElectionOutput): void {
     const holds = this.keeper?.snapshot().onSelf === true;
+    // Durable first: no vote or candidacy leaves this process before it would survive a crash.
+    for (const eff of out.effects) if (eff.type === "persist") this.d.durable?.save(eff.state);
     for (const { to, message } of out.send) {
       if ("status" in message && message.status) message.status.holdsReservedIp = holds;
       this.transport.send(to, message);
@@ -181,6 +188,8 @@ export class Controller {
           this.d.metrics.asserting.set(0);
           this.keeper?.stop(eff.reason);
           break;
+        case "persist":
+          break; // done above, before sending
         case "role-changed":
           this.onRoleChanged(eff.role, eff.term, eff.leader, eff.reason);
           break;

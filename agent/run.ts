@@ -2,6 +2,7 @@
  * `fipd run`: build the production dependencies from the config file and start the controller.
  * Refuses to start (exit 2) on a bad config, a missing or too-open token or key file.
  */
+import { fileDurableStore } from "./durable-state.js";
 import { ConfigError, type AgentConfig } from "./config.js";
 import { loadAgentConfigFile } from "./config-file.js";
 import { Controller, type ControllerDeps } from "./controller.js";
@@ -77,6 +78,7 @@ export async function runAgent(configPath: string): Promise<number> {
     log,
     metrics,
     now: () => performance.now(),
+    durable: fileDurableStore(cfg.stateFile, (message) => log.error("election state file", { error: message })),
     startTransport: async (c, onMessage) => {
       transportRef = await createPeerTransport({
         selfId: c.nodeId,

@@ -11,6 +11,7 @@ import { bootQuietMs, hasMajorityInAll, leaderLeaseMs, majorityAckTime, majority
 import { bestOfColor, colorMayLead, compareRank, rankedEligible, whyNoneOfColor, type PeerView } from "./rank.js";
 import type {
   ElectionConfig,
+  DurableState,
   ElectionEffect,
   ElectionEvent,
   ElectionNode,
@@ -35,12 +36,16 @@ export interface PlantedBugs {
   noJointMajority?: boolean;
   /** A restarted node votes at once, forgetting promises it may have made before the crash. */
   noBootQuiet?: boolean;
+  /** Terms and votes live in memory only (a restart forgets them). */
+  noDurableState?: boolean;
 }
 
 export interface ElectionOptions {
   /** Uniform [0, 1) source for retry jitter; default: a PRNG seeded from the node id (deterministic). */
   random?: () => number;
   bugs?: PlantedBugs;
+  /** The durable state the previous process of this node persisted (absent on first boot). */
+  durable?: DurableState | null;
 }
 
 interface Peer {
@@ -115,6 +120,10 @@ export class Election implements ElectionNode {
   /** Leader with preempt: since when a better node has been eligible. */
   private betterSince: number | null = null;
 
+  /** The durable state as last handed out in a `persist` effect. */
+  private persistedTerm = 0;
+  private persistedVote: NodeId | null = null;
+
   private out: ElectionOutput = { send: [], effects: [], wakeAt: Infinity };
   private lastReportedRole: Role | null = null;
   private lastReportedLeader: NodeId | null = null;
@@ -133,6 +142,10 @@ export class Election implements ElectionNode {
     for (const m of config.members) this.known.set(m.id, m);
     this.bootQuietUntil = this.bugs.noBootQuiet ? now : now + bootQuietMs(config.timing.leaseMs, config.timing.maxClockDrift);
     this.nextBeaconAt = now;
+    if (opts.durable && !this.bugs.noDurableState) {
+      this.term = this.persistedTerm = opts.durable.term;
+      this.votedFor = this.persistedVote = opts.durable.votedFor;
+    }
   }
 
   // ---------------------------------------------------------------- public interface
@@ -166,6 +179,12 @@ export class Election implements ElectionNode {
     }
     this.runTimers();
     this.reportRole("");
+    if (this.term !== this.persistedTerm || this.votedFor !== this.persistedVote) {
+      this.persistedTerm = this.term;
+      this.persistedVote = this.votedFor;
+      // First, so that a caller that applies effects in order persists before anything else.
+      this.out.effects.unshift({ type: "persist", state: { term: this.term, votedFor: this.votedFor } });
+    }
     this.out.wakeAt = this.nextWake();
     return this.out;
   }
@@ -546,16 +565,14 @@ export class Election implements ElectionNode {
   }
 
   private checkPreVote(): void {
-    if (this.phase.kind === "prevote" && hasMajorityInAll(this.quorumListsForVotes(), this.phase.granted)) this.startVote(false);
+    if (this.phase.kind === "prevote" && this.votesSuffice(this.phase.granted)) this.startVote(false);
   }
 
-  private quorumListsForVotes(): NodeId[][] {
-    if (!this.bugs.minorityLeader) return this.quorumLists();
-    // The planted bug: one vote fewer than a majority suffices (drop one other member from each list).
-    return this.quorumLists().map((list) => {
-      const other = list.findIndex((id) => id !== this.cfg.nodeId);
-      return list.length > 1 ? list.filter((_, i) => i !== other) : list;
-    });
+  /** Whether `granted` is enough to proceed: a majority of every list in use (joint consensus). */
+  private votesSuffice(granted: ReadonlySet<NodeId>): boolean {
+    if (!this.bugs.minorityLeader) return hasMajorityInAll(this.quorumLists(), granted);
+    // The planted bug: one vote fewer than a majority suffices.
+    return this.quorumLists().every((list) => list.filter((id) => granted.has(id)).length >= Math.max(1, majorityOf(list.length) - 1));
   }
 
   private startVote(transfer: boolean): void {
@@ -572,7 +589,7 @@ export class Election implements ElectionNode {
   private checkVotes(): void {
     if (this.phase.kind !== "vote") return;
     const granted = this.phase.granted;
-    if (hasMajorityInAll(this.quorumListsForVotes(), new Set(granted.keys()))) this.becomeLeader(granted);
+    if (this.votesSuffice(new Set(granted.keys()))) this.becomeLeader(granted);
   }
 
   /** Why this node would refuse to back `from` (null: it would back it). Used for pre-votes and votes. */

@@ -75,7 +75,19 @@ export type ElectionEvent =
   /** Operator or SIGTERM: hand leadership to `to` (or the best eligible node) and stop leading. */
   | { type: "handover"; now: number; to?: NodeId; reason: string };
 
+/** What must survive a restart: the highest term seen and the vote cast in it (as in Raft). */
+export interface DurableState {
+  term: number;
+  votedFor: NodeId | null;
+}
+
 export type ElectionEffect =
+  /**
+   * Write this to stable storage before sending any message of the same output: a restarted node
+   * then never votes twice in a term, nor stands in a term it has already seen, so no two
+   * processes ever lead the same term. Emitted only when the state changed.
+   */
+  | { type: "persist"; state: DurableState }
   /** This node now holds a valid lease and must make sure the Reserved IP is on its droplet. */
   | { type: "start-asserting"; term: number }
   /** Stop trying to take the IP (lease lost, stepped down, ineligible, handed over). */

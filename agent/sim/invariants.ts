@@ -2,7 +2,12 @@
  * Safety invariants, checked after every single step of every node.
  *
  *  S1  at any instant at most one node holds a valid leader lease (by its own clock): no split brain;
- *  S2  at most one leader per term (checked in World.stepNode as leaders appear);
+ *  S2  a node that cannot reach a majority of its member list never starts asserting the IP. The
+ *      oracle is the network itself, not the node's bookkeeping: when a node starts asserting, a
+ *      majority of its configured members (itself included) must have exchanged a message with it in
+ *      both directions within the last election timeout + lease + 2 × the slowest link (the longest a
+ *      vote or an ack it counted can be old);
+ *  T1  at most one leader per term among live processes (checked in World.stepNode as leaders appear);
  *  S3  a node with a valid lease is eligible: a member, an LB, healthy, not in maintenance, and of
  *      the color it believes in force;
  *  A1  a node that was told to assert the IP (start-asserting) still holds a valid lease whenever it
@@ -11,6 +16,16 @@
  * Liveness (L1) and the color rule (C1) are checked at the end of a run, after a calm period.
  */
 import { InvariantViolation, type SimNode, type World } from "./world.js";
+
+export function checkReachableMajority(world: World, node: SimNode): void {
+  const t = world.timing;
+  const window = t.electionTimeoutMs + t.leaseMs + 2 * world.maxLinkDelayMs() + 1;
+  const members = node.config.members.map((m) => m.id);
+  const reached = members.filter((id) => id === node.id || (world.now - world.lastDelivered(id, node.id) <= window && world.now - world.lastDelivered(node.id, id) <= window));
+  if (reached.length <= members.length / 2) {
+    throw new InvariantViolation("S2", `${node.id} starts asserting but reached only {${reached.join(",")}} of {${members.join(",")}} in the last ${window.toFixed(0)} ms`);
+  }
+}
 
 export function checkSafety(world: World, stepped: SimNode): void {
   const holders = world.leaseHolders();

@@ -6,7 +6,7 @@
 import type { Color, FailoverTiming, Member } from "../config.js";
 import type { PlantedBugs } from "../election/node.js";
 import { bootQuietMs } from "../election/quorum.js";
-import { checkSafety } from "./invariants.js";
+import { checkReachableMajority, checkSafety } from "./invariants.js";
 import { Rng } from "./rng.js";
 import { InvariantViolation, World, type TraceLine } from "./world.js";
 
@@ -20,7 +20,7 @@ export const DEFAULT_TIMING: FailoverTiming = {
 };
 
 export interface SeedOptions {
-  /** Simulated milliseconds of faults, then `calmMs` of calm. */
+  /** Simulated milliseconds of faults (default 57 s), then `calmMs` of calm (default 3 s): 60 s runs. */
   faultMs?: number;
   calmMs?: number;
   bugs?: PlantedBugs;
@@ -32,7 +32,7 @@ export interface SeedOptions {
   faults?: Partial<Record<FaultKind, boolean>>;
 }
 
-export type FaultKind = "crash" | "partition" | "health" | "maintenance" | "handover" | "colorSwitch" | "membership" | "loss";
+export type FaultKind = "crash" | "partition" | "oneWay" | "health" | "maintenance" | "handover" | "colorSwitch" | "membership" | "loss";
 
 export interface SeedResult {
   seed: number;
@@ -46,17 +46,17 @@ export interface SeedResult {
   trace: TraceLine[];
 }
 
-const ALL_FAULTS: FaultKind[] = ["crash", "partition", "health", "maintenance", "handover", "colorSwitch", "membership", "loss"];
+const ALL_FAULTS: FaultKind[] = ["crash", "partition", "oneWay", "health", "maintenance", "handover", "colorSwitch", "membership", "loss"];
 
 export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
   const rng = new Rng(seed);
   const timing: FailoverTiming = { ...DEFAULT_TIMING, ...o.timing };
-  const faultMs = o.faultMs ?? 6_000;
+  const faultMs = o.faultMs ?? 57_000;
   const calmMs = o.calmMs ?? 3_000;
   const enabled = (k: FaultKind) => o.faults?.[k] ?? true;
 
   // ---- cluster shape
-  const blue = rng.int(1, 3);
+  const blue = rng.int(1, 4);
   const green = rng.chance(0.5) ? rng.int(1, 2) : 0;
   let witness = rng.chance(0.7) || blue + green === 2;
   if ((blue + green) % 2 === 1 && rng.chance(0.5)) witness = false;
@@ -85,6 +85,7 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
     bugs: o.bugs,
     traceLimit: o.traceLimit ?? 0,
     afterStep: checkSafety,
+    onStartAsserting: checkReachableMajority,
   });
   for (const m of members) world.addNode(m);
   // A spare node for membership changes: joins later.
@@ -96,7 +97,8 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
 
   // ---- fault schedule
   const fr = rng.fork();
-  const nFaults = fr.int(2, 10);
+  // Denser schedules for longer runs: about one fault per 600 ms–3 s of simulated time.
+  const nFaults = fr.int(2, 10) * Math.max(1, Math.round(faultMs / 6000));
   const ids = () => [...world.nodes.values()].filter((n) => world.members.some((m) => m.id === n.id)).map((n) => n.id);
   for (let i = 0; i < nFaults; i++) {
     const t = fr.float(300, faultMs - 200);
@@ -131,6 +133,25 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
           world.at(Math.min(world.now + len, faultMs), "heal", () => world.heal());
         });
         desc.push(`partition @${t.toFixed(0)} for ${len.toFixed(0)} ms`);
+        break;
+      }
+      case "oneWay": {
+        // A one-way cut: a side hears the other but cannot be heard (or the reverse), e.g. a
+        // firewall rule or an asymmetric route. Often the leader is on the cut side.
+        const len = fr.float(100, 2500);
+        const r = fr.next();
+        const outbound = fr.chance(0.5);
+        const split = fr.fork();
+        world.at(t, "one-way cut", () => {
+          const all = ids();
+          const leader = world.leaseHolders()[0]?.id;
+          const a = all.filter((id) => (r < 0.5 && leader ? id === leader : split.chance(0.4)));
+          const b = all.filter((id) => !a.includes(id));
+          if (outbound) world.cutOneWay(a, b);
+          else world.cutOneWay(b, a);
+          world.at(Math.min(world.now + len, faultMs), "heal", () => world.heal());
+        });
+        desc.push(`one-way cut @${t.toFixed(0)} for ${len.toFixed(0)} ms`);
         break;
       }
       case "health": {

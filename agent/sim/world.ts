@@ -7,7 +7,7 @@
  */
 import type { Color, FailoverTiming, Member } from "../config.js";
 import { Election, type PlantedBugs } from "../election/node.js";
-import type { ElectionConfig, ElectionEvent, PeerMessage } from "../election/types.js";
+import type { DurableState, ElectionConfig, ElectionEvent, PeerMessage } from "../election/types.js";
 import { Rng } from "./rng.js";
 
 export interface SimNode {
@@ -99,6 +99,8 @@ export interface WorldOptions {
   bugs?: PlantedBugs;
   /** Keep the last N trace lines (0: none). */
   traceLimit?: number;
+  /** Called as a node starts asserting the IP, before anything else changes. Throw to stop the run. */
+  onStartAsserting?: (world: World, node: SimNode) => void;
   /** Called after every node step: the invariant checks. Throw to stop the run. */
   afterStep?: (world: World, stepped: SimNode) => void;
 }
@@ -117,12 +119,15 @@ export class World {
   activeColor: Color;
   readonly timing: FailoverTiming;
   readonly trace: TraceLine[] = [];
-  /**
-   * term → leader, for the one-leader-per-term invariant. Terms live in memory only (no disk state),
-   * so a crash forgets them: the invariant is that no two *live processes* have led the same term.
-   */
-  readonly leadersByTerm = new Map<string, string>();
+  /** term → leader, for the one-leader-per-term invariant (T1), over the whole run, crashes included. */
+  readonly leadersByTerm = new Map<number, string>();
   messagesSent = 0;
+  /** One-way cuts: "a>b" drops every message from a to b (on top of the symmetric groups). */
+  private readonly cut = new Set<string>();
+  /** Each node's stable storage: what its last process persisted survives a crash. */
+  private readonly disk = new Map<string, DurableState>();
+  /** "a>b" → the last real time a message from a was delivered to b: the S2 oracle's view of reachability. */
+  private readonly delivered = new Map<string, number>();
 
   constructor(readonly opts: WorldOptions) {
     this.rng = new Rng(opts.seed);
@@ -173,7 +178,7 @@ export class World {
     return (local - n.offset) / n.rate;
   }
 
-  /** Start (or restart) a node with the newest config, as a fresh process: no state survives. */
+  /** Start (or restart) a node with the newest config, as a fresh process: only its disk survives. */
   start(id: string): void {
     const n = this.nodes.get(id)!;
     if (n.alive) return;
@@ -181,7 +186,7 @@ export class World {
     n.asserting = false;
     n.offset = this.rng.float(0, 1000) - n.rate * this.now; // local clock starts near 0..1000
     n.config = this.electionConfig(id);
-    n.election = new Election(n.config, this.local(n), { random: () => this.rng.next(), bugs: this.opts.bugs });
+    n.election = new Election(n.config, this.local(n), { random: () => this.rng.next(), bugs: this.opts.bugs, durable: this.disk.get(id) ?? null });
     this.log(`${id} starts (config v${n.config.membershipVersion})`);
     this.stepNode(n, { type: "tick", now: this.local(n) });
     if (n.member.role === "lb") this.stepNode(n, { type: "health", now: this.local(n), healthy: n.healthy });
@@ -195,7 +200,6 @@ export class World {
     n.election = null;
     n.asserting = false;
     n.wakeGen++;
-    for (const [term, leader] of this.leadersByTerm) if (leader === id) this.leadersByTerm.delete(term);
     this.log(`${id} crashes`);
   }
 
@@ -237,8 +241,33 @@ export class World {
     this.log(`partition ${groups.map((g) => `{${g.join(",")}}`).join(" ")}`);
   }
 
+  /** Cut the links from every node in `from` to every node in `to`, one way only. */
+  cutOneWay(from: string[], to: string[]): void {
+    for (const a of from) for (const b of to) if (a !== b) this.cut.add(`${a}>${b}`);
+    this.log(`one-way cut {${from.join(",")}} -> {${to.join(",")}}`);
+  }
+
+  /** Whether a message sent from a to b right now can arrive. */
+  linkUp(a: SimNode, b: SimNode): boolean {
+    return a.group === b.group && !this.cut.has(`${a.id}>${b.id}`);
+  }
+
+  /** The slowest one-way delay any link may have right now. */
+  maxLinkDelayMs(): number {
+    let extra = 0;
+    const ids = [...this.nodes.keys()];
+    if (this.opts.extraDelayMs) for (const a of ids) for (const b of ids) extra = Math.max(extra, this.opts.extraDelayMs(a, b));
+    return this.network.maxDelayMs + extra;
+  }
+
+  /** The last real time a message from `from` reached `to` (−∞ if never). */
+  lastDelivered(from: string, to: string): number {
+    return this.delivered.get(`${from}>${to}`) ?? Number.NEGATIVE_INFINITY;
+  }
+
   heal(): void {
     for (const n of this.nodes.values()) n.group = 0;
+    this.cut.clear();
     this.log("network healed");
   }
 
@@ -251,7 +280,10 @@ export class World {
     this.steps++;
     const out = n.election.step(ev);
     for (const eff of out.effects) {
-      if (eff.type === "start-asserting") {
+      if (eff.type === "persist") {
+        this.disk.set(n.id, eff.state);
+      } else if (eff.type === "start-asserting") {
+        this.opts.onStartAsserting?.(this, n);
         n.asserting = true;
         this.log(`${n.id} starts asserting (term ${eff.term})`);
       } else if (eff.type === "stop-asserting") {
@@ -260,9 +292,9 @@ export class World {
       } else if (eff.type === "role-changed") {
         this.log(`${n.id} is ${eff.role} in term ${eff.term} (leader ${eff.leader ?? "none"}): ${eff.reason}`);
         if (eff.role === "leader") {
-          const key = String(eff.term);
+          const key = eff.term;
           const prev = this.leadersByTerm.get(key);
-          if (prev !== undefined && prev !== n.id) throw new InvariantViolation("S2", `two leaders in term ${eff.term}: ${prev} and ${n.id}`);
+          if (prev !== undefined && prev !== n.id) throw new InvariantViolation("T1", `two leaders in term ${eff.term}: ${prev} and ${n.id}`);
           this.leadersByTerm.set(key, n.id);
         }
       }
@@ -281,7 +313,7 @@ export class World {
     if (!dest) return;
     this.messagesSent++;
     const net = this.network;
-    if (from.group !== dest.group) return;
+    if (!this.linkUp(from, dest)) return;
     if (this.netRng.chance(net.loss)) return;
     const copies = this.netRng.chance(net.duplicate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
@@ -311,7 +343,8 @@ export class World {
         const n = this.nodes.get(item.to)!;
         const sender = this.nodes.get(item.message.from);
         // A link cut while the packet was in flight drops it too.
-        if (!n.alive || (sender && sender.group !== n.group)) continue;
+        if (!n.alive || (sender && !this.linkUp(sender, n))) continue;
+        this.delivered.set(`${item.message.from}>${n.id}`, this.now);
         this.stepNode(n, { type: "message", now: this.local(n), message: item.message });
       }
     }

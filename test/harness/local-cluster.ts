@@ -127,6 +127,7 @@ export class LocalCluster {
         ...(opts.failover ? { failover: opts.failover } : {}),
         metrics: { enabled: false },
         controlSocket: h.socket,
+        stateFile: join(dir, `${h.id}.state.json`),
         logLevel: "info",
       };
       this.writeConfig(h);
