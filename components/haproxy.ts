@@ -16,6 +16,10 @@ export interface HaproxyOptions {
   maxconn?: number;
   /** Name shown in the X-Served-By header (the droplet name); the test bed uses it to see who answered. */
   serverName?: string;
+  /** Admin socket (default /run/haproxy/admin.sock); the test bed runs several HAProxies on one host. */
+  statsSocket?: string;
+  /** Syslog target (default /dev/log); the test bed, which has no syslog, uses stderr. */
+  logTarget?: string;
 }
 
 export function renderHaproxyConfig(o: HaproxyOptions): string {
@@ -24,8 +28,8 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
     "# Rendered by the ha-lb Pulumi stack. Do not edit on the droplet: `pulumi up` overwrites it.",
     "global",
     `    maxconn ${o.maxconn ?? 20000}`,
-    "    log /dev/log local0",
-    "    stats socket /run/haproxy/admin.sock mode 660 level admin",
+    `    log ${o.logTarget ?? "/dev/log"} local0`,
+    `    stats socket ${o.statsSocket ?? "/run/haproxy/admin.sock"} mode 660 level admin`,
     "",
     "defaults",
     "    log global",

@@ -25,6 +25,8 @@ export interface ScriptOptions {
   fipd?: string;
   /** Config and secrets directory. */
   etcDir?: string;
+  /** The user that owns the config and secret files (the unit's User=). */
+  owner?: string;
   /** Service control, as shell snippets. Default: systemd. The namespace tests use their own. */
   service?: { isActive: string; restart: string; stop: string; install: string };
 }
@@ -42,6 +44,7 @@ function opts(o: ScriptOptions = {}) {
     fipdDir: o.fipdDir ?? FIPD_DIR,
     fipd: o.fipd ?? "/usr/local/bin/fipd",
     etcDir: o.etcDir ?? "/etc/fipd",
+    owner: o.owner ?? "fipd",
     service: o.service ?? SYSTEMD,
   };
 }
@@ -98,7 +101,7 @@ ${o.service.install}
 export function applyConfigCommand(sha256: string, so?: ScriptOptions): string {
   const o = opts(so);
   return `set -eu
-"${o.node}" "${bundlePath(sha256, o.fipdDir)}" apply-config --dir "${o.etcDir}" --owner fipd
+"${o.node}" "${bundlePath(sha256, o.fipdDir)}" apply-config --dir "${o.etcDir}" --owner ${o.owner}
 `;
 }
 

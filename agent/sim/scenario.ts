@@ -68,7 +68,7 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
 
   const lossy = enabled("loss") && rng.chance(0.6);
   const network = {
-    loss: lossy ? rng.float(0, 0.2) : 0,
+    loss: lossy ? rng.float(0, 0.3) : 0,
     minDelayMs: rng.float(0.05, 2),
     maxDelayMs: 0,
     duplicate: lossy ? rng.float(0, 0.05) : 0,

@@ -1,0 +1,313 @@
+/**
+ * Pure rendering of failover benchmark results: a markdown summary and a standalone SVG plot, plus a small
+ * writer that puts `failover.json`, `failover.md` and `failover.svg` into a directory. No dependencies
+ * beyond `node:fs` / `node:path` (only the writer touches the file system).
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+export interface FailoverSample {
+  downtimeMs: number;
+  failedRequests: number;
+  apiRequests: number;
+  assigns: number;
+}
+
+export type FailoverSystem = "fipd" | "keepalived-copied" | "keepalived-tuned";
+
+export interface FailoverCase {
+  system: FailoverSystem;
+  scenario: string;
+  actionDelayMs: number;
+  samples: FailoverSample[];
+  note?: string;
+}
+
+export interface FailoverResults {
+  startedAt: string;
+  host: string;
+  cases: FailoverCase[];
+}
+
+export interface CaseSummary {
+  median: number | null;
+  min: number | null;
+  max: number | null;
+  n: number;
+  medianApiRequests: number | null;
+  medianAssigns: number | null;
+  maxFailed: number | null;
+}
+
+/** Fixed order of the systems in tables, bars and legend. */
+export const SYSTEMS: readonly FailoverSystem[] = ["fipd", "keepalived-copied", "keepalived-tuned"];
+
+/** Fixed bar colors, one per system. */
+export const SYSTEM_COLORS: Readonly<Record<FailoverSystem, string>> = {
+  fipd: "#1f77b4",
+  "keepalived-copied": "#ff7f0e",
+  "keepalived-tuned": "#2ca02c",
+};
+
+/** Median of the values; the mean of the two middle ones for an even count; null when empty. */
+export function median(values: readonly number[]): number | null {
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export function summarize(c: FailoverCase): CaseSummary {
+  const d = c.samples.map((s) => s.downtimeMs);
+  if (d.length === 0) return { median: null, min: null, max: null, n: 0, medianApiRequests: null, medianAssigns: null, maxFailed: null };
+  return {
+    median: median(d),
+    min: Math.min(...d),
+    max: Math.max(...d),
+    n: d.length,
+    medianApiRequests: median(c.samples.map((s) => s.apiRequests)),
+    medianAssigns: median(c.samples.map((s) => s.assigns)),
+    maxFailed: Math.max(...c.samples.map((s) => s.failedRequests)),
+  };
+}
+
+/** One row of the report: a (scenario, actionDelayMs) pair and the case of each system that ran it. */
+export interface FailoverGroup {
+  scenario: string;
+  actionDelayMs: number;
+  bySystem: Partial<Record<FailoverSystem, FailoverCase>>;
+}
+
+/**
+ * Groups cases by (scenario, actionDelayMs) in order of first appearance. Should a system have two cases for
+ * the same row, their samples are pooled (and notes joined), so no result is silently dropped.
+ */
+export function groupCases(r: FailoverResults): FailoverGroup[] {
+  const groups = new Map<string, FailoverGroup>();
+  for (const c of r.cases) {
+    const key = JSON.stringify([c.scenario, c.actionDelayMs]);
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { scenario: c.scenario, actionDelayMs: c.actionDelayMs, bySystem: {} }));
+    const prev = g.bySystem[c.system];
+    if (!prev) g.bySystem[c.system] = { ...c, samples: [...c.samples] };
+    else {
+      const notes = [prev.note, c.note].filter((n): n is string => !!n);
+      g.bySystem[c.system] = { ...prev, samples: [...prev.samples, ...c.samples], ...(notes.length ? { note: notes.join("; ") } : {}) };
+    }
+  }
+  return [...groups.values()];
+}
+
+/** A number for humans: integers as they are, otherwise at most one decimal. */
+function fmt(n: number): string {
+  if (Number.isInteger(n)) return String(n);
+  return String(Number(n.toFixed(1)));
+}
+
+/** Table cell text: no pipes (they would split the cell) and no line breaks (they would end the row). */
+function cell(s: string): string {
+  return s.replace(/\|/g, "¦").replace(/[\r\n]+/g, " ").trim();
+}
+
+function row(cells: readonly string[]): string {
+  return `| ${cells.map(cell).join(" | ")} |`;
+}
+
+function table(header: readonly string[], rows: readonly (readonly string[])[], align?: readonly ("l" | "r")[]): string {
+  const sep = header.map((_, i) => ((align?.[i] ?? "l") === "r" ? "---:" : "---"));
+  return [row(header), `|${sep.map((s) => ` ${s} `).join("|")}|`, ...rows.map(row)].join("\n");
+}
+
+function downtimeCell(c: FailoverCase | undefined): string {
+  if (!c) return "n/a";
+  const s = summarize(c);
+  if (s.median === null) return "no samples";
+  return `${fmt(s.median)} (${fmt(s.min!)}–${fmt(s.max!)}) ms`;
+}
+
+/** fipd median divided by the other system's median, 2 decimals; "n/a" if either is missing, "—" if the divisor is 0. */
+function ratioCell(fipd: FailoverCase | undefined, other: FailoverCase | undefined): string {
+  if (!fipd || !other) return "n/a";
+  const a = summarize(fipd).median;
+  const b = summarize(other).median;
+  if (a === null || b === null) return "n/a";
+  if (b === 0) return "—";
+  return (a / b).toFixed(2);
+}
+
+function optional(n: number | null | undefined): string {
+  return n === null || n === undefined ? "n/a" : fmt(n);
+}
+
+export function renderFailoverMarkdown(r: FailoverResults): string {
+  const groups = groupCases(r);
+  const out: string[] = [];
+  out.push("# Failover benchmark", "");
+  out.push(`Started at ${r.startedAt} on host ${r.host}.`, "");
+
+  out.push("## Downtime per failover", "");
+  out.push("Median (min–max) over the runs of each case; the last two columns are ratios of medians (below 1: fipd is faster).", "");
+  out.push(
+    table(
+      ["scenario", "action delay", ...SYSTEMS, "fipd / copied", "fipd / tuned"],
+      groups.map((g) => [
+        g.scenario,
+        `${fmt(g.actionDelayMs)} ms`,
+        ...SYSTEMS.map((s) => downtimeCell(g.bySystem[s])),
+        ratioCell(g.bySystem.fipd, g.bySystem["keepalived-copied"]),
+        ratioCell(g.bySystem.fipd, g.bySystem["keepalived-tuned"]),
+      ]),
+      ["l", "r", "r", "r", "r", "r", "r"],
+    ),
+    "",
+  );
+
+  out.push("## API usage per failover", "");
+  out.push("Median DigitalOcean API requests and Reserved IP assigns per failover, the largest number of failed client requests in one run, and the number of runs.", "");
+  const header = ["scenario", "action delay"];
+  for (const s of SYSTEMS) header.push(`${s} API requests`, `${s} assigns`, `${s} failed (max)`, `${s} runs`);
+  out.push(
+    table(
+      header,
+      groups.map((g) => {
+        const cells = [g.scenario, `${fmt(g.actionDelayMs)} ms`];
+        for (const s of SYSTEMS) {
+          const c = g.bySystem[s];
+          const sum = c ? summarize(c) : undefined;
+          cells.push(optional(sum?.medianApiRequests), optional(sum?.medianAssigns), optional(sum?.maxFailed), c ? String(sum!.n) : "n/a");
+        }
+        return cells;
+      }),
+      header.map((_, i) => (i === 0 ? "l" : "r")),
+    ),
+    "",
+  );
+
+  const notes = groups.flatMap((g) => SYSTEMS.flatMap((s) => (g.bySystem[s]?.note ? [`- ${cell(`${g.scenario}, ${fmt(g.actionDelayMs)} ms, ${s}: ${g.bySystem[s]!.note!}`)}`] : [])));
+  if (notes.length) out.push("## Notes", "", ...notes, "");
+  return out.join("\n");
+}
+
+/** A generic two-column (metric | value) table, e.g. for soak test results. */
+export function renderSoakMarkdown(s: Record<string, number | string>): string {
+  const rows = Object.entries(s).map(([k, v]) => [k, typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Number(v.toFixed(3)))) : v]);
+  return `${table(["metric", "value"], rows, ["l", "r"])}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SVG
+
+/** Escapes text for use in SVG character data and in double-quoted attributes. */
+export function escapeXml(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+/**
+ * A nice axis for values up to `max`: a step of 1, 2 or 5 times a power of ten (at least 1 ms) and 3 to 5 steps,
+ * so 4 to 6 ticks counting 0. The top is the smallest multiple of the step that is ≥ max.
+ */
+export function niceAxis(max: number): { top: number; step: number; ticks: number[] } {
+  const m = Number.isFinite(max) && max > 5 ? max : 5;
+  let step = 1;
+  for (let exp = 1; ; exp *= 10) {
+    const s = [1, 2, 5].map((k) => k * exp).find((c) => Math.ceil(m / c) <= 5);
+    if (s !== undefined) {
+      step = s;
+      break;
+    }
+  }
+  const n = Math.ceil(m / step);
+  const ticks = Array.from({ length: n + 1 }, (_, i) => i * step);
+  return { top: n * step, step, ticks };
+}
+
+const SVG_WIDTH = 900;
+const LEFT = 240; // room for group labels
+const RIGHT = 70; // room for the last median label
+const TOP = 76; // title and legend
+const BOTTOM = 44; // axis labels
+const BAR = 14;
+const BAR_GAP = 4;
+const GROUP_GAP = 18;
+
+/** Horizontal grouped bars: one group per (scenario, actionDelayMs), one bar per system, whiskers min–max. */
+export function renderFailoverSvg(r: FailoverResults): string {
+  const groups = groupCases(r);
+  const summaries = groups.map((g) => SYSTEMS.map((s) => (g.bySystem[s] ? summarize(g.bySystem[s]!) : undefined)));
+  const largest = Math.max(0, ...summaries.flat().map((s) => s?.max ?? 0));
+  const axis = niceAxis(largest);
+  const plotW = SVG_WIDTH - LEFT - RIGHT;
+  const x = (v: number) => LEFT + (v / axis.top) * plotW;
+  const groupH = SYSTEMS.length * (BAR + BAR_GAP) - BAR_GAP + GROUP_GAP;
+  const plotH = Math.max(1, groups.length) * groupH;
+  const height = TOP + plotH + BOTTOM;
+  const axisY = TOP + plotH;
+  const px = (v: number) => Number(v.toFixed(2));
+
+  const o: string[] = [];
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`);
+  o.push(`<title>${escapeXml(`Failover downtime, ${r.startedAt}, ${r.host}`)}</title>`);
+  o.push(`<text x="${LEFT}" y="20" font-size="15" font-weight="bold">Failover downtime (bar: median, whisker: min–max)</text>`);
+  o.push(`<text x="${LEFT}" y="38" fill="#555">${escapeXml(`${r.startedAt} · ${r.host}`)}</text>`);
+
+  // Legend: swatches are paths, so that every <rect> in the document is a bar.
+  let lx = LEFT;
+  for (const s of SYSTEMS) {
+    o.push(`<path d="M${lx} 50h12v12h-12z" fill="${SYSTEM_COLORS[s]}"/>`);
+    o.push(`<text x="${lx + 17}" y="60">${escapeXml(s)}</text>`);
+    lx += 17 + s.length * 7 + 24;
+  }
+
+  // Grid lines and axis.
+  for (const t of axis.ticks) {
+    const tx = px(x(t));
+    o.push(`<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${axisY}" stroke="#e3e3e3" stroke-width="1"/>`);
+    o.push(`<line x1="${tx}" y1="${axisY}" x2="${tx}" y2="${axisY + 5}" stroke="#333" stroke-width="1"/>`);
+    o.push(`<text x="${tx}" y="${axisY + 18}" text-anchor="middle">${escapeXml(`${fmt(t)} ms`)}</text>`);
+  }
+  o.push(`<line x1="${LEFT}" y1="${axisY}" x2="${px(x(axis.top))}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
+  o.push(`<line x1="${LEFT}" y1="${TOP - 6}" x2="${LEFT}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
+  o.push(`<text x="${px(LEFT + plotW / 2)}" y="${axisY + 36}" text-anchor="middle" fill="#555">downtime</text>`);
+
+  groups.forEach((g, gi) => {
+    const gy = TOP + gi * groupH + GROUP_GAP / 2;
+    const midY = gy + (groupH - GROUP_GAP) / 2;
+    o.push(`<text x="${LEFT - 8}" y="${px(midY - 2)}" text-anchor="end">${escapeXml(g.scenario)}</text>`);
+    o.push(`<text x="${LEFT - 8}" y="${px(midY + 12)}" text-anchor="end" fill="#555">${escapeXml(`action delay ${fmt(g.actionDelayMs)} ms`)}</text>`);
+    SYSTEMS.forEach((s, si) => {
+      const sum = summaries[gi]![si];
+      const by = gy + si * (BAR + BAR_GAP);
+      const cy = px(by + BAR / 2);
+      if (!sum) {
+        // this system has no case here (e.g. keepalived and a blue-green switch)
+        o.push(`<text x="${LEFT + 5}" y="${px(by + BAR - 3)}" fill="#aaa">${escapeXml(`${s}: n/a`)}</text>`);
+        return;
+      }
+      if (sum.median === null) {
+        o.push(`<text x="${LEFT + 4}" y="${px(by + BAR - 3)}" fill="#999">${escapeXml(`${s}: no samples`)}</text>`);
+        return;
+      }
+      o.push(`<rect x="${LEFT}" y="${px(by)}" width="${px(x(sum.median) - LEFT)}" height="${BAR}" fill="${SYSTEM_COLORS[s]}"><title>${escapeXml(`${s}: median ${fmt(sum.median)} ms, min ${fmt(sum.min!)} ms, max ${fmt(sum.max!)} ms, n=${sum.n}`)}</title></rect>`);
+      const x1 = px(x(sum.min!));
+      const x2 = px(x(sum.max!));
+      o.push(`<line x1="${x1}" y1="${cy}" x2="${x2}" y2="${cy}" stroke="#222" stroke-width="1"/>`);
+      o.push(`<line x1="${x1}" y1="${px(cy - 4)}" x2="${x1}" y2="${px(cy + 4)}" stroke="#222" stroke-width="1"/>`);
+      o.push(`<line x1="${x2}" y1="${px(cy - 4)}" x2="${x2}" y2="${px(cy + 4)}" stroke="#222" stroke-width="1"/>`);
+      const labelX = px(Math.max(x(sum.median), x(sum.max!)) + 5);
+      o.push(`<text x="${labelX}" y="${px(by + BAR - 3)}">${escapeXml(`${fmt(sum.median)} ms`)}</text>`);
+    });
+  });
+
+  o.push("</svg>");
+  return `${o.join("\n")}\n`;
+}
+
+/** Writes failover.json (pretty), failover.md and failover.svg into dir, creating it if needed. */
+export function writeFailoverReport(r: FailoverResults, dir: string): { json: string; md: string; svg: string } {
+  mkdirSync(dir, { recursive: true });
+  const paths = { json: join(dir, "failover.json"), md: join(dir, "failover.md"), svg: join(dir, "failover.svg") };
+  writeFileSync(paths.json, `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(paths.md, renderFailoverMarkdown(r));
+  writeFileSync(paths.svg, renderFailoverSvg(r));
+  return paths;
+}

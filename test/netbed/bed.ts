@@ -1,0 +1,559 @@
+/**
+ * The network test bed: a small DigitalOcean region in Linux network namespaces, with real HAProxy,
+ * real fipd processes and the project's DigitalOcean emulator. Used by the end-to-end tests
+ * (test/e2e) and the benchmarks (bench/). Needs root, `ip`, `nft` and `haproxy`.
+ *
+ *   halb-cl  client        203.0.113.130/26 ── router 203.0.113.129
+ *   halb-rt  router        bridge "pub": 203.0.113.1/25 + 198.51.100.1/25; bridge "vpc" (L2 only);
+ *                          1:1 NAT of the Reserved IP 198.51.100.200 to the holder's anchor address,
+ *                          moved by the emulator's assign hook (as DigitalOcean's edge does)
+ *   halb-d<n> droplet n    eth0: public 203.0.113.(10+n)/25 + anchor 198.51.100.(10+n)/25;
+ *                          eth1: VPC 198.51.100.(140+n)/26; 169.254.169.254:80 → the emulator (DNAT)
+ *   halb-w   witness       eth0: public 203.0.113.50/25 ("another region": no VPC)
+ *   host     (this process) halb-mg0 203.0.113.253/30 ── router 203.0.113.254: the emulator (API
+ *                          and metadata) and the app backend that every HAProxy forwards to
+ *
+ * Only 203.0.113.0/24 and 198.51.100.0/24 are used: 192.0.2.0/24, the third documentation range, is
+ * what CI machines like this one use for their own network.
+ *
+ * Everything it creates is named `halb-*` (namespaces, the one host-side link) or lives in its own
+ * temporary directory, and is removed by name or PID in close(). Every wait is bounded.
+ */
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { AgentConfigInput, Color, Member } from "../../agent/config.js";
+import type { StatusReport } from "../../agent/controller.js";
+import { controlRequest } from "../../agent/control.js";
+import { renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
+import { PEER_PORT } from "../../components/cluster.js";
+import { startEmulator, type Emulator } from "../emulator/index.js";
+
+export const BUNDLE = resolve(__dirname, "..", "..", "dist", "fipd.cjs");
+export const PROBE_CLIENT = resolve(__dirname, "probe-client.mjs");
+export const RESERVED_IP = "198.51.100.200";
+export const HOST_IP = "203.0.113.253";
+const ROUTER_MG_IP = "203.0.113.254";
+export const CLIENT_IP = "203.0.113.130";
+const REGION = "nyc3";
+const PREFIX = "halb-";
+const HOST_LINK = "halb-mg0";
+
+export interface BedOptions {
+  /** Colors of the LB droplets, in order: ids lb-<color>-<n>. */
+  lbs: Color[];
+  witness?: boolean;
+  activeColor?: Color;
+  actionDelayMs?: number;
+  failover?: AgentConfigInput["failover"];
+  /** Rendered into every LB's HAProxy config (default [80]). */
+  listenPorts?: number[];
+}
+
+export interface BedNode {
+  id: string;
+  ns: string;
+  role: "lb" | "witness";
+  color: Color | null;
+  publicIp: string;
+  anchorIp: string | null;
+  vpcIp: string | null;
+  dropletId: number;
+  dir: string;
+  agent: ChildProcess | null;
+  agentExit: Promise<number | null> | null;
+  /** The agent config as the stack would send it (before apply-config points it at the files). */
+  config: AgentConfigInput;
+}
+
+export interface ProbeResult {
+  seq: number;
+  at: number;
+  ok: boolean;
+  status?: number;
+  servedBy?: string | null;
+  error?: string;
+  ms: number;
+}
+
+/** Run a command, failing with its stderr. */
+export function sh(cmd: string, args: string[], input?: string): string {
+  try {
+    return execFileSync(cmd, args, { input, encoding: "utf8", stdio: ["pipe", "pipe", "pipe"], timeout: 30_000 });
+  } catch (e) {
+    const err = e as { stderr?: string; stdout?: string; message: string };
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${(err.stderr || err.stdout || err.message).trim()}`);
+  }
+}
+/**
+ * The same, without blocking the event loop: anything that may reach the emulator or the app backend
+ * (both served by this process) must use this, or it waits for an answer this process cannot give.
+ */
+export function shAsync(cmd: string, args: string[], input?: string, timeoutMs = 60_000): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolveP) => {
+    const p = execFile(cmd, args, { encoding: "utf8", timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
+      const code = error ? (typeof (error as { code?: unknown }).code === "number" ? ((error as { code: number }).code) : 1) : 0;
+      resolveP({ code, out: stdout, err: stderr });
+    });
+    p.stdin!.end(input ?? "");
+  });
+}
+async function mustAsync(cmd: string, args: string[], input?: string, timeoutMs?: number): Promise<string> {
+  const r = await shAsync(cmd, args, input, timeoutMs);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ").slice(0, 200)} failed (${r.code}): ${(r.err || r.out).trim()}`);
+  return r.out;
+}
+const ipns = (ns: string, ...args: string[]) => sh("ip", ["-n", ns, ...args]);
+const nsExec = (ns: string, cmd: string, args: string[], input?: string) => sh("ip", ["netns", "exec", ns, cmd, ...args], input);
+
+/** Whether this machine can run the bed (root, ip, nft, haproxy): CI can, and must. */
+export function bedPrerequisites(): string | null {
+  if (process.getuid?.() !== 0) return "needs root";
+  for (const bin of ["ip", "nft", "haproxy", "curl"]) {
+    try {
+      execFileSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" });
+    } catch {
+      return `needs ${bin}`;
+    }
+  }
+  if (!existsSync(BUNDLE)) return `needs the agent bundle ${BUNDLE} (npm run build)`;
+  return null;
+}
+
+/** Namespaces left by an earlier run that was killed: ours by name, so safe to remove. */
+function removeStale(): void {
+  const list = sh("ip", ["netns", "list"]).split("\n").map((l) => l.split(" ")[0]).filter((n) => n.startsWith(PREFIX));
+  for (const ns of list) {
+    for (const pid of sh("ip", ["netns", "pids", ns]).split("\n").filter(Boolean)) {
+      try {
+        process.kill(Number(pid), "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+    sh("ip", ["netns", "del", ns]);
+  }
+  try {
+    sh("ip", ["link", "del", HOST_LINK]);
+  } catch {
+    /* not there */
+  }
+}
+
+export class NetBed {
+  readonly nodes = new Map<string, BedNode>();
+  private readonly namespaces: string[] = [];
+  private hostLink = false;
+  private readonly children = new Set<ChildProcess>();
+  private app: Server | null = null;
+  emulator!: Emulator;
+  appPort = 0;
+  readonly token = `dop_v1_${randomBytes(24).toString("hex")}`;
+  readonly peerKey = randomBytes(32).toString("base64");
+  activeColor: Color;
+  membershipVersion = 1;
+
+  private constructor(
+    readonly dir: string,
+    readonly opts: BedOptions,
+  ) {
+    this.activeColor = opts.activeColor ?? "blue";
+  }
+
+  static async start(opts: BedOptions): Promise<NetBed> {
+    const why = bedPrerequisites();
+    if (why) throw new Error(`the network test bed ${why}`);
+    removeStale();
+    const bed = new NetBed(mkdtempSync(join(tmpdir(), "halb-bed-")), opts);
+    try {
+      await bed.build();
+    } catch (e) {
+      await bed.close();
+      throw e;
+    }
+    return bed;
+  }
+
+  private addNs(name: string): string {
+    sh("ip", ["netns", "add", name]);
+    this.namespaces.push(name);
+    ipns(name, "link", "set", "lo", "up");
+    return name;
+  }
+
+  private async build(): Promise<void> {
+    // ---- router and host link
+    const rt = this.addNs(`${PREFIX}rt`);
+    nsExec(rt, "sysctl", ["-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]);
+    for (const br of ["pub", "vpc"]) {
+      ipns(rt, "link", "add", br, "type", "bridge");
+      ipns(rt, "link", "set", br, "up");
+    }
+    ipns(rt, "addr", "add", "203.0.113.1/25", "dev", "pub");
+    ipns(rt, "addr", "add", "198.51.100.1/25", "dev", "pub");
+    sh("ip", ["link", "add", HOST_LINK, "type", "veth", "peer", "name", "mg", "netns", rt]);
+    this.hostLink = true;
+    sh("ip", ["addr", "add", `${HOST_IP}/30`, "dev", HOST_LINK]);
+    sh("ip", ["link", "set", HOST_LINK, "up"]);
+    ipns(rt, "addr", "add", `${ROUTER_MG_IP}/30`, "dev", "mg");
+    ipns(rt, "link", "set", "mg", "up");
+    // Routes on the host exist only while halb-mg0 does: deleting the link removes them.
+    for (const net of ["203.0.113.0/25", "203.0.113.128/26", "198.51.100.0/25"]) sh("ip", ["route", "add", net, "via", ROUTER_MG_IP, "dev", HOST_LINK]);
+    nsExec(rt, "nft", ["-f", "-"], `table ip halb {
+  map rip { type ipv4_addr : ipv4_addr; }
+  chain pre { type nat hook prerouting priority -100; policy accept; dnat to ip daddr map @rip; }
+}
+`);
+
+    // ---- client
+    const cl = this.addNs(`${PREFIX}cl`);
+    sh("ip", ["link", "add", "eth0", "netns", cl, "type", "veth", "peer", "name", "cl", "netns", rt]);
+    ipns(cl, "addr", "add", `${CLIENT_IP}/26`, "dev", "eth0");
+    ipns(cl, "link", "set", "eth0", "up");
+    ipns(cl, "route", "add", "default", "via", "203.0.113.129");
+    ipns(rt, "addr", "add", "203.0.113.129/26", "dev", "cl");
+    ipns(rt, "link", "set", "cl", "up");
+
+    // ---- emulator and app backend on the host side of halb-mg0
+    this.emulator = await startEmulator({ tokens: [this.token], actionDelayMs: this.opts.actionDelayMs ?? 0, host: HOST_IP });
+    this.emulator.addReservedIp({ ip: RESERVED_IP, region: REGION });
+    this.emulator.onAssign(async (ev) => {
+      const to = ev.dropletId === null ? null : [...this.nodes.values()].find((n) => n.dropletId === ev.dropletId)?.anchorIp ?? null;
+      const script = `flush map ip halb rip\n${to ? `add element ip halb rip { ${RESERVED_IP} : ${to} }\n` : ""}`;
+      await new Promise<void>((res, rej) => {
+        const p = execFile("ip", ["netns", "exec", rt, "nft", "-f", "-"], { timeout: 10_000 }, (err) => (err ? rej(err) : res()));
+        p.stdin!.end(script);
+      });
+    });
+    this.app = createServer((req, res) => {
+      res.setHeader("content-type", "text/plain");
+      res.end("ok\n");
+    });
+    this.app.keepAliveTimeout = 1000;
+    await new Promise<void>((r) => this.app!.listen(0, HOST_IP, () => r()));
+    this.appPort = (this.app.address() as AddressInfo).port;
+    const mdPort = this.emulator.metadataServer.port;
+
+    // ---- droplets
+    const counts: Record<string, number> = {};
+    const specs = this.opts.lbs.map((color) => ({ color, id: `lb-${color}-${(counts[color] = (counts[color] ?? 0) + 1)}` }));
+    specs.forEach((s, i) => {
+      const n = i + 1;
+      const ns = this.addNs(`${PREFIX}d${n}`);
+      const pub = `203.0.113.${10 + n}`;
+      const anchor = `198.51.100.${10 + n}`;
+      const vpc = `198.51.100.${140 + n}`;
+      sh("ip", ["link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", `d${n}-pub`, "netns", rt]);
+      sh("ip", ["link", "add", "eth1", "netns", ns, "type", "veth", "peer", "name", `d${n}-vpc`, "netns", rt]);
+      ipns(rt, "link", "set", `d${n}-pub`, "master", "pub", "up");
+      ipns(rt, "link", "set", `d${n}-vpc`, "master", "vpc", "up");
+      ipns(ns, "addr", "add", `${pub}/25`, "dev", "eth0");
+      ipns(ns, "addr", "add", `${anchor}/25`, "dev", "eth0");
+      ipns(ns, "addr", "add", `${vpc}/26`, "dev", "eth1");
+      ipns(ns, "link", "set", "eth0", "up");
+      ipns(ns, "link", "set", "eth1", "up");
+      ipns(ns, "route", "add", "default", "via", "203.0.113.1", "src", pub);
+      this.metadataDnat(ns, mdPort);
+      const { id: dropletId } = this.emulator.addDroplet({ name: s.id, region: REGION, publicIpv4: pub, privateIpv4: vpc, anchorIpv4: anchor, sourceAddress: pub });
+      const dir = join(this.dir, s.id);
+      mkdirSync(dir, { recursive: true });
+      this.nodes.set(s.id, { id: s.id, ns, role: "lb", color: s.color, publicIp: pub, anchorIp: anchor, vpcIp: vpc, dropletId, dir, agent: null, agentExit: null, config: {} as AgentConfigInput });
+    });
+    if (this.opts.witness) {
+      const ns = this.addNs(`${PREFIX}w`);
+      const pub = "203.0.113.50";
+      sh("ip", ["link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", "w-pub", "netns", rt]);
+      ipns(rt, "link", "set", "w-pub", "master", "pub", "up");
+      ipns(ns, "addr", "add", `${pub}/25`, "dev", "eth0");
+      ipns(ns, "link", "set", "eth0", "up");
+      ipns(ns, "route", "add", "default", "via", "203.0.113.1");
+      this.metadataDnat(ns, mdPort);
+      const { id: dropletId } = this.emulator.addDroplet({ name: "witness", region: "sfo3", publicIpv4: pub, privateIpv4: "10.9.0.2", anchorIpv4: "10.9.0.3", sourceAddress: pub });
+      const dir = join(this.dir, "witness");
+      mkdirSync(dir, { recursive: true });
+      this.nodes.set("witness", { id: "witness", ns, role: "witness", color: null, publicIp: pub, anchorIp: null, vpcIp: null, dropletId, dir, agent: null, agentExit: null, config: {} as AgentConfigInput });
+    }
+    for (const n of this.nodes.values()) n.config = this.agentConfig(n);
+  }
+
+  private metadataDnat(ns: string, port: number): void {
+    nsExec(ns, "nft", ["-f", "-"], `table ip halb_md {
+  chain out { type nat hook output priority -100; policy accept; ip daddr 169.254.169.254 tcp dport 80 dnat to ${HOST_IP}:${port}; }
+}
+`);
+  }
+
+  /** The member list as a node sees it: LBs by VPC address, except from the witness (public). */
+  members(view: BedNode): Member[] {
+    const fromWitness = view.role === "witness";
+    return [...this.nodes.values()].map((n) =>
+      n.role === "lb"
+        ? { id: n.id, address: fromWitness ? n.publicIp : n.vpcIp!, port: PEER_PORT, role: "lb" as const, color: n.color!, priority: 100 }
+        : { id: n.id, address: n.publicIp, port: PEER_PORT, role: "witness" as const, priority: 100 },
+    );
+  }
+
+  /** As components/cluster.ts builds it, plus paths that keep the nodes' files apart on one host. */
+  agentConfig(n: BedNode): AgentConfigInput {
+    return {
+      nodeId: n.id,
+      membershipVersion: this.membershipVersion,
+      members: this.members(n),
+      activeColor: this.activeColor,
+      ...(n.role === "lb" ? { reservedIp: RESERVED_IP } : {}),
+      listen: { address: "0.0.0.0", port: PEER_PORT },
+      api: { baseUrl: `http://${HOST_IP}:${this.emulator.metadataServer.port}` },
+      ...(this.opts.failover ? { failover: this.opts.failover } : {}),
+      metrics: { enabled: true, address: "127.0.0.1", port: 9465 },
+      controlSocket: join(n.dir, "fipd.sock"),
+      stateFile: join(n.dir, "state.json"),
+      logLevel: "info",
+    };
+  }
+
+  node(id: string): BedNode {
+    const n = this.nodes.get(id);
+    if (!n) throw new Error(`no node ${id} (have ${[...this.nodes.keys()].join(", ")})`);
+    return n;
+  }
+
+  /** The JSON document the stack pipes to `fipd apply-config` over SSH. */
+  applyPayload(n: BedNode): string {
+    return JSON.stringify({ config: n.config, ...(n.role === "lb" ? { token: this.token } : {}), peerKey: this.peerKey });
+  }
+
+  /** Write config and secrets with the bundle's apply-config (as the stack does), reloading a running agent. */
+  applyConfig(id: string): Promise<string> {
+    const n = this.node(id);
+    n.config = this.agentConfig(n);
+    return mustAsync(process.execPath, [BUNDLE, "apply-config", "--dir", join(n.dir, "etc"), "--owner", "root"], this.applyPayload(n));
+  }
+
+  // ---------------------------------------------------------------- HAProxy
+
+  haproxyPaths(id: string) {
+    const d = this.node(id).dir;
+    return { cfg: join(d, "haproxy.cfg"), pid: join(d, "haproxy.pid"), sock: join(d, "haproxy.sock") };
+  }
+
+  renderHaproxy(id: string): string {
+    // maxconn: this host limits open files to 20,000, below what the production 20,000 connections need.
+    return renderHaproxyConfig({ maxconn: 2000, listenPorts: this.opts.listenPorts ?? [80], backends: [`${HOST_IP}:${this.appPort}`], serverName: id, statsSocket: this.haproxyPaths(id).sock });
+  }
+
+  /** Install the rendered config with the stack's own install script (anchor from metadata), and (re)start HAProxy. */
+  installHaproxy(id: string): Promise<string> {
+    const n = this.node(id);
+    const p = this.haproxyPaths(id);
+    const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then haproxy -D -p "${p.pid}" -f "${p.cfg}" -sf "$(cat "${p.pid}")"; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
+    return mustAsync("ip", ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })], this.renderHaproxy(id));
+  }
+
+  haproxyPid(id: string): number | null {
+    const f = this.haproxyPaths(id).pid;
+    if (!existsSync(f)) return null;
+    const pid = Number(readFileSync(f, "utf8").trim().split("\n")[0]);
+    try {
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return null;
+    }
+  }
+
+  stopHaproxy(id: string): void {
+    const pid = this.haproxyPid(id);
+    if (pid) process.kill(pid, "SIGKILL");
+  }
+
+  // ---------------------------------------------------------------- agents
+
+  async startAgent(id: string): Promise<void> {
+    const n = this.node(id);
+    if (n.agent) throw new Error(`${id}: agent already running`);
+    const cfg = join(n.dir, "etc", "fipd.yaml");
+    if (!existsSync(cfg)) await this.applyConfig(id);
+    const log = createWriteStream(join(n.dir, "fipd.log"), { flags: "a" });
+    const p = spawn("ip", ["netns", "exec", n.ns, process.execPath, BUNDLE, "run", "--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
+    p.stdout!.pipe(log);
+    p.stderr!.pipe(log);
+    this.children.add(p);
+    n.agent = p;
+    n.agentExit = new Promise((r) =>
+      p.on("exit", (code) => {
+        this.children.delete(p);
+        r(code);
+      }),
+    );
+  }
+
+  async stopAgent(id: string, signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000): Promise<number | null> {
+    const n = this.node(id);
+    if (!n.agent) return null;
+    const p = n.agent;
+    const exit = n.agentExit!;
+    p.kill(signal);
+    const code = await Promise.race([exit, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), timeoutMs))]);
+    if (code === "timeout") {
+      p.kill("SIGKILL");
+      await exit;
+    }
+    n.agent = null;
+    n.agentExit = null;
+    return code === "timeout" ? null : code;
+  }
+
+  async status(id: string): Promise<StatusReport | null> {
+    const n = this.node(id);
+    if (!n.agent) return null;
+    try {
+      return (await controlRequest(join(n.dir, "fipd.sock"), { cmd: "status" }, { timeoutMs: 1_000 })) as StatusReport;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Run the fipd CLI (status, handover, maintenance) against a node's control socket. */
+  async fipd(id: string, args: string[]): Promise<{ code: number; out: string }> {
+    const n = this.node(id);
+    const r = await shAsync(process.execPath, [BUNDLE, ...args, "--socket", join(n.dir, "fipd.sock")]);
+    return { code: r.code, out: r.out + r.err };
+  }
+
+  /** The node whose droplet holds the Reserved IP, per the emulator. */
+  holder(): string | null {
+    const d = this.emulator.reservedIpHolder(RESERVED_IP);
+    for (const n of this.nodes.values()) if (n.dropletId === d) return n.id;
+    return null;
+  }
+
+  async leader(): Promise<string | null> {
+    const views = await Promise.all([...this.nodes.keys()].map((id) => this.status(id)));
+    const leaders = views.filter((s): s is StatusReport => s !== null && s.role === "leader");
+    return leaders.length === 1 ? leaders[0].node : null;
+  }
+
+  async waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const v = await fn();
+      if (v) return v as T;
+      if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (logs in ${this.dir})`);
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  }
+
+  /** A leader that holds the IP, and whose traffic arrives through the router's NAT. */
+  async waitForStableLeader(timeoutMs = 30_000): Promise<string> {
+    return this.waitFor("a leader holding the Reserved IP", async () => {
+      const l = await this.leader();
+      return l && this.holder() === l ? l : null;
+    }, timeoutMs);
+  }
+
+  /** One HTTP request from the client namespace; returns X-Served-By, or null on failure. */
+  async curl(target: string, port = 80): Promise<string | null> {
+    const r = await shAsync("ip", ["netns", "exec", `${PREFIX}cl`, "curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "2", `http://${target}:${port}/`]);
+    if (r.code !== 0) return null;
+    const m = r.out.match(/^x-served-by:\s*(\S+)/im);
+    return m ? m[1] : "";
+  }
+
+  // ---------------------------------------------------------------- client
+
+  /** Start the probe client in the client namespace: a new connection every intervalMs. */
+  startClient(intervalMs = 50, timeoutMs = 1_000): ProbeClient {
+    const out = join(this.dir, `client-${Date.now()}.jsonl`);
+    const p = spawn("ip", ["netns", "exec", `${PREFIX}cl`, process.execPath, PROBE_CLIENT, "--url", `http://${RESERVED_IP}/`, "--interval", String(intervalMs), "--timeout", String(timeoutMs)], { stdio: ["ignore", "pipe", "inherit"] });
+    this.children.add(p);
+    const results: ProbeResult[] = [];
+    let buf = "";
+    const file = createWriteStream(out);
+    p.stdout!.on("data", (d: Buffer) => {
+      file.write(d);
+      buf += d.toString();
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line) results.push(JSON.parse(line) as ProbeResult);
+      }
+    });
+    const exited = new Promise<void>((r) => p.on("exit", () => (this.children.delete(p), file.end(), r())));
+    return {
+      results,
+      intervalMs,
+      stop: async () => {
+        p.kill("SIGTERM");
+        await Promise.race([exited, new Promise((r) => setTimeout(r, timeoutMs + 2_000))]);
+        if (p.exitCode === null) p.kill("SIGKILL");
+        return [...results].sort((a, b) => a.seq - b.seq);
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------- teardown
+
+  async close(): Promise<void> {
+    for (const n of this.nodes.values()) {
+      if (n.agent) await this.stopAgent(n.id, "SIGKILL", 5_000).catch(() => undefined);
+      try {
+        this.stopHaproxy(n.id);
+      } catch {
+        /* gone */
+      }
+    }
+    for (const p of this.children) p.kill("SIGKILL");
+    await this.emulator?.close();
+    await new Promise<void>((r) => (this.app ? this.app.close(() => r()) : r()));
+    for (const ns of this.namespaces.reverse()) {
+      // Anything still running in our namespaces is ours (started by us, by PID).
+      for (const pid of sh("ip", ["netns", "pids", ns]).split("\n").filter(Boolean)) {
+        try {
+          process.kill(Number(pid), "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+      try {
+        sh("ip", ["netns", "del", ns]);
+      } catch {
+        /* already gone */
+      }
+    }
+    if (this.hostLink) {
+      try {
+        sh("ip", ["link", "del", HOST_LINK]);
+      } catch {
+        /* went with the router namespace */
+      }
+    }
+    if (!process.env.HALB_KEEP_BED) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface ProbeClient {
+  results: ProbeResult[];
+  intervalMs: number;
+  stop(): Promise<ProbeResult[]>;
+}
+
+/** The longest run of consecutive failed requests, as client-visible downtime (ms), and counts. */
+export function downtime(results: ProbeResult[], intervalMs: number): { downtimeMs: number; failed: number; total: number; longestRun: number } {
+  let run = 0;
+  let longest = 0;
+  let failed = 0;
+  for (const r of results) {
+    if (r.ok) run = 0;
+    else {
+      failed++;
+      run++;
+      longest = Math.max(longest, run);
+    }
+  }
+  return { downtimeMs: longest * intervalMs, failed, total: results.length, longestRun: longest };
+}
