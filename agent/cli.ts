@@ -25,7 +25,8 @@ import type { StatusReport } from "./controller.js";
 declare const FIPD_VERSION: string | undefined;
 export const VERSION = typeof FIPD_VERSION === "string" ? FIPD_VERSION : "dev";
 
-const DEFAULT_CONFIG = "/etc/fipd/fipd.yaml";
+// FIPD_CONFIG: for layouts other than the droplet's (the network test bed runs several agents on one host).
+const DEFAULT_CONFIG = process.env.FIPD_CONFIG || "/etc/fipd/fipd.yaml";
 const USAGE = `usage: fipd <command> [options]
 
 commands:
@@ -42,7 +43,7 @@ commands:
                                       the Pulumi stack over SSH), then reload the running agent
   version
 
-common options: --config FILE (default ${DEFAULT_CONFIG}), --socket PATH (default: controlSocket from the config)`;
+common options: --config FILE (default $FIPD_CONFIG or /etc/fipd/fipd.yaml), --socket PATH (default: controlSocket from the config)`;
 
 class UsageError extends Error {}
 

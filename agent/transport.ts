@@ -5,7 +5,11 @@
  *   body (JSON)  HMAC-SHA256(32) over everything before it
  *
  * - Authentication is by key and sender id, not by source address (NAT, the witness's public IP).
- * - Two keys are accepted during a key roll (current and previous); packets are signed with current.
+ * - Two keys are accepted during a key roll (current and previous). Every body names the sender's
+ *   current key (field "$k"). Packets are signed with current, except to a peer whose current key is
+ *   our previous one: that peer has not got the new key yet, so it gets packets it can check. A roll
+ *   never splits the cluster, whatever order the droplets get the new config in, and needs one
+ *   `pulumi up`, not two.
  * - Replay protection without synchronized clocks: per sender, the highest (bootId, counter) seen and
  *   a 64-packet sliding window (as IPsec and WireGuard do). A new boot id from a sender starts a new
  *   window; boot ids start with the sender's boot time in seconds, so an earlier incarnation's packets
@@ -128,6 +132,8 @@ export async function createPeerTransport(o: {
   const bootId = (BigInt(Math.floor(Date.now() / 1000)) << 32n) | BigInt(randomBytes(4).readUInt32BE(0));
   let counter = 0n;
   const replay = new Map<string, ReplayState>();
+  /** Per peer, the current key id it announced in its latest authenticated packet. */
+  const peerCurrentKey = new Map<string, string>();
   const lastWarn = new Map<string, number>();
   const sock: Socket = createSocket({ type: o.listenAddress.includes(":") ? "udp6" : "udp4" });
 
@@ -160,6 +166,9 @@ export async function createPeerTransport(o: {
     } catch {
       return drop("malformed", { sender: p.sender });
     }
+    const announced = (msg as { $k?: unknown }).$k;
+    if (typeof announced === "string") peerCurrentKey.set(p.sender, announced);
+    delete (msg as { $k?: unknown }).$k;
     // The authenticated header names the sender; the body cannot claim to be someone else.
     msg.from = p.sender;
     try {
@@ -184,7 +193,9 @@ export async function createPeerTransport(o: {
       const m = members.get(to);
       if (!m) return;
       counter++;
-      const pkt = encodePacket(keys.current, bootId, counter, o.selfId, to, Buffer.from(JSON.stringify(msg), "utf8"));
+      const useOld = keys.previous !== null && peerCurrentKey.get(to) === keys.previous.id;
+      const body = Buffer.from(JSON.stringify({ ...msg, $k: keys.current.id }), "utf8");
+      const pkt = encodePacket(useOld ? keys.previous! : keys.current, bootId, counter, o.selfId, to, body);
       sock.send(pkt, m.port, m.address, (err) => {
         if (err) o.metrics?.peerDropped.inc({ reason: "send-error" });
       });

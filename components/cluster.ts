@@ -26,7 +26,15 @@ export interface HaLbClusterArgs {
   readonly prefix: string;
 }
 
-/** Node ids are droplet names: lowercase letters, digits and '-'. */
+/**
+ * A node id is the droplet's name plus its droplet ID. A replaced droplet (new image or size) keeps
+ * its name but gets a new ID, so for the minutes both run, the old and the new agent are two
+ * distinct members: the new one joins (membership change, joint consensus) before the old one
+ * leaves, and no two processes ever speak under one id.
+ */
+export const nodeIdOf = (dropletName: string, dropletId: string | number) => `${dropletName}-${dropletId}`;
+
+/** Droplet names: lowercase letters, digits and '-'. */
 export const sanitize = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "stack";
 
 export function lbSpecs(c: PublicStackConfig, prefix: string): LbNodeSpec[] {
@@ -90,8 +98,10 @@ export class HaLbCluster extends pulumi.ComponentResource {
 
     // The membership version changes (to the deploy's Unix time, so it only grows) when the list of
     // member ids changes; the agents then go through joint consensus.
-    const memberIds = [...specs.map((s) => s.name), ...(witness ? [`${a.prefix}-witness`] : [])];
-    const epoch = new command.local.Command(`${name}-membership-epoch`, { create: "date +%s", triggers: [memberIds.join(",")] }, p);
+    const lbIds = lbs.droplets.map(({ spec, droplet }) => droplet.id.apply((id) => nodeIdOf(spec.name, id)));
+    const witnessId = witness ? witness.droplet.id.apply((id) => nodeIdOf(`${a.prefix}-witness`, id)) : pulumi.output("");
+    const memberIds = pulumi.all([pulumi.all(lbIds), witnessId]).apply(([l, w]) => [...l, ...(w ? [w] : [])]);
+    const epoch = new command.local.Command(`${name}-membership-epoch`, { create: "date +%s", triggers: [memberIds.apply((ids) => ids.join(","))] }, p);
     const membershipVersion = epoch.stdout.apply((s) => {
       const v = Number(String(s ?? "").trim());
       if (!Number.isInteger(v) || v < 1) throw new Error(`membership epoch: expected a Unix time from \`date +%s\`, got ${JSON.stringify(s)}`);
@@ -102,13 +112,13 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const lbPublic = lbs.droplets.map((d) => d.droplet.ipv4Address);
     const witnessPublic = witness?.droplet.ipv4Address;
     const membersFor = (viewFromWitness: boolean) =>
-      pulumi.all([pulumi.all(viewFromWitness ? lbPublic : lbPrivate), witnessPublic ?? pulumi.output("")]).apply(([addrs, w]) => {
-        const ms: Member[] = specs.map((s, i) => ({ id: s.name, address: addrs[i], port: PEER_PORT, role: "lb", color: s.color, priority: 100 }));
-        if (witness) ms.push({ id: `${a.prefix}-witness`, address: w, port: PEER_PORT, role: "witness", priority: 100 });
+      pulumi.all([pulumi.all(viewFromWitness ? lbPublic : lbPrivate), witnessPublic ?? pulumi.output(""), pulumi.all(lbIds), witnessId]).apply(([addrs, w, ids, wid]) => {
+        const ms: Member[] = specs.map((s, i) => ({ id: ids[i], address: addrs[i], port: PEER_PORT, role: "lb", color: s.color, priority: 100 }));
+        if (witness) ms.push({ id: wid, address: w, port: PEER_PORT, role: "witness", priority: 100 });
         return ms;
       });
-    const agentConfig = (nodeId: string, role: "lb" | "witness", ip: pulumi.Output<string>): pulumi.Output<AgentConfigInput> =>
-      pulumi.all([membersFor(role === "witness"), membershipVersion, ip]).apply(([members, version]) => ({
+    const agentConfig = (nodeId: pulumi.Input<string>, role: "lb" | "witness", ip: pulumi.Output<string>): pulumi.Output<AgentConfigInput> =>
+      pulumi.all([membersFor(role === "witness"), membershipVersion, ip, nodeId]).apply(([members, version, , nodeId]) => ({
         nodeId,
         membershipVersion: version,
         members,
@@ -121,7 +131,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
 
     let after: pulumi.Resource | undefined;
     const deployments: AgentDeployment[] = (this.deployments = []);
-    lbs.droplets.forEach(({ spec, droplet }) => {
+    lbs.droplets.forEach(({ spec, droplet }, i) => {
       const d = new AgentDeployment(
         `${name}-agent-${spec.name}`,
         {
@@ -130,7 +140,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           privateKey: a.sshPrivateKey,
           dropletId: droplet.id,
           bundle: a.bundle,
-          agentConfig: pulumi.all([agentConfig(spec.name, "lb", droplet.ipv4Address), rip.address, droplet.id]).apply(([cfg, ip, id]) => ({ ...cfg, reservedIp: ip, dropletId: Number(id) })),
+          agentConfig: pulumi.all([agentConfig(lbIds[i], "lb", droplet.ipv4Address), rip.address, droplet.id]).apply(([cfg, ip, id]) => ({ ...cfg, reservedIp: ip, dropletId: Number(id) })),
           token: a.agentToken,
           peerKey: current,
           previousPeerKey: previous,
@@ -145,7 +155,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
     if (witness) {
       const d = new AgentDeployment(
         `${name}-agent-witness`,
-        { role: "witness", host: witness.droplet.ipv4Address, privateKey: a.sshPrivateKey, dropletId: witness.droplet.id, bundle: a.bundle, agentConfig: agentConfig(`${a.prefix}-witness`, "witness", witness.droplet.ipv4Address), peerKey: current, previousPeerKey: previous, after },
+        { role: "witness", host: witness.droplet.ipv4Address, privateKey: a.sshPrivateKey, dropletId: witness.droplet.id, bundle: a.bundle, agentConfig: agentConfig(witnessId, "witness", witness.droplet.ipv4Address), peerKey: current, previousPeerKey: previous, after },
         p,
       );
       deployments.push(d);

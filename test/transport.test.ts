@@ -65,6 +65,38 @@ describe("peer transport", () => {
     expect(await dropped(metrics, "bad-mac")).toBe(1);
   });
 
+  it("during a key roll, answers a peer that still has only the old key with the old key, and switches when it moves", async () => {
+    const oldKey = key();
+    const newKey = key();
+    // a: rolled (new, accepts old); b: not yet (old only). b speaks first.
+    const { a, b, got: gotAtB, metrics: metricsB } = await pair({ current: newKey, previous: oldKey }, { current: oldKey, previous: null });
+    const gotAtA: string[] = [];
+    const a2 = await createPeerTransport({ selfId: "a", listenAddress: "127.0.0.1", listenPort: 0, members: [{ id: "b", address: "127.0.0.1", port: b.port }], keys: { current: newKey, previous: oldKey }, onMessage: (from) => gotAtA.push(from), log: silentLogger });
+    open.push(a2);
+    await a.close();
+    open.splice(open.indexOf(a), 1);
+    b.updateMembers([{ id: "a", address: "127.0.0.1", port: a2.port }]);
+    a2.send("b", msg("a")); // new key: b cannot check it yet
+    await settle();
+    expect(gotAtB).toHaveLength(0);
+    b.send("a", msg("b")); // old key: a accepts it and learns b is behind
+    await settle();
+    expect(gotAtA).toEqual(["b"]);
+    a2.send("b", msg("a"));
+    await settle();
+    expect(gotAtB).toHaveLength(1);
+    // b rolls too: its packets now carry the new key, and a goes back to the new key for b.
+    b.updateKeys({ current: newKey, previous: oldKey });
+    b.send("a", msg("b"));
+    await settle();
+    expect(gotAtA).toEqual(["b", "b"]);
+    b.updateKeys({ current: newKey, previous: null }); // the roll is over: old key no longer accepted
+    a2.send("b", msg("a"));
+    await settle();
+    expect(await dropped(metricsB, "unknown-key")).toBe(1); // only a2's very first packet
+    expect(gotAtB).toHaveLength(2);
+  });
+
   it("replay window: new counters pass, repeats and too-old ones fail, a newer boot resets", () => {
     let st = acceptCounter(undefined, 10n, 100n).state;
     expect(acceptCounter(st, 10n, 100n).ok).toBe(false);

@@ -153,7 +153,9 @@ export class NetBed {
   emulator!: Emulator;
   appPort = 0;
   readonly token = `dop_v1_${randomBytes(24).toString("hex")}`;
-  readonly peerKey = randomBytes(32).toString("base64");
+  peerKey = randomBytes(32).toString("base64");
+  /** Set during a key roll: still accepted. */
+  previousPeerKey: string | null = null;
   activeColor: Color;
   membershipVersion = 1;
 
@@ -323,13 +325,13 @@ export class NetBed {
 
   /** The JSON document the stack pipes to `fipd apply-config` over SSH. */
   applyPayload(n: BedNode): string {
-    return JSON.stringify({ config: n.config, ...(n.role === "lb" ? { token: this.token } : {}), peerKey: this.peerKey });
+    n.config = this.agentConfig(n);
+    return JSON.stringify({ config: n.config, ...(n.role === "lb" ? { token: this.token } : {}), peerKey: this.peerKey, ...(this.previousPeerKey ? { previousPeerKey: this.previousPeerKey } : {}) });
   }
 
   /** Write config and secrets with the bundle's apply-config (as the stack does), reloading a running agent. */
   applyConfig(id: string): Promise<string> {
     const n = this.node(id);
-    n.config = this.agentConfig(n);
     return mustAsync(process.execPath, [BUNDLE, "apply-config", "--dir", join(n.dir, "etc"), "--owner", "root"], this.applyPayload(n));
   }
 
@@ -409,7 +411,7 @@ export class NetBed {
 
   async status(id: string): Promise<StatusReport | null> {
     const n = this.node(id);
-    if (!n.agent) return null;
+    // Agents started by the deploy scripts (test/netbed/ssh.ts) are not our children: ask the socket.
     try {
       return (await controlRequest(join(n.dir, "fipd.sock"), { cmd: "status" }, { timeoutMs: 1_000 })) as StatusReport;
     } catch {

@@ -81,9 +81,19 @@ describe("the stack", () => {
   it("agent configs: one per node, the same members, VPC addresses between LBs, public ones from the witness", async () => {
     const r = await runProgram(BASE_CONFIG);
     const payloads = r.resources.filter((x) => x.name.endsWith("-config") && x.type === "command:remote:Command").map((x) => JSON.parse(unwrap(x.inputs.stdin) as string).config);
-    const lb = payloads.find((p) => p.nodeId === "dev-lb-blue-1");
-    const w = payloads.find((p) => p.nodeId === "dev-witness");
-    expect(lb.members.map((m: { id: string }) => m.id)).toEqual(["dev-lb-blue-1", "dev-lb-blue-2", "dev-witness"]);
+    // Node ids are droplet name + droplet ID: a replaced droplet is a new member, never a second
+    // process under an old id.
+    const ids = payloads.map((p) => p.nodeId as string);
+    expect(ids.every((id) => /^dev-(lb-blue-[12]|witness)-4000\d\d$/.test(id))).toBe(true);
+    const lb = payloads.find((p) => p.nodeId.startsWith("dev-lb-blue-1-"));
+    const w = payloads.find((p) => p.nodeId.startsWith("dev-witness-"));
+    expect(lb.nodeId).toBe(`dev-lb-blue-1-${lb.dropletId}`);
+    expect(lb.members.map((m: { id: string }) => m.id.replace(/-\d+$/, ""))).toEqual(["dev-lb-blue-1", "dev-lb-blue-2", "dev-witness"]);
+    expect(new Set(payloads.map((p) => JSON.stringify(p.members.map((m: { id: string }) => m.id))))).toHaveProperty("size", 1);
+    // The membership epoch re-runs (a new version, joint consensus) exactly when these ids change,
+    // e.g. when a droplet is replaced and so gets a new ID.
+    const epoch = r.resources.find((x) => x.name.endsWith("-membership-epoch"))!;
+    expect(unwrap(epoch.inputs.triggers)).toEqual([lb.members.map((m: { id: string }) => m.id).join(",")]);
     expect(lb.members[1].address).toMatch(/^10\.10\.10\./);
     expect(w.members[1].address).toMatch(/^203\.0\.113\./);
     expect(lb.reservedIp).toBe("198.51.100.7");

@@ -1,0 +1,201 @@
+/**
+ * `npm run bench:failover [-- --reps-kill 10 --reps 5 --delays 0,2000 --systems fipd,keepalived-copied,keepalived-tuned]`
+ *
+ * Client-visible downtime of a failover, in the network test bed of the end-to-end tests (real
+ * HAProxy, the router's 1:1 NAT, the emulator's API with its action delay), for fipd and for
+ * keepalived as users set it up (bench/keepalived.ts). The client opens a new connection every
+ * 50 ms on a fixed schedule with a 1 s timeout; downtime = the longest run of failed requests × 50 ms.
+ * Also counts API requests and assigns per failover. Needs root. Not part of CI.
+ *
+ * Writes bench/results/failover.{json,md,svg}.
+ */
+import { hostname } from "node:os";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { NetBed, downtime, sh } from "../test/netbed/bed.js";
+import { KeepalivedCluster, type KeepalivedFlavor } from "./keepalived.js";
+import { writeFailoverReport, type FailoverCase, type FailoverResults, type FailoverSample, type FailoverSystem } from "./report.js";
+
+const { values } = parseArgs({
+  options: {
+    "reps-kill": { type: "string", default: "10" },
+    reps: { type: "string", default: "5" },
+    delays: { type: "string", default: "0,2000" },
+    systems: { type: "string", default: "fipd,keepalived-copied,keepalived-tuned" },
+    scenarios: { type: "string", default: "kill9,linkcut,haproxy,graceful,bluegreen" },
+    out: { type: "string", default: resolve(__dirname, "results") },
+  },
+});
+
+type Scenario = "kill9" | "linkcut" | "haproxy" | "graceful" | "bluegreen";
+const SCENARIO_NAMES: Record<Scenario, string> = {
+  kill9: "holder killed (-9)",
+  linkcut: "holder's links cut",
+  haproxy: "HAProxy stopped on holder",
+  graceful: "graceful handover (SIGTERM)",
+  bluegreen: "blue-green switch",
+};
+
+/** What the benchmark needs from a system under test. */
+interface Driver {
+  system: FailoverSystem;
+  /** Start everything and wait until one droplet holds the IP and answers. */
+  up(): Promise<void>;
+  supports(s: Scenario): boolean;
+  /** Break the holder (or switch color); returns the droplet that held the IP. */
+  act(s: Scenario, holder: string): Promise<void>;
+  /** Put the broken droplet back and wait until the system is stable again. */
+  restore(s: Scenario, victim: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function stableHolder(bed: NetBed, candidates: string[], quietMs = 1_500, timeoutMs = 60_000): Promise<string> {
+  let last: string | null = null;
+  let since = Date.now();
+  return bed.waitFor("a stable holder that answers", async () => {
+    const h = bed.holder();
+    if (h !== last) {
+      last = h;
+      since = Date.now();
+    }
+    if (!h || !candidates.includes(h) || Date.now() - since < quietMs) return null;
+    return (await bed.curl("198.51.100.200")) === h ? h : null;
+  }, timeoutMs, 100);
+}
+
+function cutLinks(bed: NetBed, id: string, up: boolean): void {
+  const n = bed.node(id);
+  for (const dev of ["eth0", "eth1"]) sh("ip", ["-n", n.ns, "link", "set", dev, up ? "up" : "down"]);
+  if (up) sh("ip", ["-n", n.ns, "route", "replace", "default", "via", "203.0.113.1", "src", n.publicIp]);
+}
+
+const LBS = ["lb-blue-1", "lb-blue-2", "lb-green-1", "lb-green-2"];
+
+function fipdDriver(bed: NetBed): Driver {
+  const blues = ["lb-blue-1", "lb-blue-2"];
+  return {
+    system: "fipd",
+    async up() {
+      for (const id of LBS) await bed.installHaproxy(id);
+      for (const id of bed.nodes.keys()) await bed.startAgent(id);
+      await stableHolder(bed, blues);
+    },
+    supports: () => true,
+    async act(s, holder) {
+      if (s === "kill9") {
+        await bed.stopAgent(holder, "SIGKILL");
+        bed.stopHaproxy(holder);
+      } else if (s === "linkcut") cutLinks(bed, holder, false);
+      else if (s === "haproxy") bed.stopHaproxy(holder);
+      else if (s === "graceful") void bed.stopAgent(holder, "SIGTERM");
+      else if (s === "bluegreen") {
+        bed.activeColor = bed.activeColor === "blue" ? "green" : "blue";
+        for (const id of bed.nodes.keys()) await bed.applyConfig(id);
+      }
+    },
+    async restore(s, victim) {
+      if (s === "linkcut") cutLinks(bed, victim, true);
+      if (s === "bluegreen") {
+        bed.activeColor = "blue";
+        for (const id of bed.nodes.keys()) await bed.applyConfig(id);
+      }
+      for (const id of LBS) if (!bed.haproxyPid(id)) await bed.installHaproxy(id);
+      for (const id of bed.nodes.keys()) if (!bed.node(id).agent) await bed.startAgent(id);
+      await stableHolder(bed, blues);
+    },
+    close: async () => undefined,
+  };
+}
+
+function keepalivedDriver(bed: NetBed, flavor: KeepalivedFlavor): Driver {
+  const pair = ["lb-blue-1", "lb-blue-2"];
+  const ka = new KeepalivedCluster(bed, flavor, pair);
+  return {
+    system: flavor === "copied" ? "keepalived-copied" : "keepalived-tuned",
+    async up() {
+      for (const id of pair) await bed.installHaproxy(id);
+      for (const id of pair) ka.start(id);
+      await stableHolder(bed, pair);
+    },
+    supports: (s) => s !== "bluegreen",
+    async act(s, holder) {
+      if (s === "kill9") {
+        await ka.stop(holder, "SIGKILL");
+        bed.stopHaproxy(holder);
+      } else if (s === "linkcut") cutLinks(bed, holder, false);
+      else if (s === "haproxy") bed.stopHaproxy(holder);
+      else if (s === "graceful") await ka.stop(holder, "SIGTERM");
+    },
+    async restore(s, victim) {
+      if (s === "linkcut") cutLinks(bed, victim, true);
+      for (const id of pair) if (!bed.haproxyPid(id)) await bed.installHaproxy(id);
+      ka.start(victim);
+      await sleep(flavor === "copied" ? 4_000 : 1_000); // preemption by the MASTER, if it was the victim
+      await stableHolder(bed, pair);
+    },
+    close: () => ka.close(),
+  };
+}
+
+async function measure(bed: NetBed, d: Driver, s: Scenario): Promise<FailoverSample> {
+  const holder = bed.holder()!;
+  const client = bed.startClient(50, 1_000);
+  await bed.waitFor("the client's first answers", () => client.results.filter((r) => r.ok).length >= 10, 10_000);
+  const log0 = bed.emulator.requestLog().length;
+  await d.act(s, holder);
+  // Done when another droplet holds the IP and the client has had 1.5 s of answers since.
+  await bed.waitFor("the failover", () => {
+    const h = bed.holder();
+    if (!h || h === holder) return false;
+    const rs = client.results;
+    const okTail = rs.slice(-30);
+    return okTail.length === 30 && okTail.every((r) => r.ok);
+  }, 30_000, 50).catch(() => undefined);
+  const rs = await client.stop();
+  const log = bed.emulator.requestLog().slice(log0);
+  const dt = downtime(rs, 50);
+  await d.restore(s, holder);
+  return { downtimeMs: dt.downtimeMs, failedRequests: dt.failed, apiRequests: log.length, assigns: log.filter((r) => r.method === "POST" && r.path.endsWith("/actions")).length };
+}
+
+async function main(): Promise<void> {
+  const delays = values.delays.split(",").map(Number);
+  const systems = values.systems.split(",") as FailoverSystem[];
+  const scenarios = values.scenarios.split(",") as Scenario[];
+  const results: FailoverResults = { startedAt: new Date().toISOString(), host: hostname(), cases: [] };
+  for (const delay of delays) {
+    for (const system of systems) {
+      const bed = await NetBed.start({ lbs: ["blue", "blue", "green", "green"], witness: system === "fipd", actionDelayMs: delay });
+      const d = system === "fipd" ? fipdDriver(bed) : keepalivedDriver(bed, system === "keepalived-copied" ? "copied" : "tuned");
+      try {
+        await d.up();
+        for (const s of scenarios) {
+          if (!d.supports(s)) continue;
+          const reps = s === "kill9" ? Number(values["reps-kill"]) : Number(values.reps);
+          const c: FailoverCase = { system, scenario: SCENARIO_NAMES[s], actionDelayMs: delay, samples: [] };
+          for (let i = 0; i < reps; i++) {
+            const sample = await measure(bed, d, s);
+            c.samples.push(sample);
+            console.log(`${system.padEnd(18)} delay ${String(delay).padStart(4)} ms  ${SCENARIO_NAMES[s].padEnd(28)} #${i + 1}: ${sample.downtimeMs} ms down, ${sample.failedRequests} failed, ${sample.apiRequests} API requests, ${sample.assigns} assigns`);
+          }
+          results.cases.push(c);
+        }
+      } catch (e) {
+        console.error(`${system} at ${delay} ms: ${(e as Error).message}`);
+        results.cases.push({ system, scenario: "error", actionDelayMs: delay, samples: [], note: (e as Error).message.slice(0, 200) });
+      } finally {
+        await d.close();
+        await bed.close();
+      }
+    }
+  }
+  const files = writeFailoverReport(results, values.out);
+  console.log(`wrote ${files.json}, ${files.md}, ${files.svg}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,158 @@
+/**
+ * The commands the stack generates, run for real over SSH in the network test bed, in the order
+ * Pulumi runs them: a first deploy, a config change (blue → green), a bundle change (rolling
+ * restart), a peer-key rotation, the deletion of the leader's droplet, and a destroy. A client
+ * opens a new connection every 50 ms throughout the changes: none may fail.
+ *
+ * The scripts are components/scripts.ts and components/haproxy.ts, byte for byte, with
+ * ScriptOptions pointing at each droplet's directories and a pidfile service manager.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { haproxyInstallScript } from "../../components/haproxy.js";
+import { applyConfigCommand, bundlePath, deleteScript, rollingRestartScript, switchColorCheckScript } from "../../components/scripts.js";
+import { BUNDLE, NetBed, RESERVED_IP, downtime, type ProbeResult } from "../netbed/bed.js";
+import { startSsh, type SshBed } from "../netbed/ssh.js";
+
+let bed: NetBed;
+let ssh: SshBed;
+const LBS = ["lb-blue-1", "lb-blue-2", "lb-green-1", "lb-green-2"];
+/** Pulumi's rolling order: LBs by color and number, then the witness (dependsOn chain). */
+const ORDER = [...LBS, "witness"];
+const colorOf = (id: string | null | undefined) => (id ?? "").replace(/^lb-(blue|green)-\d+$/, "$1");
+const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
+
+beforeAll(async () => {
+  bed = await NetBed.start({ lbs: ["blue", "blue", "green", "green"], witness: true });
+  ssh = await startSsh(bed);
+}, 120_000);
+
+afterAll(async () => {
+  await ssh?.close();
+  await bed?.close();
+}, 60_000);
+
+async function must(id: string, script: string, stdin?: string): Promise<string> {
+  const r = await ssh.run(id, script, stdin);
+  if (r.code !== 0) throw new Error(`${id}: exit ${r.code}\n${r.out}\n${r.err}`);
+  return r.out;
+}
+
+/** The HAProxy install as haproxy's remote.Command runs it (with this bed's reload command). */
+async function installHaproxy(id: string): Promise<void> {
+  const p = bed.haproxyPaths(id);
+  const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then haproxy -D -p "${p.pid}" -f "${p.cfg}" -sf "$(cat "${p.pid}")"; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
+  await must(id, haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 }), bed.renderHaproxy(id));
+}
+
+async function withClient(during: () => Promise<void>): Promise<ProbeResult[]> {
+  const client = bed.startClient(50, 1_000);
+  await bed.waitFor("the client's first answers", () => client.results.filter((r) => r.ok).length >= 5, 10_000);
+  await during();
+  await new Promise((r) => setTimeout(r, 1_000));
+  return client.stop();
+}
+
+let sha = "";
+
+describe("the stack's generated commands over SSH, in Pulumi's order", () => {
+  it("first deploy: bundle, HAProxy, config and secrets on stdin, rolling start, color check", async () => {
+    sha = sha256(BUNDLE);
+    for (const id of ORDER) {
+      const o = ssh.scriptOptions(id);
+      await ssh.copy(id, BUNDLE, bundlePath(sha, o.fipdDir));
+      if (bed.node(id).role === "lb") await installHaproxy(id);
+      const out = await must(id, applyConfigCommand(sha, o), bed.applyPayload(bed.node(id)));
+      expect(out).toContain(`wrote ${o.etcDir}/fipd.yaml (node ${id}`);
+      // Secrets arrived on stdin only: the files are 0600 and the script text never holds them.
+      expect(readFileSync(join(o.etcDir!, "peer.key"), "utf8").trim()).toBe(bed.peerKey);
+      expect(applyConfigCommand(sha, o)).not.toContain(bed.peerKey);
+    }
+    for (const id of ORDER) expect(await must(id, rollingRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain("first start");
+    const out = await must("lb-blue-1", switchColorCheckScript("blue", 60, ssh.scriptOptions("lb-blue-1")));
+    expect(out).toContain("blue is in force and holds the Reserved IP");
+    const leader = await bed.waitForStableLeader();
+    expect(colorOf(leader)).toBe("blue");
+    expect(await bed.curl(RESERVED_IP)).toBe(leader);
+  });
+
+  it("config change (activeColor: green): reload, never a restart; the switch check passes; zero failed requests", async () => {
+    const pids = ORDER.map((id) => ssh.agentPid(id));
+    bed.activeColor = "green";
+    const rs = await withClient(async () => {
+      for (const id of ORDER) await must(id, applyConfigCommand(sha, ssh.scriptOptions(id)), bed.applyPayload(bed.node(id)));
+      const out = await must("lb-green-1", switchColorCheckScript("green", 60, ssh.scriptOptions("lb-green-1")));
+      expect(out).toContain("green is in force");
+    });
+    expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
+    expect(colorOf(rs[rs.length - 1].servedBy)).toBe("green");
+    expect(ORDER.map((id) => ssh.agentPid(id))).toEqual(pids);
+  });
+
+  it("bundle change: a rolling restart, one droplet at a time, leader hands over first; zero failed requests", async () => {
+    const next = join(bed.dir, "fipd-next.cjs");
+    writeFileSync(next, readFileSync(BUNDLE, "utf8") + `\n// rebuilt for the rolling-upgrade test\n`);
+    const sha2 = sha256(next);
+    expect(sha2).not.toBe(sha);
+    const before = new Map(ORDER.map((id) => [id, ssh.agentPid(id)]));
+    const rs = await withClient(async () => {
+      for (const id of ORDER) {
+        const o = ssh.scriptOptions(id);
+        await ssh.copy(id, next, bundlePath(sha2, o.fipdDir));
+        await must(id, applyConfigCommand(sha2, o), bed.applyPayload(bed.node(id)));
+        await must(id, rollingRestartScript(sha2, 60, o));
+      }
+    });
+    const d = downtime(rs, 50);
+    expect(d).toMatchObject({ failed: 0 });
+    for (const id of ORDER) {
+      const o = ssh.scriptOptions(id);
+      expect(ssh.agentPid(id)).not.toBe(before.get(id));
+      expect(readlinkSync(join(o.fipdDir!, "fipd.cjs"))).toBe(bundlePath(sha2, o.fipdDir));
+    }
+    sha = sha2;
+    const leader = await bed.waitForStableLeader();
+    expect(colorOf(leader)).toBe("green");
+  });
+
+  it("peer-key rotation in one pass (both keys accepted during the roll): no leader change, zero failed requests", async () => {
+    const leader = await bed.waitForStableLeader();
+    const term = (await bed.status(leader))!.term;
+    bed.previousPeerKey = bed.peerKey;
+    bed.peerKey = Buffer.from(createHash("sha256").update("rotated").digest()).toString("base64");
+    const rs = await withClient(async () => {
+      for (const id of ORDER) {
+        await must(id, applyConfigCommand(sha, ssh.scriptOptions(id)), bed.applyPayload(bed.node(id)));
+        await new Promise((r) => setTimeout(r, 300)); // Pulumi's pace: one droplet after another
+      }
+    });
+    expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
+    const after = (await bed.status(leader))!;
+    expect(after).toMatchObject({ role: "leader", term });
+  });
+
+  it("deleting the leader's droplet: its agent hands over and stops first; zero failed requests", async () => {
+    const victim = await bed.waitForStableLeader();
+    const rs = await withClient(async () => {
+      const out = await ssh.run(victim, deleteScript(30, ssh.scriptOptions(victim)));
+      expect(out.code).toBe(0);
+      bed.stopHaproxy(victim); // the droplet is gone
+    });
+    expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
+    expect(ssh.agentPid(victim)).toBeNull();
+    const h = bed.holder();
+    expect(h).not.toBe(victim);
+    expect(colorOf(h)).toBe("green");
+  });
+
+  it("destroy: every remaining droplet's delete step stops its agent, and exits 0", async () => {
+    for (const id of [...ORDER].reverse()) {
+      if (ssh.agentPid(id) === null) continue;
+      const r = await ssh.run(id, deleteScript(3, ssh.scriptOptions(id)));
+      expect(r.code).toBe(0);
+      expect(ssh.agentPid(id)).toBeNull();
+    }
+  });
+});
