@@ -51,10 +51,15 @@ interface Driver {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function stableHolder(bed: NetBed, candidates: string[], quietMs = 1_500, timeoutMs = 60_000): Promise<string> {
+/**
+ * Wait until every droplet of the system is ready (`ready`), one of `candidates` holds the IP, has
+ * held it for `quietMs` and answers through it. The next repetition then starts from a whole system.
+ */
+async function stableHolder(bed: NetBed, candidates: string[], ready: () => Promise<boolean>, quietMs = 1_500, timeoutMs = 60_000): Promise<string> {
   let last: string | null = null;
   let since = Date.now();
-  return bed.waitFor("a stable holder that answers", async () => {
+  return bed.waitFor("every droplet ready and a stable holder that answers", async () => {
+    if (!(await ready())) return null;
     const h = bed.holder();
     if (h !== last) {
       last = h;
@@ -75,20 +80,22 @@ const LBS = ["lb-blue-1", "lb-blue-2", "lb-green-1", "lb-green-2"];
 
 function fipdDriver(bed: NetBed): Driver {
   const blues = ["lb-blue-1", "lb-blue-2"];
+  // Every LB agent sees its HAProxy healthy (so a successor is eligible) and runs.
+  const ready = async () => (await Promise.all(LBS.map((id) => bed.status(id)))).every((s) => s?.healthy === true);
   return {
     system: "fipd",
     async up() {
       for (const id of LBS) await bed.installHaproxy(id);
       for (const id of bed.nodes.keys()) await bed.startAgent(id);
-      await stableHolder(bed, blues);
+      await stableHolder(bed, blues, ready);
     },
     supports: () => true,
     async act(s, holder) {
       if (s === "kill9") {
         await bed.stopAgent(holder, "SIGKILL");
-        bed.stopHaproxy(holder);
+        await bed.stopHaproxy(holder);
       } else if (s === "linkcut") cutLinks(bed, holder, false);
-      else if (s === "haproxy") bed.stopHaproxy(holder);
+      else if (s === "haproxy") await bed.stopHaproxy(holder);
       else if (s === "graceful") void bed.stopAgent(holder, "SIGTERM");
       else if (s === "bluegreen") {
         bed.activeColor = bed.activeColor === "blue" ? "green" : "blue";
@@ -103,7 +110,7 @@ function fipdDriver(bed: NetBed): Driver {
       }
       for (const id of LBS) if (!bed.haproxyPid(id)) await bed.installHaproxy(id);
       for (const id of bed.nodes.keys()) if (!bed.node(id).agent) await bed.startAgent(id);
-      await stableHolder(bed, blues);
+      await stableHolder(bed, blues, ready);
     },
     close: async () => undefined,
   };
@@ -112,20 +119,21 @@ function fipdDriver(bed: NetBed): Driver {
 function keepalivedDriver(bed: NetBed, flavor: KeepalivedFlavor): Driver {
   const pair = ["lb-blue-1", "lb-blue-2"];
   const ka = new KeepalivedCluster(bed, flavor, pair);
+  const ready = async () => pair.every((id) => bed.haproxyPid(id) !== null && ka.running(id));
   return {
     system: flavor === "copied" ? "keepalived-copied" : "keepalived-tuned",
     async up() {
       for (const id of pair) await bed.installHaproxy(id);
       for (const id of pair) ka.start(id);
-      await stableHolder(bed, pair);
+      await stableHolder(bed, pair, ready);
     },
     supports: (s) => s !== "bluegreen",
     async act(s, holder) {
       if (s === "kill9") {
         await ka.stop(holder, "SIGKILL");
-        bed.stopHaproxy(holder);
+        await bed.stopHaproxy(holder);
       } else if (s === "linkcut") cutLinks(bed, holder, false);
-      else if (s === "haproxy") bed.stopHaproxy(holder);
+      else if (s === "haproxy") await bed.stopHaproxy(holder);
       else if (s === "graceful") await ka.stop(holder, "SIGTERM");
     },
     async restore(s, victim) {
@@ -133,7 +141,7 @@ function keepalivedDriver(bed: NetBed, flavor: KeepalivedFlavor): Driver {
       for (const id of pair) if (!bed.haproxyPid(id)) await bed.installHaproxy(id);
       ka.start(victim);
       await sleep(flavor === "copied" ? 4_000 : 1_000); // preemption by the MASTER, if it was the victim
-      await stableHolder(bed, pair);
+      await stableHolder(bed, pair, ready);
     },
     close: () => ka.close(),
   };

@@ -11,13 +11,14 @@
  * check asks for this droplet's HAProxy by its pidfile instead. Same meaning, one droplet.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, createWriteStream, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { HOST_IP, RESERVED_IP, type NetBed } from "../test/netbed/bed.js";
 
 export type KeepalivedFlavor = "copied" | "tuned";
 
-export function keepalivedConfig(o: { flavor: KeepalivedFlavor; selfIp: string; peers: string[]; priority: number; checkScript: string; notifyScript: string }): string {
+export function keepalivedConfig(o: { flavor: KeepalivedFlavor; selfIp: string; peers: string[]; priority: number; checkScript: string; notifyScript: string; iface?: string }): string {
+  const iface = o.iface ?? "eth1";
   const tuned = o.flavor === "tuned";
   return `global_defs {
   script_user root
@@ -30,7 +31,7 @@ vrrp_script chk_haproxy {
 ${tuned ? "  fall 1\n  rise 1\n" : ""}}
 
 vrrp_instance VI_1 {
-  interface eth1
+  interface ${iface}
   state ${o.priority >= 200 ? "MASTER" : "BACKUP"}
   priority ${o.priority}
   virtual_router_id 33
@@ -41,7 +42,7 @@ ${o.peers.map((p) => `    ${p}`).join("\n")}
 ${tuned ? "" : "  authentication {\n    auth_type PASS\n    auth_pass halbpass\n  }\n"}  track_script {
     chk_haproxy
   }
-  notify_master ${o.notifyScript}
+${tuned ? `  # VRRPv3 needs one virtual address: an unused placeholder on the VPC (the real move is the API call).\n  virtual_ipaddress {\n    198.51.100.190/32 dev ${iface}\n  }\n` : ""}  notify_master ${o.notifyScript}
 }
 `;
 }
@@ -81,14 +82,21 @@ curl -s --max-time 10 -X POST -H "Content-Type: application/json" -H "Authorizat
     writeFileSync(join(n.dir, "keepalived.conf"), keepalivedConfig({ flavor: this.flavor, selfIp: n.vpcIp!, peers, priority, checkScript: check, notifyScript: notify }));
   }
 
+  running(id: string): boolean {
+    return this.procs.has(id);
+  }
+
   start(id: string): void {
     const n = this.bed.node(id);
     if (this.procs.has(id)) return;
     const p = spawn(
       "ip",
       ["netns", "exec", n.ns, "keepalived", "-n", "-l", "-D", "-f", join(n.dir, "keepalived.conf"), "-p", join(n.dir, "ka.pid"), "-r", join(n.dir, "ka-vrrp.pid"), "-c", join(n.dir, "ka-chk.pid")],
-      { stdio: ["ignore", "ignore", "ignore"] },
+      { stdio: ["ignore", "pipe", "pipe"] },
     );
+    const log = createWriteStream(join(n.dir, "keepalived.log"), { flags: "a" });
+    p.stdout!.pipe(log);
+    p.stderr!.pipe(log);
     this.procs.set(id, p);
     p.on("exit", () => this.procs.delete(id));
   }
@@ -121,11 +129,15 @@ curl -s --max-time 10 -X POST -H "Content-Type: application/json" -H "Authorizat
     const pids = this.pids(id);
     const main = this.procs.get(id);
     if (signal === "SIGKILL") {
-      for (const p of pids) {
-        try {
-          process.kill(p, "SIGKILL");
-        } catch {
-          /* gone */
+      // Freeze every process first: a child that saw its parent die would still send VRRP's
+      // "priority 0" goodbye, which is a graceful stop, not a crash.
+      for (const sig of ["SIGSTOP", "SIGKILL"] as const) {
+        for (const p of pids) {
+          try {
+            process.kill(p, sig);
+          } catch {
+            /* gone */
+          }
         }
       }
     } else main?.kill(signal);

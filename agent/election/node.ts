@@ -109,6 +109,12 @@ export class Election implements ElectionNode {
   private asserting = false;
   private release: Release | null = null;
   /**
+   * The successor the last leader named when it handed over (and the term it handed over in). That
+   * leader's config is the newer one during a rolling reload, so its choice of a node of the newly
+   * requested color is honoured here even before this node's own config says so.
+   */
+  private namedSuccessor: { id: NodeId; term: number } | null = null;
+  /**
    * Member id lists of earlier, not yet committed configurations: their majorities are needed too.
    * Learned from our own previous config on reload, or from peers' status (a node that boots with a
    * new list learns the old one from the nodes that still run it, or that are in joint consensus).
@@ -602,7 +608,11 @@ export class Election implements ElectionNode {
     if (this.promisedUntil > now && this.promisedTo !== from) return `promised to ${this.promisedTo} for another ${Math.ceil(this.promisedUntil - now)} ms`;
     if (!status.eligible || candidate.role !== "lb") return "candidate is not eligible";
     if (status.membershipVersion < this.cfg.membershipVersion) return `candidate runs membership version ${status.membershipVersion}, I run ${this.cfg.membershipVersion}`;
-    if (!colorMayLead(candidate.color, this.colorInForce, this.requestedColor)) return `candidate's color ${candidate.color} is not in force (${this.colorInForce})`;
+    // The successor the last leader named, standing right after that release (no newer term since):
+    // judged by the color its own (newer) config requests.
+    const named = transfer && this.namedSuccessor !== null && this.namedSuccessor.id === from && this.namedSuccessor.term === this.term;
+    const requested = named ? status.requestedColor : this.requestedColor;
+    if (!colorMayLead(candidate.color, this.colorInForce, requested)) return `candidate's color ${candidate.color} is not in force (${this.colorInForce})`;
     if (!transfer && candidate.color !== this.colorInForce) {
       const better = this.blockerOfColorInForce(this.views().filter((v) => v.id !== from));
       if (better || (this.eligible() && this.selfMember()?.color === this.colorInForce)) {
@@ -750,6 +760,7 @@ export class Election implements ElectionNode {
       this.votedFor = null;
     }
     this.colorInForce = m.colorInForce;
+    this.namedSuccessor = m.successor ? { id: m.successor, term: m.term } : null;
     if (this.promisedTo === m.from) {
       this.promisedUntil = this.now;
       this.promisedTo = null;

@@ -138,7 +138,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     const rs = await withClient(async () => {
       const out = await ssh.run(victim, deleteScript(30, ssh.scriptOptions(victim)));
       expect(out.code).toBe(0);
-      bed.stopHaproxy(victim); // the droplet is gone
+      await bed.stopHaproxy(victim); // the droplet is gone
     });
     expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
     expect(ssh.agentPid(victim)).toBeNull();

@@ -67,7 +67,7 @@ describe("ha-lb in network namespaces", () => {
     const rs = await withClient(
       async () => {
         await bed.stopAgent(victim, "SIGKILL");
-        bed.stopHaproxy(victim);
+        await bed.stopHaproxy(victim);
       },
       async () => {
         const h = bed.holder();
@@ -85,7 +85,7 @@ describe("ha-lb in network namespaces", () => {
   it("HAProxy stopped on the leader: the agent hands over and another droplet serves", async () => {
     const victim = await restore();
     const rs = await withClient(
-      async () => bed.stopHaproxy(victim),
+      async () => await bed.stopHaproxy(victim),
       async () => {
         const h = bed.holder();
         return h !== null && h !== victim && (await bed.leader()) === h;
@@ -147,8 +147,8 @@ describe("ha-lb in network namespaces", () => {
 
   it("a switch to an unhealthy green is refused: traffic stays on blue, status says why, the deploy check fails", async () => {
     const blueLeader = await restore();
-    bed.stopHaproxy("lb-green-1");
-    bed.stopHaproxy("lb-green-2");
+    await bed.stopHaproxy("lb-green-1");
+    await bed.stopHaproxy("lb-green-2");
     await bed.waitFor("both greens to report unhealthy", async () => {
       const s = await Promise.all(["lb-green-1", "lb-green-2"].map((id) => bed.status(id)));
       return s.every((x) => x && x.healthy === false);

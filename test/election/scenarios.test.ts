@@ -153,6 +153,28 @@ describe("election scenarios", () => {
     expect(after.pendingSwitchReason).toBeNull();
   });
 
+  it("a color switch during a rolling reload: the successor the leader names wins at once, although most voters still run the old config", () => {
+    const w = world([lb("b1"), lb("b2"), lb("g1", "green"), lb("g2", "green"), witness]);
+    startAll(w, ["b1", "b2", "g1", "g2", "w"]);
+    w.runUntil(1_500);
+    expect(leader(w)).toBe("b1");
+    const sequence: string[] = [];
+    w.activeColor = "green";
+    // Only the leader and g1 have the new config yet: b2, g2 and the witness still request blue.
+    w.reload("b1");
+    w.reload("g1");
+    for (let t = 1_500; t <= 2_000; t += 5) {
+      w.runUntil(t);
+      const l = leader(w);
+      if (l && sequence[sequence.length - 1] !== l) sequence.push(l);
+    }
+    expect(leader(w)).toBe("g1");
+    expect(sequence).toEqual(["g1"]); // handed over within the reload's step, and no flapping back
+    for (const id of ["b2", "g2", "w"]) w.reload(id);
+    w.runUntil(3_000);
+    expect(leader(w)).toBe("g1");
+  });
+
   it("membership changes go through joint consensus and commit", () => {
     const w = world([lb("b1"), lb("b2"), lb("b3")], { extra: [lb("b4"), lb("b5")] });
     startAll(w, ["b1", "b2", "b3"]);

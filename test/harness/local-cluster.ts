@@ -12,6 +12,7 @@ import { stringify as toYaml } from "yaml";
 import type { AgentConfigInput, Color } from "../../agent/config.js";
 import type { StatusReport } from "../../agent/controller.js";
 import { controlRequest } from "../../agent/control.js";
+import { agreedLeader, holderOf, waitFor, type Poll } from "./cluster-views.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
 import { startFakeHealthEndpoint, type FakeHealthEndpoint } from "./fake-haproxy.js";
 import { freePort } from "./ports.js";
@@ -202,28 +203,18 @@ export class LocalCluster {
     return controlRequest(this.node(id).socket, req, { timeoutMs: 5_000 });
   }
 
-  /** The node id whose droplet holds the reserved IP, per the emulator (ground truth). */
+  /** The node whose droplet holds the Reserved IP, per the emulator (ground truth). */
   holder(): string | null {
-    const dropletId = this.emulator.reservedIpHolder(RESERVED_IP);
-    for (const h of this.nodes.values()) if (h.dropletId === dropletId) return h.id;
-    return null;
+    return holderOf(this.nodes.values(), this.emulator.reservedIpHolder(RESERVED_IP));
   }
 
   /** The leader that running nodes agree on, or null. */
-  async leader(): Promise<string | null> {
-    const views = await Promise.all([...this.nodes.keys()].map((id) => this.status(id)));
-    const leaders = views.filter((s): s is StatusReport => s !== null && s.role === "leader");
-    return leaders.length === 1 ? leaders[0].node : null;
+  leader(): Promise<string | null> {
+    return agreedLeader(this.nodes.keys(), (id) => this.status(id));
   }
 
-  async waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await fn();
-      if (v) return v as T;
-      if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (agent logs in ${this.dir})`);
-      await new Promise((r) => setTimeout(r, intervalMs));
-    }
+  waitFor<T>(what: string, fn: Poll<T>, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
+    return waitFor(what, fn, timeoutMs, intervalMs, this.dir);
   }
 
   async close(): Promise<void> {

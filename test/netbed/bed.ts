@@ -29,6 +29,7 @@ import { join, resolve } from "node:path";
 import type { AgentConfigInput, Color, Member } from "../../agent/config.js";
 import type { StatusReport } from "../../agent/controller.js";
 import { controlRequest } from "../../agent/control.js";
+import { agreedLeader, holderOf, waitFor, type Poll } from "../harness/cluster-views.js";
 import { renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
 import { PEER_PORT } from "../../components/cluster.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
@@ -109,6 +110,18 @@ async function mustAsync(cmd: string, args: string[], input?: string, timeoutMs?
 }
 const ipns = (ns: string, ...args: string[]) => sh("ip", ["-n", ns, ...args]);
 const nsExec = (ns: string, cmd: string, args: string[], input?: string) => sh("ip", ["netns", "exec", ns, cmd, ...args], input);
+
+/** Whether `pid` runs (not a zombie) and is the program named `comm` (not a reused PID). */
+export function processAlive(pid: number, comm: string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return name === comm && state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
 
 /** Whether this machine can run the bed (root, ip, nft, haproxy): CI can, and must. */
 export function bedPrerequisites(): string | null {
@@ -355,21 +368,20 @@ export class NetBed {
     return mustAsync("ip", ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })], this.renderHaproxy(id));
   }
 
+  /** The running HAProxy's PID, or null. A killed process that is not reaped yet (a zombie) or a reused PID counts as not running. */
   haproxyPid(id: string): number | null {
     const f = this.haproxyPaths(id).pid;
     if (!existsSync(f)) return null;
     const pid = Number(readFileSync(f, "utf8").trim().split("\n")[0]);
-    try {
-      process.kill(pid, 0);
-      return pid;
-    } catch {
-      return null;
-    }
+    return processAlive(pid, "haproxy") ? pid : null;
   }
 
-  stopHaproxy(id: string): void {
+  /** SIGKILL this droplet's HAProxy (a crash), and wait (bounded) until it is gone. */
+  async stopHaproxy(id: string): Promise<void> {
     const pid = this.haproxyPid(id);
-    if (pid) process.kill(pid, "SIGKILL");
+    if (!pid) return;
+    process.kill(pid, "SIGKILL");
+    for (let i = 0; i < 100 && processAlive(pid, "haproxy"); i++) await new Promise((r) => setTimeout(r, 20));
   }
 
   // ---------------------------------------------------------------- agents
@@ -426,28 +438,20 @@ export class NetBed {
     return { code: r.code, out: r.out + r.err };
   }
 
-  /** The node whose droplet holds the Reserved IP, per the emulator. */
+  /** The node whose droplet holds the Reserved IP, per the emulator (ground truth). */
   holder(): string | null {
-    const d = this.emulator.reservedIpHolder(RESERVED_IP);
-    for (const n of this.nodes.values()) if (n.dropletId === d) return n.id;
-    return null;
+    return holderOf(this.nodes.values(), this.emulator.reservedIpHolder(RESERVED_IP));
   }
 
-  async leader(): Promise<string | null> {
-    const views = await Promise.all([...this.nodes.keys()].map((id) => this.status(id)));
-    const leaders = views.filter((s): s is StatusReport => s !== null && s.role === "leader");
-    return leaders.length === 1 ? leaders[0].node : null;
+  /** The leader that running nodes agree on, or null. */
+  leader(): Promise<string | null> {
+    return agreedLeader(this.nodes.keys(), (id) => this.status(id));
   }
 
-  async waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      const v = await fn();
-      if (v) return v as T;
-      if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (logs in ${this.dir})`);
-      await new Promise((r) => setTimeout(r, intervalMs));
-    }
+  waitFor<T>(what: string, fn: Poll<T>, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
+    return waitFor(what, fn, timeoutMs, intervalMs, this.dir);
   }
+
 
   /** A leader that holds the IP, and whose traffic arrives through the router's NAT. */
   async waitForStableLeader(timeoutMs = 30_000): Promise<string> {
@@ -503,11 +507,7 @@ export class NetBed {
   async close(): Promise<void> {
     for (const n of this.nodes.values()) {
       if (n.agent) await this.stopAgent(n.id, "SIGKILL", 5_000).catch(() => undefined);
-      try {
-        this.stopHaproxy(n.id);
-      } catch {
-        /* gone */
-      }
+      await this.stopHaproxy(n.id).catch(() => undefined);
     }
     for (const p of this.children) p.kill("SIGKILL");
     await this.emulator?.close();
