@@ -500,12 +500,17 @@ export class Election implements ElectionNode {
     this.commitMembership();
     const views = this.views();
     if (this.requestedColor !== this.colorInForce) {
-      const target = bestOfColor(views, this.requestedColor, this.colorInForce);
+      // Hand over only to a node whose own config already requests the new color: during a rolling
+      // reload, one that does not yet would lead as the old color's exception and hand back, and an
+      // old-color node would win in between (two extra moves of the IP).
+      const requested = this.requestedColor;
+      const target = bestOfColor(views.filter((v) => v.status?.requestedColor === requested), requested, this.colorInForce);
       if (target) {
-        this.handOver(target.id, `switching to ${this.requestedColor}`, this.requestedColor);
+        this.handOver(target.id, `switching to ${requested}`, requested);
         return;
       }
-      this.pendingSwitchReason = whyNoneOfColor(views, this.requestedColor);
+      const notYet = bestOfColor(views, requested, this.colorInForce);
+      this.pendingSwitchReason = notYet ? `waiting for ${notYet.id} (${requested}) to get the configuration that requests ${requested}` : whyNoneOfColor(views, requested);
     } else {
       this.pendingSwitchReason = null;
     }

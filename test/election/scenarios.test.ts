@@ -169,7 +169,7 @@ describe("election scenarios", () => {
       if (l && sequence[sequence.length - 1] !== l) sequence.push(l);
     }
     expect(leader(w)).toBe("g1");
-    expect(sequence).toEqual(["g1"]); // handed over within the reload's step, and no flapping back
+    expect(sequence).toEqual(["b1", "g1"]); // one move: no old-color node in between, no flapping back
     for (const id of ["b2", "g2", "w"]) w.reload(id);
     w.runUntil(3_000);
     expect(leader(w)).toBe("g1");

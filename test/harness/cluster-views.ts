@@ -4,6 +4,7 @@
  * a bounded wait.
  */
 import type { StatusReport } from "../../agent/controller.js";
+import type { Emulator } from "../emulator/index.js";
 
 export type Poll<T> = () => Promise<T | null | undefined | false> | T | null | undefined | false;
 
@@ -29,4 +30,27 @@ export async function agreedLeader(ids: Iterable<string>, status: (id: string) =
   const views = await Promise.all([...ids].map(status));
   const leaders = views.filter((s): s is StatusReport => s !== null && s.role === "leader");
   return leaders.length === 1 ? leaders[0].node : null;
+}
+
+/** The views above as methods, for the loopback harness and the network test bed alike. */
+export abstract class ClusterViews {
+  abstract readonly nodes: Map<string, { id: string; dropletId: number }>;
+  abstract readonly emulator: Emulator;
+  abstract readonly dir: string;
+  abstract readonly reservedIp: string;
+  abstract status(id: string): Promise<StatusReport | null>;
+
+  /** The node whose droplet holds the Reserved IP, per the emulator (ground truth). */
+  holder(): string | null {
+    return holderOf(this.nodes.values(), this.emulator.reservedIpHolder(this.reservedIp));
+  }
+
+  /** The leader that running nodes agree on, or null. */
+  leader(): Promise<string | null> {
+    return agreedLeader(this.nodes.keys(), (id) => this.status(id));
+  }
+
+  waitFor<T>(what: string, fn: Poll<T>, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
+    return waitFor(what, fn, timeoutMs, intervalMs, this.dir);
+  }
 }

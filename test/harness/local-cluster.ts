@@ -12,7 +12,7 @@ import { stringify as toYaml } from "yaml";
 import type { AgentConfigInput, Color } from "../../agent/config.js";
 import type { StatusReport } from "../../agent/controller.js";
 import { controlRequest } from "../../agent/control.js";
-import { agreedLeader, holderOf, waitFor, type Poll } from "./cluster-views.js";
+import { ClusterViews } from "./cluster-views.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
 import { startFakeHealthEndpoint, type FakeHealthEndpoint } from "./fake-haproxy.js";
 import { freePort } from "./ports.js";
@@ -47,14 +47,17 @@ export interface NodeHandle {
   config: AgentConfigInput;
 }
 
-export class LocalCluster {
+export class LocalCluster extends ClusterViews {
+  readonly reservedIp = RESERVED_IP;
   readonly nodes = new Map<string, NodeHandle>();
   private constructor(
     readonly dir: string,
     readonly emulator: Emulator,
     readonly token: string,
     private readonly opts: LocalClusterOptions,
-  ) {}
+  ) {
+    super();
+  }
 
   static async start(opts: LocalClusterOptions): Promise<LocalCluster> {
     const dir = mkdtempSync(join(tmpdir(), "halb-cluster-"));
@@ -201,20 +204,6 @@ export class LocalCluster {
 
   async request(id: string, req: Parameters<typeof controlRequest>[1]): Promise<unknown> {
     return controlRequest(this.node(id).socket, req, { timeoutMs: 5_000 });
-  }
-
-  /** The node whose droplet holds the Reserved IP, per the emulator (ground truth). */
-  holder(): string | null {
-    return holderOf(this.nodes.values(), this.emulator.reservedIpHolder(RESERVED_IP));
-  }
-
-  /** The leader that running nodes agree on, or null. */
-  leader(): Promise<string | null> {
-    return agreedLeader(this.nodes.keys(), (id) => this.status(id));
-  }
-
-  waitFor<T>(what: string, fn: Poll<T>, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
-    return waitFor(what, fn, timeoutMs, intervalMs, this.dir);
   }
 
   async close(): Promise<void> {

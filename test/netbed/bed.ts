@@ -29,7 +29,7 @@ import { join, resolve } from "node:path";
 import type { AgentConfigInput, Color, Member } from "../../agent/config.js";
 import type { StatusReport } from "../../agent/controller.js";
 import { controlRequest } from "../../agent/control.js";
-import { agreedLeader, holderOf, waitFor, type Poll } from "../harness/cluster-views.js";
+import { ClusterViews } from "../harness/cluster-views.js";
 import { renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
 import { PEER_PORT } from "../../components/cluster.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
@@ -157,7 +157,8 @@ function removeStale(): void {
   }
 }
 
-export class NetBed {
+export class NetBed extends ClusterViews {
+  readonly reservedIp = RESERVED_IP;
   readonly nodes = new Map<string, BedNode>();
   private readonly namespaces: string[] = [];
   private hostLink = false;
@@ -176,6 +177,7 @@ export class NetBed {
     readonly dir: string,
     readonly opts: BedOptions,
   ) {
+    super();
     this.activeColor = opts.activeColor ?? "blue";
   }
 
@@ -437,21 +439,6 @@ export class NetBed {
     const r = await shAsync(process.execPath, [BUNDLE, ...args, "--socket", join(n.dir, "fipd.sock")]);
     return { code: r.code, out: r.out + r.err };
   }
-
-  /** The node whose droplet holds the Reserved IP, per the emulator (ground truth). */
-  holder(): string | null {
-    return holderOf(this.nodes.values(), this.emulator.reservedIpHolder(RESERVED_IP));
-  }
-
-  /** The leader that running nodes agree on, or null. */
-  leader(): Promise<string | null> {
-    return agreedLeader(this.nodes.keys(), (id) => this.status(id));
-  }
-
-  waitFor<T>(what: string, fn: Poll<T>, timeoutMs = 20_000, intervalMs = 25): Promise<T> {
-    return waitFor(what, fn, timeoutMs, intervalMs, this.dir);
-  }
-
 
   /** A leader that holds the IP, and whose traffic arrives through the router's NAT. */
   async waitForStableLeader(timeoutMs = 30_000): Promise<string> {
