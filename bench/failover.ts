@@ -12,6 +12,7 @@
 import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { mkdirSync } from "node:fs";
 import { NetBed, downtime, sh } from "../test/netbed/bed.js";
 import { KeepalivedCluster, type KeepalivedFlavor } from "./keepalived.js";
 import { writeFailoverReport, type FailoverCase, type FailoverResults, type FailoverSample, type FailoverSystem } from "./report.js";
@@ -82,6 +83,7 @@ function fipdDriver(bed: NetBed): Driver {
   const blues = ["lb-blue-1", "lb-blue-2"];
   // Every LB agent sees its HAProxy healthy (so a successor is eligible) and runs.
   const ready = async () => (await Promise.all(LBS.map((id) => bed.status(id)))).every((s) => s?.healthy === true);
+  let stopping: Promise<unknown> = Promise.resolve();
   return {
     system: "fipd",
     async up() {
@@ -96,13 +98,14 @@ function fipdDriver(bed: NetBed): Driver {
         await bed.stopHaproxy(holder);
       } else if (s === "linkcut") cutLinks(bed, holder, false);
       else if (s === "haproxy") await bed.stopHaproxy(holder);
-      else if (s === "graceful") void bed.stopAgent(holder, "SIGTERM");
+      else if (s === "graceful") stopping = bed.stopAgent(holder, "SIGTERM"); // returns when the agent has exited
       else if (s === "bluegreen") {
         bed.activeColor = bed.activeColor === "blue" ? "green" : "blue";
         for (const id of bed.nodes.keys()) await bed.applyConfig(id);
       }
     },
     async restore(s, victim) {
+      await stopping;
       if (s === "linkcut") cutLinks(bed, victim, true);
       if (s === "bluegreen") {
         bed.activeColor = "blue";
@@ -153,13 +156,14 @@ async function measure(bed: NetBed, d: Driver, s: Scenario): Promise<FailoverSam
   await bed.waitFor("the client's first answers", () => client.results.filter((r) => r.ok).length >= 10, 10_000);
   const log0 = bed.emulator.requestLog().length;
   await d.act(s, holder);
-  // Done when another droplet holds the IP and the client has had 1.5 s of answers since.
+  // Done when another droplet holds the IP and the client has had 1.5 s of answers since it moved.
+  let movedAt: number | null = null;
   await bed.waitFor("the failover", () => {
     const h = bed.holder();
     if (!h || h === holder) return false;
-    const rs = client.results;
-    const okTail = rs.slice(-30);
-    return okTail.length === 30 && okTail.every((r) => r.ok);
+    movedAt ??= Date.now();
+    const okTail = client.results.slice(-30);
+    return Date.now() - movedAt >= 1_500 && okTail.length === 30 && okTail.every((r) => r.ok);
   }, 30_000, 50).catch(() => undefined);
   const rs = await client.stop();
   const log = bed.emulator.requestLog().slice(log0);
@@ -191,7 +195,11 @@ async function main(): Promise<void> {
           results.cases.push(c);
         }
       } catch (e) {
-        console.error(`${system} at ${delay} ms: ${(e as Error).message}`);
+        // Keep the bed's files (agent, HAProxy and keepalived logs, client records) for the post-mortem.
+        const keep = resolve(__dirname, "..", ".tmp", "bench-failures", `${system}-${delay}-${Date.now()}`);
+        mkdirSync(resolve(keep, ".."), { recursive: true });
+        sh("cp", ["-r", bed.dir, keep]);
+        console.error(`${system} at ${delay} ms: ${(e as Error).message}; files kept in ${keep}`);
         results.cases.push({ system, scenario: "error", actionDelayMs: delay, samples: [], note: (e as Error).message.slice(0, 200) });
       } finally {
         await d.close();

@@ -1,7 +1,8 @@
 /**
  * The commands the stack generates, run for real over SSH in the network test bed, in the order
  * Pulumi runs them: a first deploy, a config change (blue → green), a bundle change (rolling
- * restart), a peer-key rotation, the deletion of the leader's droplet, and a destroy. A client
+ * restart), a peer-key rotation, the replacement of a droplet (create before delete: the new one
+ * joins, then the old one leaves), the deletion of the leader's droplet, and a destroy. A client
  * opens a new connection every 50 ms throughout the changes: none may fail.
  *
  * The scripts are components/scripts.ts and components/haproxy.ts, byte for byte, with
@@ -20,12 +21,15 @@ let bed: NetBed;
 let ssh: SshBed;
 const LBS = ["lb-blue-1", "lb-blue-2", "lb-green-1", "lb-green-2"];
 /** Pulumi's rolling order: LBs by color and number, then the witness (dependsOn chain). */
-const ORDER = [...LBS, "witness"];
+let ORDER = [...LBS, "witness"];
+/** A droplet that exists from the start but joins only when it replaces lb-blue-1. */
+const REPLACEMENT = "lb-blue-3";
 const colorOf = (id: string | null | undefined) => (id ?? "").replace(/^lb-(blue|green)-\d+$/, "$1");
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
 beforeAll(async () => {
-  bed = await NetBed.start({ lbs: ["blue", "blue", "green", "green"], witness: true });
+  bed = await NetBed.start({ lbs: ["blue", "blue", "green", "green", "blue"], witness: true });
+  bed.memberIds = [...ORDER];
   ssh = await startSsh(bed);
 }, 120_000);
 
@@ -56,6 +60,7 @@ async function withClient(during: () => Promise<void>): Promise<ProbeResult[]> {
 }
 
 let sha = "";
+let bundleFile = BUNDLE;
 
 describe("the stack's generated commands over SSH, in Pulumi's order", () => {
   it("first deploy: bundle, HAProxy, config and secrets on stdin, rolling start, color check", async () => {
@@ -113,6 +118,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       expect(readlinkSync(join(o.fipdDir!, "fipd.cjs"))).toBe(bundlePath(sha2, o.fipdDir));
     }
     sha = sha2;
+    bundleFile = next;
     const leader = await bed.waitForStableLeader();
     expect(colorOf(leader)).toBe("green");
   });
@@ -131,6 +137,35 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
     const after = (await bed.status(leader))!;
     expect(after).toMatchObject({ role: "leader", term });
+  });
+
+  it("replacing a droplet: the new one joins (joint consensus) before the old one hands over and leaves; zero failed requests", async () => {
+    const old = "lb-blue-1";
+    bed.membershipVersion = 2;
+    bed.memberIds = [...ORDER.filter((id) => id !== old), REPLACEMENT];
+    const rs = await withClient(async () => {
+      // Create before delete: the new droplet is set up and started with the new member list...
+      const o = ssh.scriptOptions(REPLACEMENT);
+      await ssh.copy(REPLACEMENT, bundleFile, bundlePath(sha, o.fipdDir));
+      await installHaproxy(REPLACEMENT);
+      await must(REPLACEMENT, applyConfigCommand(sha, o), bed.applyPayload(bed.node(REPLACEMENT)));
+      await must(REPLACEMENT, rollingRestartScript(sha, 60, o));
+      // ...the others get the new list as a reload (the old droplet's resources are being deleted)...
+      for (const id of ORDER.filter((x) => x !== old)) await must(id, applyConfigCommand(sha, ssh.scriptOptions(id)), bed.applyPayload(bed.node(id)));
+      await must("lb-green-1", switchColorCheckScript("green", 60, ssh.scriptOptions("lb-green-1")));
+      // ...and only then is the old droplet retired and deleted.
+      expect((await ssh.run(old, deleteScript(30, ssh.scriptOptions(old)))).code).toBe(0);
+      await bed.stopHaproxy(old);
+    });
+    expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
+    ORDER = ORDER.filter((id) => id !== old).concat(REPLACEMENT);
+    const leader = await bed.waitForStableLeader();
+    const st = await bed.waitFor("the new member list to be committed", async () => {
+      const s = await bed.status(leader);
+      return s && s.membershipVersion === 2 && s.jointOldMembers === null && s.majorityReachable ? s : null;
+    }, 15_000);
+    expect(st.members.map((m) => m.id).sort()).toEqual([...bed.memberIds!].sort());
+    expect(ssh.agentPid(old)).toBeNull();
   });
 
   it("deleting the leader's droplet: its agent hands over and stops first; zero failed requests", async () => {

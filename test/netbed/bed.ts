@@ -172,6 +172,8 @@ export class NetBed extends ClusterViews {
   previousPeerKey: string | null = null;
   activeColor: Color;
   membershipVersion = 1;
+  /** Which droplets are members (null: all). A spare droplet stands for a replacement that joins later. */
+  memberIds: string[] | null = null;
 
   private constructor(
     readonly dir: string,
@@ -307,7 +309,7 @@ export class NetBed extends ClusterViews {
   /** The member list as a node sees it: LBs by VPC address, except from the witness (public). */
   members(view: BedNode): Member[] {
     const fromWitness = view.role === "witness";
-    return [...this.nodes.values()].map((n) =>
+    return [...this.nodes.values()].filter((n) => this.memberIds === null || this.memberIds.includes(n.id)).map((n) =>
       n.role === "lb"
         ? { id: n.id, address: fromWitness ? n.publicIp : n.vpcIp!, port: PEER_PORT, role: "lb" as const, color: n.color!, priority: 100 }
         : { id: n.id, address: n.publicIp, port: PEER_PORT, role: "witness" as const, priority: 100 },
