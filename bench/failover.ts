@@ -23,18 +23,19 @@ const { values } = parseArgs({
     reps: { type: "string", default: "5" },
     delays: { type: "string", default: "0,2000" },
     systems: { type: "string", default: "fipd,keepalived-copied,keepalived-tuned" },
-    scenarios: { type: "string", default: "kill9,linkcut,haproxy,graceful,bluegreen" },
+    scenarios: { type: "string", default: "kill9,linkcut,haproxy,graceful,bluegreen,rolling" },
     out: { type: "string", default: resolve(__dirname, "results") },
   },
 });
 
-type Scenario = "kill9" | "linkcut" | "haproxy" | "graceful" | "bluegreen";
+type Scenario = "kill9" | "linkcut" | "haproxy" | "graceful" | "bluegreen" | "rolling";
 const SCENARIO_NAMES: Record<Scenario, string> = {
   kill9: "holder killed (-9)",
   linkcut: "holder's links cut",
   haproxy: "HAProxy stopped on holder",
   graceful: "graceful handover (SIGTERM)",
   bluegreen: "blue-green switch",
+  rolling: "rolling restart of every agent",
 };
 
 /** What the benchmark needs from a system under test. */
@@ -102,6 +103,14 @@ function fipdDriver(bed: NetBed): Driver {
       else if (s === "bluegreen") {
         bed.activeColor = bed.activeColor === "blue" ? "green" : "blue";
         for (const id of bed.nodes.keys()) await bed.applyConfig(id);
+      } else if (s === "rolling") {
+        // What a bundle upgrade does (components/scripts.ts rollingRestartScript), droplet by droplet.
+        for (const id of bed.nodes.keys()) {
+          if ((await bed.status(id))?.role === "leader") await bed.fipd(id, ["handover"]);
+          await bed.stopAgent(id, "SIGTERM");
+          await bed.startAgent(id);
+          await bed.waitFor(`${id} back and the cluster healthy`, async () => (await bed.fipd(id, ["status", "--wait-healthy", "--timeout", "2"])).code === 0, 60_000, 100);
+        }
       }
     },
     async restore(s, victim) {
@@ -130,7 +139,7 @@ function keepalivedDriver(bed: NetBed, flavor: KeepalivedFlavor): Driver {
       for (const id of pair) ka.start(id);
       await stableHolder(bed, pair, ready);
     },
-    supports: (s) => s !== "bluegreen",
+    supports: (s) => s !== "bluegreen" && s !== "rolling",
     async act(s, holder) {
       if (s === "kill9") {
         await ka.stop(holder, "SIGKILL");
