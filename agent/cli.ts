@@ -4,7 +4,7 @@
  *   fipd run [--config FILE]              run the agent (systemd starts this)
  *   fipd check-config [FILE] [--schema-only]
  *   fipd status [--json] [--wait-healthy [--timeout S]]
- *   fipd handover [--to NODE]
+ *   fipd handover [--to NODE | --prefer-build ID]
  *   fipd maintenance on|off
  *   fipd reload                            same as SIGHUP
  *   fipd version
@@ -16,7 +16,7 @@ import { existsSync } from "node:fs";
 import { ConfigError, type AgentConfig } from "./config.js";
 import { loadAgentConfigFile } from "./config-file.js";
 import { runAgent } from "./run.js";
-import { controlRequest } from "./control.js";
+import { BUILD_ID, controlRequest } from "./control.js";
 import { readPeerKeys, readSecretFile } from "./secrets.js";
 import { formatStatus, isClusterHealthy } from "./status-format.js";
 import { applyConfig } from "./apply-config.js";
@@ -36,6 +36,8 @@ commands:
                                       show this node's view; --wait-healthy waits until a leader of the
                                       color in force holds the IP with a majority connected
   handover [--to NODE]                hand leadership (and the IP) to another node
+    --prefer-build ID                 (rolling upgrades) prefer a node already running this build
+                                      (16 hex digits of the bundle's SHA-256; fipd status shows builds)
   maintenance on|off                  leave or rejoin eligibility (hands over first if leading)
   reload                              re-read config, token and keys (same as SIGHUP)
   apply-config [--dir DIR] [--owner USER] [--no-reload]
@@ -145,6 +147,7 @@ export async function main(argv: string[]): Promise<number> {
       "wait-healthy": { type: "boolean" },
       timeout: { type: "string" },
       to: { type: "string" },
+      "prefer-build": { type: "string" },
       "schema-only": { type: "boolean" },
       dir: { type: "string" },
       owner: { type: "string" },
@@ -176,7 +179,10 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "handover": {
-      const res = await request(values, { cmd: "handover", to: values.to }, 15_000);
+      const prefer = values["prefer-build"];
+      if (prefer !== undefined && !BUILD_ID.test(prefer)) throw new UsageError(`--prefer-build takes a build id of 16 lowercase hex digits (the start of the bundle's SHA-256), got "${prefer}"`);
+      if (prefer !== undefined && values.to !== undefined) throw new UsageError("--to and --prefer-build exclude each other: --to names the successor");
+      const res = await request(values, { cmd: "handover", to: values.to, preferBuild: prefer }, 15_000);
       process.stdout.write(JSON.stringify(res) + "\n");
       return 0;
     }

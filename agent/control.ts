@@ -6,7 +6,10 @@ import { chmodSync, existsSync, mkdirSync, unlinkSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { dirname } from "node:path";
 
-export type ControlRequest = { cmd: "status" } | { cmd: "handover"; to?: string } | { cmd: "maintenance"; on: boolean } | { cmd: "reload" };
+/** A build id: the first 16 hex digits of the SHA-256 of a bundle, as in its deployed file name. */
+export const BUILD_ID = /^[0-9a-f]{16}$/;
+
+export type ControlRequest = { cmd: "status" } | { cmd: "handover"; to?: string; preferBuild?: string } | { cmd: "maintenance"; on: boolean } | { cmd: "reload" };
 
 export async function controlRequest(path: string, req: ControlRequest, o: { timeoutMs: number }): Promise<unknown> {
   return new Promise((resolve, reject) => {

@@ -26,6 +26,8 @@ export interface ControllerDeps {
   metadata?: MetadataReader;
   api?: ReservedIpApi;
   dropletId?: number;
+  /** The running bundle's build id (first 16 hex digits of its SHA-256), told to peers. */
+  build?: string;
   /** Stable storage for the election's term and vote (absent: memory only, as in unit tests). */
   durable?: DurableStore;
   /** Re-read config, token and keys from disk (SIGHUP). Throws ConfigError/SecretFileError on bad input. */
@@ -76,6 +78,8 @@ export interface StatusReport {
     healthy: boolean | null;
     eligible: boolean | null;
     holdsReservedIp: boolean | null;
+    /** The bundle the member runs (from its messages), e.g. to follow a rolling upgrade. */
+    build: string | null;
     rttMs: number | null;
   }>;
   reservedIp: { address: string | null; onThisDroplet: boolean | null; holder: string | null; holderIsLeader: boolean } | null;
@@ -173,7 +177,10 @@ export class Controller {
     // Durable first: no vote or candidacy leaves this process before it would survive a crash.
     for (const eff of out.effects) if (eff.type === "persist") this.d.durable?.save(eff.state);
     for (const { to, message } of out.send) {
-      if ("status" in message && message.status) message.status.holdsReservedIp = holds;
+      if ("status" in message && message.status) {
+        message.status.holdsReservedIp = holds;
+        if (this.d.build) message.status.build = this.d.build;
+      }
       this.transport.send(to, message);
     }
     for (const eff of out.effects) {
@@ -280,6 +287,7 @@ export class Controller {
         healthy: self ? (m.role === "lb" ? this.healthy : null) : (seen?.status?.healthy ?? null),
         eligible: self ? (s.role !== "witness" && this.healthy && !s.maintenance) : (seen?.status?.eligible ?? null),
         holdsReservedIp: self ? (keeper?.onSelf ?? null) : (seen?.status?.holdsReservedIp ?? null),
+        build: self ? (this.d.build ?? null) : (seen?.status?.build ?? null),
         rttMs: self ? null : this.rtt.has(m.id) ? Math.round(this.rtt.get(m.id)! * 10) / 10 : null,
       };
     });
@@ -310,8 +318,8 @@ export class Controller {
     };
   }
 
-  handover(to: string | undefined, reason: string): void {
-    this.feed({ type: "handover", now: this.d.now(), to, reason });
+  handover(to: string | undefined, reason: string, preferBuild?: string): void {
+    this.feed({ type: "handover", now: this.d.now(), to, preferBuild, reason });
   }
 
   setMaintenance(on: boolean): void {

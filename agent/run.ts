@@ -13,7 +13,21 @@ import { createPeerTransport } from "./transport.js";
 import { createHealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
-import { createControlServer } from "./control.js";
+import { BUILD_ID, createControlServer } from "./control.js";
+import { createHash } from "node:crypto";
+import { readFileSync, realpathSync } from "node:fs";
+
+/**
+ * This process's build id: the hash of the script node runs (the deployed bundle, through the
+ * fipd.cjs symlink), the same digits the stack puts in the bundle's file name. Null when unreadable.
+ */
+export function runningBuild(script = process.argv[1]): string | null {
+  try {
+    return createHash("sha256").update(readFileSync(realpathSync(script))).digest("hex").slice(0, 16);
+  } catch {
+    return null;
+  }
+}
 
 interface Secrets {
   token: string | null;
@@ -78,6 +92,7 @@ export async function runAgent(configPath: string): Promise<number> {
     log,
     metrics,
     now: () => performance.now(),
+    build: runningBuild() ?? undefined,
     durable: fileDurableStore(cfg.stateFile, (message) => log.error("election state file", { error: message })),
     startTransport: async (c, onMessage) => {
       transportRef = await createPeerTransport({
@@ -134,8 +149,9 @@ export async function runAgent(configPath: string): Promise<number> {
         case "status":
           return controller.status();
         case "handover":
-          controller.handover(req.to, req.to ? `operator handover to ${req.to}` : "operator handover");
-          return { ok: true, requested: req.to ?? "best eligible node" };
+          if (req.preferBuild !== undefined && !BUILD_ID.test(req.preferBuild)) return { error: `preferBuild must be 16 lowercase hex digits, got ${JSON.stringify(req.preferBuild)}` };
+          controller.handover(req.to, req.to ? `operator handover to ${req.to}` : req.preferBuild ? `operator handover (preferring build ${req.preferBuild})` : "operator handover", req.preferBuild);
+          return { ok: true, requested: req.to ?? (req.preferBuild ? `best eligible node running build ${req.preferBuild}, else the best eligible node` : "best eligible node") };
         case "maintenance":
           controller.setMaintenance(req.on);
           return { ok: true, maintenance: req.on };

@@ -30,6 +30,7 @@ export function formatStatus(s: StatusReport): string {
       m.healthy === null ? null : m.healthy ? "healthy" : "unhealthy",
       m.holdsReservedIp ? "holds IP" : null,
       m.id === s.leader ? "LEADER" : null,
+      m.build ? `build ${m.build}` : null,
     ].filter(Boolean);
     lines.push(`  ${m.id.padEnd(16)} ${bits.join(", ")}`);
   }

@@ -10,10 +10,12 @@
  * Writes bench/results/failover.{json,md,svg}.
  */
 import { hostname } from "node:os";
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { mkdirSync } from "node:fs";
-import { NetBed, downtime, sh } from "../test/netbed/bed.js";
+import { createHash } from "node:crypto";
+import { join, resolve } from "node:path";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { rollingOrder } from "../components/rolling-order.js";
+import { BUNDLE, NetBed, downtime, sh } from "../test/netbed/bed.js";
 import { KeepalivedCluster, type KeepalivedFlavor } from "./keepalived.js";
 import { writeFailoverReport, type FailoverCase, type FailoverResults, type FailoverSample, type FailoverSystem } from "./report.js";
 
@@ -35,7 +37,7 @@ const SCENARIO_NAMES: Record<Scenario, string> = {
   haproxy: "HAProxy stopped on holder",
   graceful: "graceful handover (SIGTERM)",
   bluegreen: "blue-green switch",
-  rolling: "rolling restart of every agent",
+  rolling: "rolling upgrade of every agent",
 };
 
 /** What the benchmark needs from a system under test. */
@@ -85,6 +87,7 @@ function fipdDriver(bed: NetBed): Driver {
   // Every LB agent sees its HAProxy healthy (so a successor is eligible) and runs.
   const ready = async () => (await Promise.all(LBS.map((id) => bed.status(id)))).every((s) => s?.healthy === true);
   let stopping: Promise<unknown> = Promise.resolve();
+  let upgrades = 0;
   return {
     system: "fipd",
     async up() {
@@ -104,11 +107,16 @@ function fipdDriver(bed: NetBed): Driver {
         bed.activeColor = bed.activeColor === "blue" ? "green" : "blue";
         for (const id of bed.nodes.keys()) await bed.applyConfig(id);
       } else if (s === "rolling") {
-        // What a bundle upgrade does (components/scripts.ts rollingRestartScript), droplet by droplet.
-        for (const id of bed.nodes.keys()) {
-          if ((await bed.status(id))?.role === "leader") await bed.fipd(id, ["handover"]);
+        // What a bundle upgrade does (components/scripts.ts rollingRestartScript), droplet by droplet,
+        // in the stack's order, to a new build (the bundle plus a comment, so its hash differs).
+        const next = join(bed.dir, `fipd-upgrade-${++upgrades}.cjs`);
+        writeFileSync(next, readFileSync(BUNDLE, "utf8") + `\n// bench upgrade ${upgrades}\n`);
+        const build = createHash("sha256").update(readFileSync(next)).digest("hex").slice(0, 16);
+        const nodes = [...bed.nodes.values()].map((n) => ({ name: n.id, color: n.color, role: n.role }));
+        for (const id of rollingOrder(nodes, bed.activeColor).map((n) => n.name)) {
+          if ((await bed.status(id))?.role === "leader") await bed.fipd(id, ["handover", "--prefer-build", build]);
           await bed.stopAgent(id, "SIGTERM");
-          await bed.startAgent(id);
+          await bed.startAgent(id, next);
           await bed.waitFor(`${id} back and the cluster healthy`, async () => (await bed.fipd(id, ["status", "--wait-healthy", "--timeout", "2"])).code === 0, 60_000, 100);
         }
       }

@@ -8,6 +8,7 @@ import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
 import { Network } from "./network.js";
 import { ReservedIpComponent } from "./reserved-ip.js";
+import { rollingOrder } from "./rolling-order.js";
 import { switchColorCheckScript } from "./scripts.js";
 import { Witness } from "./witness.js";
 
@@ -51,7 +52,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
   readonly reservedIp: pulumi.Output<string>;
   readonly loadBalancers: pulumi.Output<Array<{ name: string; color: string; publicIp: string; privateIp: string }>>;
   readonly witness: pulumi.Output<{ name: string; region: string; publicIp: string } | null>;
-  /** Per droplet, in rolling order (LBs by color and number, then the witness). */
+  /** Per droplet, in rolling order (rollingOrder: the standby color, the color in force, the witness). */
   readonly deployments: AgentDeployment[];
   /** The once-per-update check that the requested color is in force. */
   readonly switchCheck?: command.remote.Command;
@@ -131,7 +132,11 @@ export class HaLbCluster extends pulumi.ComponentResource {
 
     let after: pulumi.Resource | undefined;
     const deployments: AgentDeployment[] = (this.deployments = []);
-    lbs.droplets.forEach(({ spec, droplet }, i) => {
+    // Restarts chain in rollingOrder (standby color, then the color in force with its likely leader
+    // last), so that an upgrade moves the Reserved IP once.
+    const order = rollingOrder(lbs.droplets.map(({ spec }, i) => ({ name: spec.name, color: spec.color, i })), c.activeColor);
+    for (const { i } of order) {
+      const { spec, droplet } = lbs.droplets[i];
       const d = new AgentDeployment(
         `${name}-agent-${spec.name}`,
         {
@@ -151,7 +156,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
       );
       after = d.restart;
       deployments.push(d);
-    });
+    }
     if (witness) {
       const d = new AgentDeployment(
         `${name}-agent-witness`,

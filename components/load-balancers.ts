@@ -5,7 +5,7 @@ import { bootstrapUserData } from "./cloud-init.js";
 export type Color = "blue" | "green";
 
 export interface LbNodeSpec {
-  /** `<stack>-lb-<color>-<n>`, also the agent's node id. */
+  /** `<stack>-lb-<color>-<n>`; the agent's node id is this name plus the droplet ID (nodeIdOf). */
   name: string;
   color: Color;
   size: string;

@@ -109,7 +109,8 @@ export function applyConfigCommand(sha256: string, so?: ScriptOptions): string {
  * Activate a bundle and restart the agent, safely for one droplet at a time:
  * - first start on this droplet (agent not running): start it and return; the cluster may not have a
  *   majority yet, the final switchColorCheckScript waits for the whole cluster;
- * - otherwise: a leading agent hands over first (and SIGTERM hands over again if it still leads),
+ * - otherwise: a leading agent hands over first, preferring a node already restarted on this bundle
+ *   (so the IP moves once per roll: see rollingOrder), and SIGTERM hands over again if it still leads;
  *   then restart, then wait until a leader of the color in force holds the IP with a majority
  *   connected, or fail the deploy after timeoutS.
  */
@@ -125,7 +126,7 @@ if ! ${o.service.isActive}; then
 fi
 if [ "$(status_field role)" = "leader" ]; then
   echo "ha-lb: this node leads; handing over before the restart"
-  "${o.fipd}" handover || echo "ha-lb: handover refused (no other eligible node?); SIGTERM will try again" >&2
+  "${o.fipd}" handover --prefer-build ${sha256.slice(0, 16)} || echo "ha-lb: handover refused (no other eligible node?); SIGTERM will try again" >&2
 fi
 ${o.service.restart}
 "${o.fipd}" status --wait-healthy --timeout ${timeoutS}

@@ -177,7 +177,7 @@ export class Election implements ElectionNode {
         if (event.on && this.role === "leader") this.handOver(undefined, "entering maintenance");
         break;
       case "handover":
-        if (this.role === "leader") this.handOver(event.to, event.reason);
+        if (this.role === "leader") this.handOver(event.to, event.reason, undefined, event.preferBuild);
         break;
       case "config":
         this.onConfig(event.config);
@@ -544,7 +544,7 @@ export class Election implements ElectionNode {
    * to this leader is released and who should stand. The old droplet keeps the IP and serves until the
    * successor assigns it to itself, so clients see no gap.
    */
-  private handOver(to: NodeId | undefined, reason: string, newColor?: Color): void {
+  private handOver(to: NodeId | undefined, reason: string, newColor?: Color, preferBuild?: string): void {
     const views = this.views();
     const colorAfter = newColor ?? this.colorInForce;
     let successor: PeerView | null = null;
@@ -552,7 +552,13 @@ export class Election implements ElectionNode {
       const v = views.find((x) => x.id === to);
       if (v && v.reachable && v.status?.eligible && v.member.role === "lb" && colorMayLead(v.member.color, colorAfter, this.requestedColor)) successor = v;
     }
-    successor ??= newColor ? bestOfColor(views, newColor, colorAfter) : rankedEligible(views, this.colorInForce, this.requestedColor)[0] ?? null;
+    if (!successor && !newColor) {
+      const ranked = rankedEligible(views, this.colorInForce, this.requestedColor);
+      // A rolling upgrade: a node already restarted on the new bundle will not be restarted again in
+      // this roll, so handing to it moves the IP once instead of twice.
+      successor = (preferBuild ? ranked.find((v) => v.status?.build === preferBuild) : undefined) ?? ranked[0] ?? null;
+    }
+    successor ??= newColor ? bestOfColor(views, newColor, colorAfter) : null;
     const term = this.term;
     this.stepDown(`handing over: ${reason}${successor ? ` (to ${successor.id})` : " (no eligible successor)"}`);
     // The color in force changes only when a node of the new color wins (its heartbeats say so): if the

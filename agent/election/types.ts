@@ -51,6 +51,12 @@ export interface NodeStatus {
    * through unchanged: lets every node's `fipd status` say who holds the Reserved IP.
    */
   holdsReservedIp?: boolean;
+  /**
+   * Filled in by the controller and passed through like `holdsReservedIp`: the first 16 hex digits
+   * of the SHA-256 of the agent bundle this node runs. A rolling upgrade hands over to a node that
+   * already runs the new bundle, so the IP moves once per upgrade, not at every restart.
+   */
+  build?: string;
 }
 
 /** Carried by a leader's heartbeats. */
@@ -72,8 +78,12 @@ export type ElectionEvent =
   | { type: "config"; now: number; config: ElectionConfig }
   /** Operator: leave or rejoin eligibility; a leader entering maintenance hands over first. */
   | { type: "maintenance"; now: number; on: boolean }
-  /** Operator or SIGTERM: hand leadership to `to` (or the best eligible node) and stop leading. */
-  | { type: "handover"; now: number; to?: NodeId; reason: string };
+  /**
+   * Operator or SIGTERM: hand leadership to `to` (or the best eligible node) and stop leading. With
+   * `preferBuild` (a rolling upgrade) and no `to`, the best eligible node already running that build
+   * is chosen first, so the successor is not restarted later in the same roll.
+   */
+  | { type: "handover"; now: number; to?: NodeId; preferBuild?: string; reason: string };
 
 /** What must survive a restart: the highest term seen and the vote cast in it (as in Raft). */
 export interface DurableState {

@@ -25,6 +25,8 @@ export interface SimNode {
   /** Whether the node has told us (effects) that it asserts the IP. */
   asserting: boolean;
   group: number;
+  /** The bundle this node runs; stamped on its statuses as the controller does (rolling upgrades). */
+  build?: string;
 }
 
 export interface NetworkConditions {
@@ -217,10 +219,10 @@ export class World {
     if (n.alive) this.stepNode(n, { type: "maintenance", now: this.local(n), on });
   }
 
-  handover(id: string, to?: string): void {
+  handover(id: string, to?: string, preferBuild?: string): void {
     const n = this.nodes.get(id)!;
-    this.log(`${id} asked to hand over${to ? ` to ${to}` : ""}`);
-    if (n.alive) this.stepNode(n, { type: "handover", now: this.local(n), to, reason: "operator" });
+    this.log(`${id} asked to hand over${to ? ` to ${to}` : ""}${preferBuild ? ` preferring build ${preferBuild}` : ""}`);
+    if (n.alive) this.stepNode(n, { type: "handover", now: this.local(n), to, preferBuild, reason: "operator" });
   }
 
   /** Deliver the world's current config to one node (a reload). */
@@ -318,7 +320,8 @@ export class World {
     const copies = this.netRng.chance(net.duplicate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const at = this.now + this.netRng.float(net.minDelayMs, net.maxDelayMs) + (this.opts.extraDelayMs?.(from.id, to) ?? 0);
-      this.queue.push({ at, seq: this.seq++, kind: "deliver", to, message: { ...message, from: from.id } as PeerMessage });
+      const stamped = from.build && "status" in message ? { ...message, status: { ...message.status, build: from.build } } : message;
+      this.queue.push({ at, seq: this.seq++, kind: "deliver", to, message: { ...stamped, from: from.id } as PeerMessage });
     }
   }
 

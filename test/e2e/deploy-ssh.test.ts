@@ -13,6 +13,7 @@ import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { haproxyInstallScript } from "../../components/haproxy.js";
+import { rollingOrder } from "../../components/rolling-order.js";
 import { applyConfigCommand, bundlePath, deleteScript, rollingRestartScript, switchColorCheckScript } from "../../components/scripts.js";
 import { BUNDLE, NetBed, RESERVED_IP, downtime, type ProbeResult } from "../netbed/bed.js";
 import { startSsh, type SshBed } from "../netbed/ssh.js";
@@ -20,8 +21,11 @@ import { startSsh, type SshBed } from "../netbed/ssh.js";
 let bed: NetBed;
 let ssh: SshBed;
 const LBS = ["lb-blue-1", "lb-blue-2", "lb-green-1", "lb-green-2"];
-/** Pulumi's rolling order: LBs by color and number, then the witness (dependsOn chain). */
+/** The members, in the order the bed lists them. */
 let ORDER = [...LBS, "witness"];
+/** Pulumi's order for the restarts (their dependsOn chain): the stack's rollingOrder. */
+const pulumiOrder = (activeColor: "blue" | "green") =>
+  rollingOrder(ORDER.map((id) => (id === "witness" ? { name: id, role: "witness" as const } : { name: id, color: colorOf(id) as "blue" | "green", role: "lb" as const })), activeColor).map((n) => n.name);
 /** A droplet that exists from the start but joins only when it replaces lb-blue-1. */
 const REPLACEMENT = "lb-blue-3";
 const colorOf = (id: string | null | undefined) => (id ?? "").replace(/^lb-(blue|green)-\d+$/, "$1");
@@ -75,7 +79,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       expect(readFileSync(join(o.etcDir!, "peer.key"), "utf8").trim()).toBe(bed.peerKey);
       expect(applyConfigCommand(sha, o)).not.toContain(bed.peerKey);
     }
-    for (const id of ORDER) expect(await must(id, rollingRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain("first start");
+    for (const id of pulumiOrder("blue")) expect(await must(id, rollingRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain("first start");
     const out = await must("lb-blue-1", switchColorCheckScript("blue", 60, ssh.scriptOptions("lb-blue-1")));
     expect(out).toContain("blue is in force and holds the Reserved IP");
     const leader = await bed.waitForStableLeader();
@@ -96,14 +100,15 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     expect(ORDER.map((id) => ssh.agentPid(id))).toEqual(pids);
   });
 
-  it("bundle change: a rolling restart, one droplet at a time, leader hands over first; zero failed requests", async () => {
+  it("bundle change: a rolling restart in the stack's order, leader last, handing over to an upgraded node: zero failed requests, one assign", async () => {
     const next = join(bed.dir, "fipd-next.cjs");
     writeFileSync(next, readFileSync(BUNDLE, "utf8") + `\n// rebuilt for the rolling-upgrade test\n`);
     const sha2 = sha256(next);
     expect(sha2).not.toBe(sha);
     const before = new Map(ORDER.map((id) => [id, ssh.agentPid(id)]));
+    const log0 = bed.emulator.requestLog().length;
     const rs = await withClient(async () => {
-      for (const id of ORDER) {
+      for (const id of pulumiOrder("green")) {
         const o = ssh.scriptOptions(id);
         await ssh.copy(id, next, bundlePath(sha2, o.fipdDir));
         await must(id, applyConfigCommand(sha2, o), bed.applyPayload(bed.node(id)));
@@ -121,6 +126,12 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     bundleFile = next;
     const leader = await bed.waitForStableLeader();
     expect(colorOf(leader)).toBe("green");
+    // The IP moved once: the green leader restarted last and handed over to the upgraded green node.
+    const assigns = bed.emulator.requestLog().slice(log0).filter((r) => r.method === "POST" && r.path.endsWith("/actions"));
+    expect(assigns).toHaveLength(1);
+    // Every agent tells its peers which bundle it runs.
+    const st = (await bed.status(leader))!;
+    expect(st.members.map((m) => m.build)).toEqual(st.members.map(() => sha2.slice(0, 16)));
   });
 
   it("peer-key rotation in one pass (both keys accepted during the roll): no leader change, zero failed requests", async () => {

@@ -390,13 +390,14 @@ export class NetBed extends ClusterViews {
 
   // ---------------------------------------------------------------- agents
 
-  async startAgent(id: string): Promise<void> {
+  /** Start the agent; `bundle` runs another build than dist/fipd.cjs (a rolling upgrade). */
+  async startAgent(id: string, bundle = BUNDLE): Promise<void> {
     const n = this.node(id);
     if (n.agent) throw new Error(`${id}: agent already running`);
     const cfg = join(n.dir, "etc", "fipd.yaml");
     if (!existsSync(cfg)) await this.applyConfig(id);
     const log = createWriteStream(join(n.dir, "fipd.log"), { flags: "a" });
-    const p = spawn("ip", ["netns", "exec", n.ns, process.execPath, BUNDLE, "run", "--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn("ip", ["netns", "exec", n.ns, process.execPath, bundle, "run", "--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
     p.stdout!.pipe(log);
     p.stderr!.pipe(log);
     this.children.add(p);

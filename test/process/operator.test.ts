@@ -1,5 +1,6 @@
 /** The operator's interface of a real fipd process: bad input, check-config, status, reload. */
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -76,6 +77,16 @@ describe("fipd operator interface", () => {
     expect(st.stdout).toMatch(/reserved IP 198\.51\.100\.100: on .* \(the leader\)/);
     const wait = await fipd(["status", "--socket", h.socket, "--wait-healthy", "--timeout", "10"]);
     expect(wait.code).toBe(0);
+    // Every member reports the bundle it runs: the first 16 hex digits of its SHA-256.
+    const build = createHash("sha256").update(readFileSync(BUNDLE)).digest("hex").slice(0, 16);
+    expect(st.stdout).toContain(`build ${build}`);
+    expect((await c.status(leader))!.members.map((m) => m.build)).toEqual([...c.nodes.keys()].map(() => build));
+    // A malformed build id is refused, by the CLI and by the agent, and nothing moves.
+    const bad = await fipd(["handover", "--socket", h.socket, "--prefer-build", "v2"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--prefer-build takes a build id of 16 lowercase hex digits');
+    expect(await c.request(leader, { cmd: "handover", preferBuild: "v2" })).toMatchObject({ error: expect.stringContaining("preferBuild must be 16 lowercase hex digits") });
+    expect(await c.leader()).toBe(leader);
 
     const good = readFileSync(h.configPath, "utf8");
     writeFileSync(h.configPath, good.replace(/leaseMs: \d+/, "") + "\nbogusKey: 1\n");

@@ -28,8 +28,8 @@ beforeAll(async () => {
 });
 
 describe("rolling restarts", () => {
-  it("restart one droplet at a time: each restart waits for the previous droplet's restart", () => {
-    const order = ["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "witness"];
+  it("restart one droplet at a time: each restart waits for the previous droplet's restart; standby green first, blue-1 (the likely leader) last", () => {
+    const order = ["prod-lb-green-2", "prod-lb-green-1", "prod-lb-blue-2", "prod-lb-blue-1", "witness"];
     const restart = (n: string) => `ha-lb-agent-${n}-restart`;
     expect(deps.get(restart(order[0]))).not.toEqual(expect.arrayContaining([expect.stringMatching(/-restart$/)]));
     for (let i = 1; i < order.length; i++) expect(deps.get(restart(order[i])), order[i]).toContain(restart(order[i - 1]));

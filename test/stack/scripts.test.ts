@@ -66,7 +66,7 @@ describe("rollingRestartScript", () => {
     status({ role: "leader", members: [{ role: "lb" }] });
     const r = run(rollingRestartScript(SHA, 90, so));
     expect(r.status, r.stderr).toBe(0);
-    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual(["service install", expect.stringMatching(/^fipd check-config/), "fipd handover", "service restart", "fipd status --wait-healthy --timeout 90"]);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual(["service install", expect.stringMatching(/^fipd check-config/), `fipd handover --prefer-build ${SHA.slice(0, 16)}`, "service restart", "fipd status --wait-healthy --timeout 90"]);
   });
 
   it("a follower restarts without a handover; an unhealthy cluster afterwards fails the step", () => {
