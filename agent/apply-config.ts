@@ -26,7 +26,7 @@ const Payload = z.strictObject({
 export interface ApplyOptions {
   /** Where the files go (default /etc/fipd). */
   dir: string;
-  /** Service user that must own the files (default fipd; skipped if it does not exist). */
+  /** Service user that must own the files (the unit's User=); refused if it does not exist. */
   owner?: string;
   /** Ask the running agent to reload (default true). */
   reload: boolean;
@@ -74,8 +74,13 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
   if (self.role === "lb" && !p.data.token) throw new Error("token: required for a load-balancer node");
 
-  mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const owner = o.owner ? lookupUser(o.owner) : null;
+  // Files owned by root would be unreadable to the agent (its unit runs as this user): it would
+  // refuse to start or to reload. Refuse here instead, before anything on disk changes.
+  if (o.owner && !owner) {
+    throw new Error(`--owner ${o.owner}: no such user on this host. The agent runs as this user and could not read files owned by root. The droplet's cloud-init creates it; by hand: useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin ${o.owner}`);
+  }
+  mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   // Secrets first, config last: an agent reloading mid-way never sees a config naming a missing file.
   if (p.data.token) writeAtomic(files.token, p.data.token + "\n", owner);
   writeAtomic(files.peerKey, p.data.peerKey + "\n", owner);
