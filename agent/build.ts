@@ -2,10 +2,10 @@
  * Bundle fipd into one file, dist/fipd.cjs, for Node 20: no native modules, no node_modules on the
  * droplet. The Pulumi stack calls `buildAgentBundle()` and deploys the result by content hash.
  */
-import { build } from "esbuild";
+import { build, type Plugin } from "esbuild";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 
 export interface AgentBundle {
   path: string;
@@ -14,6 +14,21 @@ export interface AgentBundle {
 }
 
 const root = resolve(__dirname, "..");
+
+/**
+ * zod re-exports all of its ~50 message locales as a namespace (`z.locales`), which no bundler can
+ * tree-shake: a third of the bundle. fipd speaks English only (the default locale, which zod loads
+ * from locales/en.js directly), so the namespace is reduced to `en`.
+ */
+const zodEnglishOnly: Plugin = {
+  name: "zod-english-only",
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (a) =>
+      /[\\/]node_modules[\\/]zod[\\/]/.test(a.importer) ? { path: resolve(a.resolveDir, "..", "locales", "en.js"), namespace: "zod-locales" } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, (a) => ({ contents: `export { default as en } from ${JSON.stringify(a.path)};`, resolveDir: dirname(a.path), loader: "js" }));
+  },
+};
 
 export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs")): Promise<AgentBundle> {
   mkdirSync(resolve(outFile, ".."), { recursive: true });
@@ -31,6 +46,7 @@ export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs"))
     define: { FIPD_VERSION: JSON.stringify(version) },
     banner: { js: "#!/usr/bin/env node" },
     logLevel: "warning",
+    plugins: [zodEnglishOnly],
   });
   const content = readFileSync(outFile);
   return { path: outFile, bytes: content.length, sha256: createHash("sha256").update(content).digest("hex") };

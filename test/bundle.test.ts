@@ -1,0 +1,38 @@
+/** The agent bundle the stack deploys: one self-contained file for Node 20, small, no native code. */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildAgentBundle, type AgentBundle } from "../agent/build.js";
+
+let dir = "";
+let bundle: AgentBundle;
+let text = "";
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "halb-bundle-"));
+  bundle = await buildAgentBundle(join(dir, "fipd.cjs"));
+  text = readFileSync(bundle.path, "utf8");
+}, 60_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("agent bundle", () => {
+  it("is one file under 1 MiB with zod's English messages only", () => {
+    expect(bundle.bytes).toBeLessThan(1024 * 1024);
+    // Another locale's text would mean the locale namespace came back (a third of the bundle).
+    expect(text).not.toContain("Zu klein");
+    expect(text).toContain("Too small");
+  });
+
+  it("loads no native module and nothing from node_modules at run time", () => {
+    expect(text).not.toMatch(/\.node["']\)/);
+    const requires = [...text.matchAll(/\brequire\(["']([^"']+)["']\)/g)].map((m) => m[1]);
+    const builtins = new Set(require("node:module").builtinModules as string[]);
+    for (const r of requires) expect(builtins.has(r.replace(/^node:/, "")), `require("${r}") is not a Node built-in`).toBe(true);
+  });
+
+  it("is reproducible: the same sources give the same content hash (the stack deploys by hash)", async () => {
+    const again = await buildAgentBundle(join(dir, "again.cjs"));
+    expect(again.sha256).toBe(bundle.sha256);
+  });
+});
