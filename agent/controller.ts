@@ -86,6 +86,8 @@ export interface StatusReport {
   ipKeeper: ReturnType<IpKeeper["snapshot"]> | null;
   shuttingDown: boolean;
   uptimeS: number;
+  /** The bundle this agent runs (first 16 hex digits of its SHA-256), or null if unknown. */
+  build: string | null;
 }
 
 export class Controller {
@@ -315,6 +317,7 @@ export class Controller {
       ipKeeper: keeper,
       shuttingDown: this.shuttingDown,
       uptimeS: Math.round((now - this.startedAt) / 1000),
+      build: this.d.build ?? null,
     };
   }
 

@@ -107,17 +107,27 @@ function fipdDriver(bed: NetBed): Driver {
         bed.activeColor = bed.activeColor === "blue" ? "green" : "blue";
         for (const id of bed.nodes.keys()) await bed.applyConfig(id);
       } else if (s === "rolling") {
-        // What a bundle upgrade does (components/scripts.ts rollingRestartScript), droplet by droplet,
-        // in the stack's order, to a new build (the bundle plus a comment, so its hash differs).
+        // What a bundle upgrade does (components/scripts.ts rollingRestartScript, then
+        // leaderRestartScript), droplet by droplet in the stack's order, to a new build (the bundle
+        // plus a comment, so its hash differs).
         const next = join(bed.dir, `fipd-upgrade-${++upgrades}.cjs`);
         writeFileSync(next, readFileSync(BUNDLE, "utf8") + `\n// bench upgrade ${upgrades}\n`);
         const build = createHash("sha256").update(readFileSync(next)).digest("hex").slice(0, 16);
         const nodes = [...bed.nodes.values()].map((n) => ({ name: n.id, color: n.color, role: n.role }));
-        for (const id of rollingOrder(nodes, bed.activeColor).map((n) => n.name)) {
-          if ((await bed.status(id))?.role === "leader") await bed.fipd(id, ["handover", "--prefer-build", build]);
+        const restart = async (id: string) => {
           await bed.stopAgent(id, "SIGTERM");
           await bed.startAgent(id, next);
           await bed.waitFor(`${id} back and the cluster healthy`, async () => (await bed.fipd(id, ["status", "--wait-healthy", "--timeout", "2"])).code === 0, 60_000, 100);
+        };
+        const order = rollingOrder(nodes, bed.activeColor).map((n) => n.name);
+        // First pass (rollingRestartScript): every agent but the leader.
+        for (const id of order) if ((await bed.status(id))?.role !== "leader") await restart(id);
+        // Second pass (leaderRestartScript): whoever still runs the old build, after a handover.
+        for (const id of order) {
+          const st = await bed.status(id);
+          if (st?.build === build) continue;
+          if (st?.role === "leader") await bed.fipd(id, ["handover", "--prefer-build", build]);
+          await restart(id);
         }
       }
     },

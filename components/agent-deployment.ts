@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
 import { haproxyInstallScript, renderHaproxyConfig } from "./haproxy.js";
-import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
+import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
 
 export interface AgentDeploymentArgs {
   readonly role: "lb" | "witness";
@@ -43,10 +43,13 @@ const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
  *   (SIGHUP semantics) — how `activeColor` or a token rotation arrives; never a restart;
  * - a new bundle or unit: the restart Command, whose triggers are the bundle and unit hashes, runs
  *   rollingRestartScript after the previous droplet's restart (`after`), so droplets roll one by one;
+ *   the leader waits for the second pass (addLeaderRestart: leaderRestartScript, after every first
+ *   pass), so it hands over once, to a droplet already on the new bundle;
  * - before the droplet goes away: deleteScript (hand over, maintenance, stop).
  */
 export class AgentDeployment extends pulumi.ComponentResource {
   readonly restart: command.remote.Command;
+  private readonly secondPass: { name: string; create: string; connection: command.types.input.remote.ConnectionArgs; triggers: pulumi.Input<string>[] };
   readonly applyConfig: command.remote.Command;
   readonly haproxy?: command.remote.Command;
   /** What the restart waits for besides this droplet's own setup (the rolling chain). */
@@ -100,9 +103,11 @@ export class AgentDeployment extends pulumi.ComponentResource {
     );
 
     this.restartAfter = a.after;
+    const triggers = [sha, sha256(unit), a.dropletId];
+    this.secondPass = { name: `${name}-leader-restart`, create: leaderRestartScript(sha, a.healthyTimeoutS ?? 120), connection, triggers };
     this.restart = new command.remote.Command(
       `${name}-restart`,
-      { connection, create: rollingRestartScript(sha, a.healthyTimeoutS ?? 120), triggers: [sha, sha256(unit), a.dropletId] },
+      { connection, create: rollingRestartScript(sha, a.healthyTimeoutS ?? 120), triggers },
       { ...p, dependsOn: [...setup, this.applyConfig, ...(a.after ? [a.after] : [])] },
     );
 
@@ -111,5 +116,14 @@ export class AgentDeployment extends pulumi.ComponentResource {
     new command.remote.Command(`${name}-retire`, { connection, create: "true", delete: deleteScript(), triggers: [a.dropletId] }, { ...p, dependsOn: [this.restart] });
 
     this.registerOutputs({});
+  }
+
+  /**
+   * The second pass of a bundle roll (leaderRestartScript): restarts the agent the first pass
+   * deferred because it led. `after`: every droplet's first pass, or the previous second pass.
+   */
+  addLeaderRestart(after: pulumi.Resource): command.remote.Command {
+    const { name, create, connection, triggers } = this.secondPass;
+    return new command.remote.Command(name, { connection, create, triggers }, { parent: this, dependsOn: [after] });
   }
 }

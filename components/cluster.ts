@@ -132,8 +132,8 @@ export class HaLbCluster extends pulumi.ComponentResource {
 
     let after: pulumi.Resource | undefined;
     const deployments: AgentDeployment[] = (this.deployments = []);
-    // Restarts chain in rollingOrder (standby color, then the color in force with its likely leader
-    // last), so that an upgrade moves the Reserved IP once.
+    // Restarts chain in rollingOrder: the standby color first (a broken bundle fails the deploy
+    // before it touches the color that serves), then the color in force, then the witness.
     const order = rollingOrder(lbs.droplets.map(({ spec }, i) => ({ name: spec.name, color: spec.color, i })), c.activeColor);
     for (const { i } of order) {
       const { spec, droplet } = lbs.droplets[i];
@@ -164,6 +164,14 @@ export class HaLbCluster extends pulumi.ComponentResource {
         p,
       );
       deployments.push(d);
+      after = d.restart;
+    }
+    // Second pass of a roll: the agent that led during the first pass restarts now, after a handover
+    // to a droplet already on the new bundle (the others are no-ops).
+    const leaderRestarts: command.remote.Command[] = [];
+    for (const d of deployments) {
+      const r: command.remote.Command = d.addLeaderRestart(leaderRestarts[leaderRestarts.length - 1] ?? after!);
+      leaderRestarts.push(r);
     }
 
     // After any config change: wait until a leader of the requested color holds the IP. A switch to a
@@ -178,7 +186,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           create: switchColorCheckScript(c.activeColor),
           triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {}), ...lbs.droplets.map((d) => d.droplet.id)],
         },
-        { ...p, dependsOn: deployments.flatMap((d) => [d.applyConfig, d.restart]) },
+        { ...p, dependsOn: [...deployments.flatMap((d) => [d.applyConfig, d.restart]), ...leaderRestarts] },
       );
     }
 

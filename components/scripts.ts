@@ -7,14 +7,18 @@
  * The order Pulumi runs them in, per droplet:
  *   create:   waitForBootstrapScript → (CopyToRemote bundle + unit) → haproxyInstallScript (stdin: config)
  *             → applyConfigCommand (stdin: secret JSON) → rollingRestartScript (one droplet at a time)
+ *             → leaderRestartScript (a no-op on a first deploy) → switchColorCheckScript once
  *   config change (activeColor, backends, peers):  haproxyInstallScript / applyConfigCommand again
  *             (reload, never a restart), then switchColorCheckScript once for the cluster
- *   bundle change:  applyConfigCommand, then rollingRestartScript droplet by droplet
+ *   bundle change:  applyConfigCommand, then rollingRestartScript droplet by droplet (the leader
+ *             waits), then leaderRestartScript droplet by droplet (restarts the leader, after a handover)
  *   delete:   deleteScript (hand over, leave eligibility, stop) before the droplet is deleted
  */
 export const FIPD_DIR = "/opt/fipd";
 export const UNIT_PATH = "/etc/systemd/system/fipd.service";
-export const bundlePath = (sha256: string, fipdDir = FIPD_DIR) => `${fipdDir}/fipd-${sha256.slice(0, 16)}.cjs`;
+/** A bundle's build id, as agents report it (`fipd status`): the first 16 hex digits of its SHA-256. */
+export const buildId = (sha256: string) => sha256.slice(0, 16);
+export const bundlePath = (sha256: string, fipdDir = FIPD_DIR) => `${fipdDir}/fipd-${buildId(sha256)}.cjs`;
 
 export interface ScriptOptions {
   /** Node.js binary (the bootstrap installs the pinned LTS there). */
@@ -106,12 +110,13 @@ export function applyConfigCommand(sha256: string, so?: ScriptOptions): string {
 }
 
 /**
- * Activate a bundle and restart the agent, safely for one droplet at a time:
+ * Activate a bundle and restart the agent, one droplet at a time (first pass):
  * - first start on this droplet (agent not running): start it and return; the cluster may not have a
  *   majority yet, the final switchColorCheckScript waits for the whole cluster;
- * - otherwise: a leading agent hands over first, preferring a node already restarted on this bundle
- *   (so the IP moves once per roll: see rollingOrder), and SIGTERM hands over again if it still leads;
- *   then restart, then wait until a leader of the color in force holds the IP with a majority
+ * - the leader is not restarted now: leaderRestartScript restarts it in the second pass, once every
+ *   other droplet runs the new bundle, so it hands over once, to a droplet that will not restart
+ *   again in this roll (the IP moves once per upgrade, whoever leads);
+ * - otherwise: restart, then wait until a leader of the color in force holds the IP with a majority
  *   connected, or fail the deploy after timeoutS.
  */
 export function rollingRestartScript(sha256: string, timeoutS = 120, so?: ScriptOptions): string {
@@ -125,8 +130,36 @@ if ! ${o.service.isActive}; then
   exit 0
 fi
 if [ "$(status_field role)" = "leader" ]; then
-  echo "ha-lb: this node leads; handing over before the restart"
-  "${o.fipd}" handover --prefer-build ${sha256.slice(0, 16)} || echo "ha-lb: handover refused (no other eligible node?); SIGTERM will try again" >&2
+  echo "ha-lb: this node leads: its restart waits for the second pass, when the other droplets run build ${buildId(sha256)}"
+  exit 0
+fi
+${o.service.restart}
+"${o.fipd}" status --wait-healthy --timeout ${timeoutS}
+`;
+}
+
+/**
+ * The second pass of a bundle roll, after every droplet's first pass: restart an agent still running
+ * another build (the leader deferred by rollingRestartScript, or an agent that could not say which
+ * build it runs). A leader hands over first, preferring a droplet already on the new build; then
+ * restart and wait as in the first pass. A no-op where the agent already runs this build.
+ */
+export function leaderRestartScript(sha256: string, timeoutS = 120, so?: ScriptOptions): string {
+  const o = opts(so);
+  const build = buildId(sha256);
+  return `set -eu
+${statusField(o)}
+if ! ${o.service.isActive}; then
+  echo "ha-lb: fipd is not running on this droplet; nothing to finish"
+  exit 0
+fi
+if [ "$(status_field build)" = "${build}" ]; then
+  echo "ha-lb: fipd already runs build ${build}"
+  exit 0
+fi
+if [ "$(status_field role)" = "leader" ]; then
+  echo "ha-lb: this node leads; handing over to a droplet running build ${build} before the restart"
+  "${o.fipd}" handover --prefer-build ${build} || echo "ha-lb: handover refused (no other eligible node?); SIGTERM will try again" >&2
 fi
 ${o.service.restart}
 "${o.fipd}" status --wait-healthy --timeout ${timeoutS}

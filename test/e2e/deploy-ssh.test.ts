@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { haproxyInstallScript } from "../../components/haproxy.js";
 import { rollingOrder } from "../../components/rolling-order.js";
-import { applyConfigCommand, bundlePath, deleteScript, rollingRestartScript, switchColorCheckScript } from "../../components/scripts.js";
+import { applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, switchColorCheckScript } from "../../components/scripts.js";
 import { BUNDLE, NetBed, RESERVED_IP, downtime, type ProbeResult } from "../netbed/bed.js";
 import { startSsh, type SshBed } from "../netbed/ssh.js";
 
@@ -80,6 +80,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       expect(applyConfigCommand(sha, o)).not.toContain(bed.peerKey);
     }
     for (const id of pulumiOrder("blue")) expect(await must(id, rollingRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain("first start");
+    for (const id of pulumiOrder("blue")) expect(await must(id, leaderRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain(`already runs build ${sha.slice(0, 16)}`);
     const out = await must("lb-blue-1", switchColorCheckScript("blue", 60, ssh.scriptOptions("lb-blue-1")));
     expect(out).toContain("blue is in force and holds the Reserved IP");
     const leader = await bed.waitForStableLeader();
@@ -100,7 +101,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     expect(ORDER.map((id) => ssh.agentPid(id))).toEqual(pids);
   });
 
-  it("bundle change: a rolling restart in the stack's order, leader last, handing over to an upgraded node: zero failed requests, one assign", async () => {
+  it("bundle change: a rolling restart in the stack's order, the leader last after a handover to an upgraded node: zero failed requests, one assign", async () => {
     const next = join(bed.dir, "fipd-next.cjs");
     writeFileSync(next, readFileSync(BUNDLE, "utf8") + `\n// rebuilt for the rolling-upgrade test\n`);
     const sha2 = sha256(next);
@@ -114,6 +115,12 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
         await must(id, applyConfigCommand(sha2, o), bed.applyPayload(bed.node(id)));
         await must(id, rollingRestartScript(sha2, 60, o));
       }
+      // The second pass: only the agent that led during the first one still runs the old build.
+      const leader = await bed.waitForStableLeader();
+      for (const id of pulumiOrder("green")) {
+        const out = await must(id, leaderRestartScript(sha2, 60, ssh.scriptOptions(id)));
+        expect(out, id).toContain(id === leader ? "handing over to a droplet running build" : "already runs build");
+      }
     });
     const d = downtime(rs, 50);
     expect(d).toMatchObject({ failed: 0 });
@@ -126,7 +133,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     bundleFile = next;
     const leader = await bed.waitForStableLeader();
     expect(colorOf(leader)).toBe("green");
-    // The IP moved once: the green leader restarted last and handed over to the upgraded green node.
+    // The IP moved once: the green leader restarted last and handed over to an upgraded green node.
     const assigns = bed.emulator.requestLog().slice(log0).filter((r) => r.method === "POST" && r.path.endsWith("/actions"));
     expect(assigns).toHaveLength(1);
     // Every agent tells its peers which bundle it runs.
@@ -161,6 +168,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       await installHaproxy(REPLACEMENT);
       await must(REPLACEMENT, applyConfigCommand(sha, o), bed.applyPayload(bed.node(REPLACEMENT)));
       await must(REPLACEMENT, rollingRestartScript(sha, 60, o));
+      await must(REPLACEMENT, leaderRestartScript(sha, 60, o));
       // ...the others get the new list as a reload (the old droplet's resources are being deleted)...
       for (const id of ORDER.filter((x) => x !== old)) await must(id, applyConfigCommand(sha, ssh.scriptOptions(id)), bed.applyPayload(bed.node(id)));
       await must("lb-green-1", switchColorCheckScript("green", 60, ssh.scriptOptions("lb-green-1")));

@@ -131,17 +131,18 @@ describe("election scenarios", () => {
     expect(["b1", "b2"]).toContain(leader(w));
   });
 
-  it("a rolling upgrade in the stack's order, handing over with preferBuild, moves leadership once (twice without it)", () => {
-    const roll = (preferBuild: boolean) => {
+  it("a rolling upgrade as the stack runs it (leader skipped, restarted last after a handover) moves leadership once, whoever leads", () => {
+    const OLD = "0ld0ld0ld0ld0ld0";
+    const NEW = "0e00e00e00e00e00";
+    const roll = (initialLeader: string) => {
       const w = world([lb("b1"), lb("b2"), lb("b3"), witness]);
       startAll(w, ["b1", "b2", "b3", "w"]);
-      for (const id of ["b1", "b2", "b3", "w"]) w.nodes.get(id)!.build = "0ld0ld0ld0ld0ld0";
+      for (const id of ["b1", "b2", "b3", "w"]) w.nodes.get(id)!.build = OLD;
       w.runUntil(2_000);
-      // A sticky leader other than the best-ranked one (after an earlier failover).
-      w.handover("b1", "b2");
+      if (initialLeader !== "b1") w.handover("b1", initialLeader); // leaders are sticky after a move
       w.runUntil(w.now + 50);
-      expect(leader(w)).toBe("b2");
-      const leaders: string[] = ["b2"];
+      expect(leader(w)).toBe(initialLeader);
+      const leaders: string[] = [initialLeader];
       const sample = (ms: number) => {
         for (const end = w.now + ms; w.now < end; ) {
           w.runUntil(w.now + 5);
@@ -149,18 +150,41 @@ describe("election scenarios", () => {
           if (l && l !== leaders[leaders.length - 1]) leaders.push(l);
         }
       };
-      for (const id of rollingOrder([lb("b1"), lb("b2"), lb("b3")].map((m) => ({ name: m.id, color: m.color })), "blue").map((n) => n.name)) {
-        if (leader(w) === id) w.handover(id, undefined, preferBuild ? "new0new0new0new0" : undefined);
-        sample(100);
+      const restart = (id: string) => {
         w.crash(id);
-        w.nodes.get(id)!.build = "new0new0new0new0";
+        w.nodes.get(id)!.build = NEW;
         w.start(id);
         sample(5_000);
+      };
+      const order = rollingOrder([lb("b1"), lb("b2"), lb("b3")].map((m) => ({ name: m.id, color: m.color })), "blue").map((n) => n.name);
+      for (const id of order) if (leader(w) !== id) restart(id); // first pass: rollingRestartScript
+      for (const id of order) {
+        // second pass: leaderRestartScript
+        if (w.nodes.get(id)!.build === NEW) continue;
+        if (leader(w) === id) w.handover(id, undefined, NEW);
+        sample(100);
+        restart(id);
       }
       return leaders;
     };
-    expect(roll(true)).toEqual(["b2", "b3"]);
-    expect(roll(false)).toEqual(["b2", "b1", "b2"]);
+    for (const first of ["b1", "b2", "b3"]) {
+      const leaders = roll(first);
+      expect(leaders, `starting with ${first}`).toHaveLength(2);
+    }
+  });
+
+  it("a handover with preferBuild picks the best eligible node already running that build", () => {
+    const w = world([lb("b1"), lb("b2"), lb("b3"), witness]);
+    startAll(w, ["b1", "b2", "b3", "w"]);
+    w.nodes.get("b3")!.build = "0e00e00e00e00e00";
+    w.runUntil(2_000);
+    expect(leader(w)).toBe("b1");
+    w.handover("b1", undefined, "0e00e00e00e00e00");
+    w.runUntil(w.now + 50);
+    expect(leader(w)).toBe("b3"); // b2 ranks better, but runs another build
+    w.handover("b3", undefined, "ffffffffffffffff"); // nobody runs it: the best-ranked eligible node
+    w.runUntil(w.now + 50);
+    expect(leader(w)).toBe("b1");
   });
 
   it("a color switch waits for a healthy node of the new color; meanwhile blue replaces blue", () => {

@@ -28,11 +28,19 @@ beforeAll(async () => {
 });
 
 describe("rolling restarts", () => {
-  it("restart one droplet at a time: each restart waits for the previous droplet's restart; standby green first, blue-1 (the likely leader) last", () => {
-    const order = ["prod-lb-green-2", "prod-lb-green-1", "prod-lb-blue-2", "prod-lb-blue-1", "witness"];
+  it("restart one droplet at a time: each restart waits for the previous droplet's restart; the standby color (green) first", () => {
+    const order = ["prod-lb-green-1", "prod-lb-green-2", "prod-lb-blue-1", "prod-lb-blue-2", "witness"];
     const restart = (n: string) => `ha-lb-agent-${n}-restart`;
     expect(deps.get(restart(order[0]))).not.toEqual(expect.arrayContaining([expect.stringMatching(/-restart$/)]));
     for (let i = 1; i < order.length; i++) expect(deps.get(restart(order[i])), order[i]).toContain(restart(order[i - 1]));
+  });
+
+  it("the second pass (the deferred leader's restart) starts after the whole first pass, one droplet at a time, in the same order", () => {
+    const order = ["prod-lb-green-1", "prod-lb-green-2", "prod-lb-blue-1", "prod-lb-blue-2", "witness"];
+    const second = (n: string) => `ha-lb-agent-${n}-leader-restart`;
+    expect(deps.get(second(order[0]))).toEqual(["ha-lb-agent-witness-restart"]);
+    for (let i = 1; i < order.length; i++) expect(deps.get(second(order[i])), order[i]).toEqual([second(order[i - 1])]);
+    expect(deps.get("ha-lb-switch-check")).toContain(second("witness"));
   });
 
   it("a restart comes after its own bundle, unit, HAProxy config and agent config", () => {

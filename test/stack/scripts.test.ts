@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildAgentBundle } from "../../agent/build.js";
-import { applyConfigCommand, bundlePath, deleteScript, rollingRestartScript, switchColorCheckScript, type ScriptOptions } from "../../components/scripts.js";
+import { applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, switchColorCheckScript, type ScriptOptions } from "../../components/scripts.js";
 
 const SHA = "0123456789abcdef".repeat(4);
 let dir: string;
@@ -61,12 +61,13 @@ describe("rollingRestartScript", () => {
     expect(log()).toEqual(["service install", expect.stringMatching(/^fipd check-config .*fipd\.yaml$/), "service restart"]);
   });
 
-  it("a leader hands over, then restarts, then waits until the cluster is healthy", () => {
+  it("a leader is left running for the second pass: installed, checked, not handed over, not restarted", () => {
     writeFileSync(join(dir, "active"), "");
-    status({ role: "leader", members: [{ role: "lb" }] });
+    status({ role: "leader", build: "ffffffffffffffff" });
     const r = run(rollingRestartScript(SHA, 90, so));
     expect(r.status, r.stderr).toBe(0);
-    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual(["service install", expect.stringMatching(/^fipd check-config/), `fipd handover --prefer-build ${SHA.slice(0, 16)}`, "service restart", "fipd status --wait-healthy --timeout 90"]);
+    expect(r.stdout).toContain(`its restart waits for the second pass, when the other droplets run build ${SHA.slice(0, 16)}`);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual(["service install", expect.stringMatching(/^fipd check-config/)]);
   });
 
   it("a follower restarts without a handover; an unhealthy cluster afterwards fails the step", () => {
@@ -77,6 +78,33 @@ describe("rollingRestartScript", () => {
     expect(r.status).not.toBe(0);
     expect(log()).not.toContain("fipd handover");
     expect(log()).toContain("service restart");
+  });
+});
+
+describe("leaderRestartScript (second pass)", () => {
+  it("a leader still on the old build hands over, preferring the new build, then restarts and waits", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "leader", build: "ffffffffffffffff" });
+    const r = run(leaderRestartScript(SHA, 90, so));
+    expect(r.status, r.stderr).toBe(0);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual([`fipd handover --prefer-build ${SHA.slice(0, 16)}`, "service restart", "fipd status --wait-healthy --timeout 90"]);
+  });
+
+  it("an agent that cannot say which build it runs is restarted (a follower: without a handover)", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "follower" });
+    const r = run(leaderRestartScript(SHA, 90, so));
+    expect(r.status, r.stderr).toBe(0);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual(["service restart", "fipd status --wait-healthy --timeout 90"]);
+  });
+
+  it("does nothing where the agent already runs the build, or does not run at all", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "leader", build: SHA.slice(0, 16) });
+    expect(run(leaderRestartScript(SHA, 90, so)).stdout).toContain("already runs build");
+    rmSync(join(dir, "active"));
+    expect(run(leaderRestartScript(SHA, 90, so)).stdout).toContain("not running on this droplet");
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual([]);
   });
 });
 
@@ -123,7 +151,7 @@ describe("applyConfigCommand with the real bundle", () => {
   it("writes config and secrets from stdin, mode 0600, and no secret on the command line", async () => {
     const bundle = await buildAgentBundle(bundlePath(SHA, join(dir, "opt")));
     expect(bundle.path).toBe(bundlePath(SHA, join(dir, "opt")));
-    const cmd = applyConfigCommand(SHA, so);
+    const cmd = applyConfigCommand(SHA, { ...so, owner: "root" });
     const payload = {
       config: {
         nodeId: "dev-lb-blue-1",

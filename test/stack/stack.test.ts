@@ -103,13 +103,19 @@ describe("the stack", () => {
 
   it("every droplet gets bundle, unit, HAProxy config, secret config, a restart and a retire step; one switch check", async () => {
     const r = await runProgram(BASE_CONFIG);
-    const byName = (suffix: string) => r.resources.filter((x) => x.name.endsWith(suffix));
+    const byName = (suffix: string) => r.resources.filter((x) => x.name.endsWith(suffix) && !x.name.endsWith(`-leader${suffix}`));
     expect(byName("-restart")).toHaveLength(3);
     for (const x of byName("-restart")) {
       expect(x.inputs.create).toContain("systemctl restart fipd");
-      expect(x.inputs.create).toContain("fipd\" handover");
+      expect(x.inputs.create).not.toContain("fipd\" handover"); // a leader waits for the second pass
       expect(x.inputs.create).toMatch(/status --wait-healthy --timeout 120/);
       expect(x.inputs.triggers[0]).toMatch(/^[0-9a-f]{64}$/); // the bundle's sha256: a new bundle restarts
+    }
+    expect(byName("-leader-restart")).toHaveLength(3);
+    for (const x of byName("-leader-restart")) {
+      expect(x.inputs.create).toMatch(/fipd" handover --prefer-build [0-9a-f]{16}/);
+      expect(x.inputs.create).toContain("systemctl restart fipd");
+      expect(x.inputs.triggers).toEqual(r.resources.find((y) => y.name === x.name.replace(/-leader-restart$/, "-restart"))!.inputs.triggers);
     }
     expect(byName("-haproxy")).toHaveLength(2); // LBs only
     const bundles = r.resources.filter((x) => x.type === "command:remote:CopyToRemote" && x.name.endsWith("-bundle"));
