@@ -2,14 +2,15 @@
  * Local HAProxy health: GET its health endpoint every `intervalMs`; `rise` passes in a row make it
  * healthy, `fall` failures in a row unhealthy (HAProxy's own check semantics). Starts unhealthy.
  */
+import { HttpGetError, httpGet } from "./http-get.js";
+
 export interface HealthChecker {
   start(): void;
   stop(): void;
   healthy(): boolean;
 }
 
-export function createHealthChecker(o: { url: string; intervalMs: number; timeoutMs: number; rise: number; fall: number; onChange: (healthy: boolean, detail: string) => void; fetchImpl?: typeof fetch }): HealthChecker {
-  const doFetch = o.fetchImpl ?? fetch;
+export function createHealthChecker(o: { url: string; intervalMs: number; timeoutMs: number; rise: number; fall: number; onChange: (healthy: boolean, detail: string) => void }): HealthChecker {
   let state: boolean | null = null;
   let passes = 0;
   let fails = 0;
@@ -18,13 +19,10 @@ export function createHealthChecker(o: { url: string; intervalMs: number; timeou
 
   const probe = async (): Promise<[boolean, string]> => {
     try {
-      const res = await doFetch(o.url, { signal: AbortSignal.timeout(o.timeoutMs) });
-      await res.arrayBuffer().catch(() => undefined);
-      return res.ok ? [true, `HTTP ${res.status}`] : [false, `HTTP ${res.status} from ${o.url}`];
+      const res = await httpGet(o.url, o.timeoutMs);
+      return res.status >= 200 && res.status < 300 ? [true, `HTTP ${res.status}`] : [false, `HTTP ${res.status} from ${o.url}`];
     } catch (e) {
-      const err = e as Error & { cause?: { code?: string } };
-      const why = err.name === "TimeoutError" ? `no answer within ${o.timeoutMs} ms` : (err.cause?.code ?? err.message);
-      return [false, `${why} (${o.url})`];
+      return [false, `${e instanceof HttpGetError ? e.reason : (e as Error).message} (${o.url})`];
     }
   };
 

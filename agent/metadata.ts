@@ -2,6 +2,8 @@
  * The droplet metadata service (http://169.254.169.254): free, local, no token. fipd reads its
  * identity and "is the reserved IP on me?" here, and keeps the rate-limited API for writes.
  */
+import { HttpGetError, httpGet, type GetResult } from "./http-get.js";
+
 export interface MetadataClient {
   dropletId(): Promise<number>;
   region(): Promise<string>;
@@ -13,17 +15,15 @@ export function createMetadataClient(o: { baseUrl: string; timeoutMs: number }):
   const base = o.baseUrl.replace(/\/+$/, "");
   const get = async (path: string, optional = false): Promise<string | null> => {
     const url = `${base}/metadata/v1/${path}`;
-    let res: Response;
+    let res: GetResult;
     try {
-      res = await fetch(url, { signal: AbortSignal.timeout(o.timeoutMs) });
+      res = await httpGet(url, o.timeoutMs);
     } catch (e) {
-      const err = e as Error & { cause?: { code?: string } };
-      throw new Error(`metadata ${url}: ${err.name === "TimeoutError" ? `no answer within ${o.timeoutMs} ms` : (err.cause?.code ?? err.message)}`);
+      throw new Error(`metadata ${url}: ${e instanceof HttpGetError ? e.reason : (e as Error).message}`);
     }
-    const text = (await res.text()).trim();
     if (res.status === 404 && optional) return null;
-    if (!res.ok) throw new Error(`metadata ${url}: HTTP ${res.status}`);
-    return text;
+    if (res.status < 200 || res.status > 299) throw new Error(`metadata ${url}: HTTP ${res.status}`);
+    return res.body.trim();
   };
   return {
     async dropletId() {

@@ -15,6 +15,7 @@ import { controlRequest } from "../../agent/control.js";
 import { ClusterViews } from "./cluster-views.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
 import { startFakeHealthEndpoint, type FakeHealthEndpoint } from "./fake-haproxy.js";
+import { agentNodeFlags } from "./node-flags.js";
 import { freePort } from "./ports.js";
 
 export const BUNDLE = resolve(__dirname, "..", "..", "dist", "fipd.cjs");
@@ -153,7 +154,7 @@ export class LocalCluster extends ClusterViews {
     const h = this.node(id);
     if (h.proc) throw new Error(`${id} is already running`);
     const logs = createWriteStream(join(this.dir, `${id}.log`), { flags: "a" });
-    const proc = spawn(process.execPath, [BUNDLE, "run", "--config", h.configPath], { stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(process.execPath, [...agentNodeFlags(), BUNDLE, "run", "--config", h.configPath], { stdio: ["ignore", "pipe", "pipe"] });
     h.proc = proc;
     h.exit = new Promise((r) => proc.once("exit", (code, signal) => r(code ?? (signal ? 128 : null))));
     let buf = "";

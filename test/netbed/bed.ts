@@ -30,6 +30,7 @@ import type { AgentConfigInput, Color, Member } from "../../agent/config.js";
 import type { StatusReport } from "../../agent/controller.js";
 import { controlRequest } from "../../agent/control.js";
 import { ClusterViews } from "../harness/cluster-views.js";
+import { agentNodeFlags } from "../harness/node-flags.js";
 import { renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
 import { PEER_PORT } from "../../components/cluster.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
@@ -397,7 +398,7 @@ export class NetBed extends ClusterViews {
     const cfg = join(n.dir, "etc", "fipd.yaml");
     if (!existsSync(cfg)) await this.applyConfig(id);
     const log = createWriteStream(join(n.dir, "fipd.log"), { flags: "a" });
-    const p = spawn("ip", ["netns", "exec", n.ns, process.execPath, bundle, "run", "--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn("ip", ["netns", "exec", n.ns, process.execPath, ...agentNodeFlags(), bundle, "run", "--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
     p.stdout!.pipe(log);
     p.stderr!.pipe(log);
     this.children.add(p);

@@ -7,6 +7,7 @@
  * service manager made of shell snippets (no systemd in a namespace): a pidfile, SIGTERM, a bounded
  * wait, and `setsid` to start the agent outside the SSH session.
  */
+import { agentNodeFlags } from "../harness/node-flags.js";
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ScriptOptions } from "../../components/scripts.js";
@@ -59,7 +60,7 @@ export async function startSsh(bed: NetBed): Promise<SshBed> {
     const pid = join(d, "fipd.pid");
     const cfg = join(d, "etc", "fipd.yaml");
     const stop = `if p=$(cat "${pid}" 2>/dev/null) && kill -0 "$p" 2>/dev/null; then kill -TERM "$p"; i=0; while kill -0 "$p" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; kill -KILL "$p" 2>/dev/null || true; fi; rm -f "${pid}"`;
-    const start = `FIPD_CONFIG="${cfg}" setsid "${process.execPath}" "${join(d, "opt")}/fipd.cjs" run --config "${cfg}" >> "${join(d, "fipd.log")}" 2>&1 < /dev/null & echo $! > "${pid}"`;
+    const start = `FIPD_CONFIG="${cfg}" setsid "${process.execPath}" ${agentNodeFlags().join(" ")} "${join(d, "opt")}/fipd.cjs" run --config "${cfg}" >> "${join(d, "fipd.log")}" 2>&1 < /dev/null & echo $! > "${pid}"`;
     return {
       node: process.execPath,
       fipdDir: join(d, "opt"),

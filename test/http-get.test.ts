@@ -1,0 +1,45 @@
+/** The GET behind the health probe and the metadata client: bounded in time and size, short errors. */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { HttpGetError, httpGet } from "../agent/http-get.js";
+import { freePort } from "./harness/ports.js";
+
+let server: Server | null = null;
+afterEach(async () => {
+  server?.closeAllConnections();
+  await new Promise((r) => (server ? server.close(r) : r(undefined)));
+  server = null;
+});
+
+async function serve(handler: Parameters<typeof createServer>[1]): Promise<string> {
+  server = createServer(handler);
+  await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe("httpGet", () => {
+  it("returns status and body, and caps the body at 64 KiB", async () => {
+    const base = await serve((req, res) => {
+      if (req.url === "/big") res.end("x".repeat(200_000));
+      else res.writeHead(503).end("down\n");
+    });
+    expect(await httpGet(`${base}/healthz`, 1_000)).toEqual({ status: 503, body: "down\n" });
+    expect((await httpGet(`${base}/big`, 1_000)).body).toHaveLength(64 * 1024);
+  });
+
+  it("fails with the socket's error code when nothing listens", async () => {
+    const port = await freePort();
+    const err = await httpGet(`http://127.0.0.1:${port}/`, 1_000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HttpGetError);
+    expect((err as HttpGetError).reason).toBe("ECONNREFUSED");
+  });
+
+  it("gives up at the deadline when the server accepts but never answers", async () => {
+    const base = await serve(() => undefined);
+    const t0 = performance.now();
+    const err = await httpGet(`${base}/`, 200).catch((e: unknown) => e);
+    expect((err as HttpGetError).reason).toBe("no answer within 200 ms");
+    expect(performance.now() - t0).toBeLessThan(2_000);
+  });
+});
