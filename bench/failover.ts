@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { rollingOrder } from "../components/rolling-order.js";
-import { BUNDLE, NetBed, downtime, sh } from "../test/netbed/bed.js";
+import { BUNDLE, NetBed, RESERVED_IP, downtime, sh } from "../test/netbed/bed.js";
 import { KeepalivedCluster, type KeepalivedFlavor } from "./keepalived.js";
 import { writeFailoverReport, type FailoverCase, type FailoverResults, type FailoverSample, type FailoverSystem } from "./report.js";
 
@@ -57,20 +57,22 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Wait until every droplet of the system is ready (`ready`), one of `candidates` holds the IP, has
- * held it for `quietMs` and answers through it. The next repetition then starts from a whole system.
+ * held it for `quietMs` with no assign in progress, and answers through it. The next repetition then
+ * starts from a whole, settled system: at a 2000 ms action delay, a keepalived MASTER that preempted
+ * back after the restore has an assign in flight that would otherwise land during the next run.
  */
 async function stableHolder(bed: NetBed, candidates: string[], ready: () => Promise<boolean>, quietMs = 1_500, timeoutMs = 60_000): Promise<string> {
   let last: string | null = null;
   let since = Date.now();
   return bed.waitFor("every droplet ready and a stable holder that answers", async () => {
     if (!(await ready())) return null;
-    const h = bed.holder();
+    const h = bed.emulator.reservedIpLocked(RESERVED_IP) ? null : bed.holder();
     if (h !== last) {
       last = h;
       since = Date.now();
     }
     if (!h || !candidates.includes(h) || Date.now() - since < quietMs) return null;
-    return (await bed.curl("198.51.100.200")) === h ? h : null;
+    return (await bed.curl(RESERVED_IP)) === h ? h : null;
   }, timeoutMs, 100);
 }
 

@@ -49,6 +49,7 @@ describe("emulator ↔ DigitalOcean OpenAPI", () => {
     expect(post.json.action.status).toBe("in-progress");
     const locked = await call("GET", "/v2/reserved_ips/198.51.100.100");
     expect(locked.json.reserved_ip.locked).toBe(true);
+    expect(emu.reservedIpLocked("198.51.100.100")).toBe(true);
     const busy = await call("POST", "/v2/reserved_ips/198.51.100.100/actions", { type: "assign", droplet_id: dropletId });
     expect(busy.status).toBe(422);
     expect(busy.json.id).toBe("unprocessable_entity");
@@ -59,6 +60,7 @@ describe("emulator ↔ DigitalOcean OpenAPI", () => {
     expect((await call("GET", `/v2/actions/${post.json.action.id}`)).status).toBe(200);
     const after = await call("GET", "/v2/reserved_ips/198.51.100.100");
     expect(after.json.reserved_ip.droplet.id).toBe(dropletId);
+    expect(emu.reservedIpLocked("198.51.100.100")).toBe(false);
     expect((await call("GET", "/v2/reserved_ips/198.51.100.100/actions")).json.actions.length).toBe(1);
     expect((await call("GET", `/v2/droplets/${dropletId}`)).status).toBe(200);
     expect((await call("GET", "/v2/reserved_ips/203.0.113.250")).status).toBe(404);

@@ -43,6 +43,8 @@ export interface Emulator {
   addReservedIp(o: { ip: string; region: string; dropletId?: number }): void;
   addDroplet(o: { name: string; region: string; publicIpv4: string; privateIpv4: string; anchorIpv4: string; tags?: string[]; sourceAddress?: string }): { id: number };
   reservedIpHolder(ip: string): number | null;
+  /** An assign or unassign of this IP is still in progress (the API shows it `locked`). */
+  reservedIpLocked(ip: string): boolean;
   setActionDelayMs(ms: number): void;
   requestLog(): LoggedRequest[];
   clearRequestLog(): void;
@@ -346,6 +348,7 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
       return { id };
     },
     reservedIpHolder: (ip) => ips.get(ip)?.dropletId ?? null,
+    reservedIpLocked: (ip) => (ips.get(ip)?.pendingActionId ?? null) !== null,
     setActionDelayMs(ms) {
       actionDelayMs = ms;
     },
