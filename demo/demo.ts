@@ -97,7 +97,11 @@ async function main() {
     await c.waitFor(`${victim} following`, async () => (await c.status(victim))?.leader === successor, 30_000);
   }
   clearInterval(watch);
-  const st = await c.status((await c.leader())!);
+  // The leader learns that its assign completed at its next poll of the action (it polls sparingly,
+  // the API is rate limited), a little after the emulator moved the IP: wait for it, boundedly.
+  const finalLeader = (await c.leader())!;
+  await c.waitFor("the leader to see the IP on its droplet", async () => (await c.status(finalLeader))?.reservedIp?.holderIsLeader === true, 10_000).catch(() => undefined);
+  const st = await c.status(finalLeader);
   if (st) {
     say("final status of the leader (fipd status):");
     const { formatStatus } = await import("../agent/status-format.js");
