@@ -5,7 +5,7 @@
 import { build, type Plugin } from "esbuild";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 
 export interface AgentBundle {
   path: string;
@@ -23,10 +23,12 @@ const root = resolve(__dirname, "..");
 const zodEnglishOnly: Plugin = {
   name: "zod-english-only",
   setup(b) {
+    // A relative virtual path: the bundle must not embed this checkout's location (its hash would
+    // differ between machines, and every deploy from another one would roll the agents).
     b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (a) =>
-      /[\\/]node_modules[\\/]zod[\\/]/.test(a.importer) ? { path: resolve(a.resolveDir, "..", "locales", "en.js"), namespace: "zod-locales" } : undefined,
+      /[\\/]node_modules[\\/]zod[\\/]/.test(a.importer) ? { path: "locales-en-only", namespace: "zod-locales", pluginData: { dir: resolve(a.resolveDir, "..", "locales") } } : undefined,
     );
-    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, (a) => ({ contents: `export { default as en } from ${JSON.stringify(a.path)};`, resolveDir: dirname(a.path), loader: "js" }));
+    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, (a) => ({ contents: `export { default as en } from "./en.js";`, resolveDir: (a.pluginData as { dir: string }).dir, loader: "js" }));
   },
 };
 

@@ -1,7 +1,7 @@
 /** The agent bundle the stack deploys: one self-contained file for Node 20, small, no native code. */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildAgentBundle, type AgentBundle } from "../agent/build.js";
 
@@ -29,6 +29,10 @@ describe("agent bundle", () => {
     const requires = [...text.matchAll(/\brequire\(["']([^"']+)["']\)/g)].map((m) => m[1]);
     const builtins = new Set(require("node:module").builtinModules as string[]);
     for (const r of requires) expect(builtins.has(r.replace(/^node:/, "")), `require("${r}") is not a Node built-in`).toBe(true);
+  });
+
+  it("embeds no path of this checkout, so every machine builds the same bytes from the same sources", () => {
+    expect(text).not.toContain(resolve(__dirname, ".."));
   });
 
   it("is reproducible: the same sources give the same content hash (the stack deploys by hash)", async () => {
