@@ -8,6 +8,7 @@ import { dirname } from "node:path";
 
 /** A build id: the first 16 hex digits of the SHA-256 of a bundle, as in its deployed file name. */
 export const BUILD_ID = /^[0-9a-f]{16}$/;
+export const buildId = (sha256Hex: string) => sha256Hex.slice(0, 16);
 
 export type ControlRequest = { cmd: "status" } | { cmd: "handover"; to?: string; preferBuild?: string } | { cmd: "maintenance"; on: boolean } | { cmd: "reload" };
 

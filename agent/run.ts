@@ -13,7 +13,7 @@ import { createPeerTransport } from "./transport.js";
 import { createHealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
-import { BUILD_ID, createControlServer } from "./control.js";
+import { BUILD_ID, buildId, createControlServer } from "./control.js";
 import { createHash } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 
@@ -23,7 +23,7 @@ import { readFileSync, realpathSync } from "node:fs";
  */
 export function runningBuild(script = process.argv[1]): string | null {
   try {
-    return createHash("sha256").update(readFileSync(realpathSync(script))).digest("hex").slice(0, 16);
+    return buildId(createHash("sha256").update(readFileSync(realpathSync(script))).digest("hex"));
   } catch {
     return null;
   }

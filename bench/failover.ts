@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { buildId } from "../agent/control.js";
 import { rollingOrder } from "../components/rolling-order.js";
 import { BUNDLE, NetBed, RESERVED_IP, downtime, sh } from "../test/netbed/bed.js";
 import { KeepalivedCluster, type KeepalivedFlavor } from "./keepalived.js";
@@ -114,7 +115,7 @@ function fipdDriver(bed: NetBed): Driver {
         // plus a comment, so its hash differs).
         const next = join(bed.dir, `fipd-upgrade-${++upgrades}.cjs`);
         writeFileSync(next, readFileSync(BUNDLE, "utf8") + `\n// bench upgrade ${upgrades}\n`);
-        const build = createHash("sha256").update(readFileSync(next)).digest("hex").slice(0, 16);
+        const build = buildId(createHash("sha256").update(readFileSync(next)).digest("hex"));
         const nodes = [...bed.nodes.values()].map((n) => ({ name: n.id, color: n.color, role: n.role }));
         const restart = async (id: string) => {
           await bed.stopAgent(id, "SIGTERM");

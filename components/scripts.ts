@@ -14,10 +14,10 @@
  *             waits), then leaderRestartScript droplet by droplet (restarts the leader, after a handover)
  *   delete:   deleteScript (hand over, leave eligibility, stop) before the droplet is deleted
  */
+import { buildId } from "../agent/control.js";
+
 export const FIPD_DIR = "/opt/fipd";
 export const UNIT_PATH = "/etc/systemd/system/fipd.service";
-/** A bundle's build id, as agents report it (`fipd status`): the first 16 hex digits of its SHA-256. */
-export const buildId = (sha256: string) => sha256.slice(0, 16);
 export const bundlePath = (sha256: string, fipdDir = FIPD_DIR) => `${fipdDir}/fipd-${buildId(sha256)}.cjs`;
 
 export interface ScriptOptions {

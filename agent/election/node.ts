@@ -8,7 +8,7 @@
  */
 import type { Color, Member } from "../config.js";
 import { bootQuietMs, hasMajorityInAll, leaderLeaseMs, majorityAckTime, majorityOf } from "./quorum.js";
-import { bestOfColor, colorMayLead, compareRank, rankedEligible, whyNoneOfColor, type PeerView } from "./rank.js";
+import { bestOfColor, colorMayLead, compareRank, preferringBuild, rankedEligible, whyNoneOfColor, type PeerView } from "./rank.js";
 import type {
   ElectionConfig,
   DurableState,
@@ -27,12 +27,6 @@ import type {
  * Deliberate bugs, only for proving that the simulator's invariants catch them. Never set in
  * production (the controller never passes options).
  */
-/**
- * The best of `ranked`, or with `build` (a rolling upgrade) the best one already running it: that node
- * will not be restarted again in this roll, so the IP moves once instead of twice.
- */
-const preferringBuild = (ranked: PeerView[], build?: string): PeerView | null => (build ? ranked.find((v) => v.status?.build === build) : undefined) ?? ranked[0] ?? null;
-
 export interface PlantedBugs {
   /** Leader lease as long as the followers' promise: ignores clock-rate differences. */
   noDriftMargin?: boolean;

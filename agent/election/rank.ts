@@ -36,6 +36,13 @@ export function rankedEligible(views: readonly PeerView[], colorInForce: Color, 
     .sort((a, b) => compareRank(a.member, b.member, colorInForce));
 }
 
+/**
+ * The first of `ranked`, or with `build` (a rolling upgrade) the first one already running it: that
+ * node will not be restarted again in this roll, so the IP moves once instead of twice.
+ */
+export const preferringBuild = (ranked: readonly PeerView[], build?: string): PeerView | null =>
+  (build ? ranked.find((v) => v.status?.build === build) : undefined) ?? ranked[0] ?? null;
+
 /** The best reachable eligible node of one color, or null. */
 export function bestOfColor(views: readonly PeerView[], color: Color, colorInForce: Color): PeerView | null {
   return (
