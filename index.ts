@@ -11,7 +11,8 @@ import { readStackConfig } from "./components/config.js";
 // Validates every ha-lb:* key before any resource is declared (throws StackConfigError: one line per
 // bad key). Secrets come back only as secret Outputs.
 const { config, secrets, warnings } = readStackConfig();
-for (const w of warnings) pulumi.log.warn(w);
+// pulumi.log.warn resolves once the engine has the message; nothing waits on it, and it never rejects.
+for (const w of warnings) void pulumi.log.warn(w);
 
 const cluster = buildAgentBundle().then(
   (bundle) =>

@@ -53,7 +53,7 @@ export async function createControlServer(path: string, handler: (req: ControlRe
   const server = createServer((sock) => {
     let buf = "";
     sock.on("error", () => undefined);
-    sock.on("data", async (d) => {
+    const onData = async (d: Buffer) => {
       buf += d.toString();
       const i = buf.indexOf("\n");
       if (i < 0) {
@@ -67,7 +67,9 @@ export async function createControlServer(path: string, handler: (req: ControlRe
         answer = { error: e instanceof SyntaxError ? "request is not valid JSON" : (e as Error).message };
       }
       sock.end(JSON.stringify(answer) + "\n");
-    });
+    };
+    // The handler answers its own errors; what is left (a socket gone under us) ends that connection.
+    sock.on("data", (d: Buffer) => void onData(d).catch(() => sock.destroy()));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -45,7 +45,7 @@ export function createHealthChecker(o: { url: string; intervalMs: number; timeou
         o.onChange(false, detail);
       }
     }
-    timer = setTimeout(loop, o.intervalMs); // never overlapping: the next probe starts after this one
+    timer = setTimeout(() => void loop(), o.intervalMs); // never overlapping: the next probe starts after this one
   };
 
   return {

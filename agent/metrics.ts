@@ -35,10 +35,12 @@ export function createMetrics() {
 export type FipdMetrics = ReturnType<typeof createMetrics>;
 
 export async function startMetricsServer(m: FipdMetrics, o: { address: string; port: number }): Promise<{ close(): Promise<void>; port: number }> {
-  const server = createServer(async (req, res) => {
+  const server = createServer((req, res) => {
     if (req.method === "GET" && req.url?.split("?")[0] === "/metrics") {
-      res.writeHead(200, { "content-type": m.registry.contentType });
-      res.end(await m.registry.metrics());
+      m.registry.metrics().then(
+        (text) => res.writeHead(200, { "content-type": m.registry.contentType }).end(text),
+        (e: Error) => res.writeHead(500).end(`metrics failed: ${e.message}\n`),
+      );
     } else {
       res.writeHead(404).end("not found: try GET /metrics\n");
     }

@@ -16,7 +16,7 @@ import { join, resolve } from "node:path";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { buildId } from "../agent/control.js";
 import { rollingOrder } from "../components/rolling-order.js";
-import { BUNDLE, NetBed, RESERVED_IP, downtime, sh } from "../test/netbed/bed.js";
+import { BUNDLE, NetBed, RESERVED_IP, downtime, sh } from "../testbed/netbed/bed.js";
 import { KeepalivedCluster, type KeepalivedFlavor } from "./keepalived.js";
 import { writeFailoverReport, type FailoverCase, type FailoverResults, type FailoverSample, type FailoverSystem } from "./report.js";
 

@@ -13,7 +13,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, createWriteStream, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { HOST_IP, RESERVED_IP, type NetBed } from "../test/netbed/bed.js";
+import { HOST_IP, RESERVED_IP, type NetBed } from "../testbed/netbed/bed.js";
 
 export type KeepalivedFlavor = "copied" | "tuned";
 

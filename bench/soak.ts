@@ -13,7 +13,7 @@ import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { PEER_PORT } from "../components/cluster.js";
-import { HOST_IP, NetBed, RESERVED_IP, sh } from "../test/netbed/bed.js";
+import { HOST_IP, NetBed, RESERVED_IP, sh } from "../testbed/netbed/bed.js";
 import { startUdpRelay, type UdpRelay } from "./relay.js";
 import { renderSoakMarkdown } from "./report.js";
 

@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { buildAgentBundle } from "../agent/build.js";
-import { BUNDLE, LocalCluster, RESERVED_IP } from "../test/harness/local-cluster.js";
+import { BUNDLE, LocalCluster, RESERVED_IP } from "../testbed/harness/local-cluster.js";
 
 const { values } = parseArgs({
   options: {
@@ -54,7 +54,7 @@ async function main() {
   // Watch: print every change of leader or holder as it happens.
   let shownLeader: string | null = null;
   let shownHolder: string | null = null;
-  const watch = setInterval(async () => {
+  const watchOnce = async () => {
     if (!cluster) return;
     const holder = cluster.holder();
     if (holder !== shownHolder) {
@@ -67,7 +67,9 @@ async function main() {
       const st = await cluster.status(leader);
       say(`leader: ${leader} (term ${st?.term ?? "?"})`);
     }
-  }, 20);
+  };
+  // A status request that fails (a node being killed) is simply shown at the next tick.
+  const watch = setInterval(() => void watchOnce().catch(() => undefined), 20);
 
   const c = cluster;
   await c.waitFor("a leader holding the IP", async () => {

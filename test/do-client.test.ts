@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { createReservedIpClient, DoApiError } from "../agent/do-client.js";
-import { startEmulator, type Emulator } from "./emulator/index.js";
+import { startEmulator, type Emulator } from "../testbed/emulator/index.js";
 
 const TOKEN = "dop_v1_" + "ab".repeat(32);
 let emu: Emulator | null = null;

@@ -1,11 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { fileDurableStore, parseDurableState } from "../agent/durable-state.js";
 import { Election } from "../agent/election/node.js";
 import type { ElectionConfig } from "../agent/election/types.js";
-import { DEFAULT_TIMING } from "../agent/sim/scenario.js";
+import { DEFAULT_TIMING } from "../testbed/sim/scenario.js";
 
 const dirs: string[] = [];
 afterEach(() => {

@@ -3,7 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { HttpGetError, httpGet } from "../agent/http-get.js";
-import { freePort } from "./harness/ports.js";
+import { freePort } from "../testbed/harness/ports.js";
 
 let server: Server | null = null;
 afterEach(async () => {

@@ -4,7 +4,7 @@
  *
  * Pure and deterministic: every input is an event with the node's monotonic `now`; every output is
  * messages, effects and the next wake-up time. See agent/election/README.md for the rules and the
- * safety argument; the simulator (agent/sim/) checks them after every step over thousands of seeds.
+ * safety argument; the simulator (testbed/sim/) checks them after every step over thousands of seeds.
  */
 import type { Color, Member } from "../config.js";
 import { bootQuietMs, hasMajorityInAll, leaderLeaseMs, majorityAckTime, majorityOf } from "./quorum.js";

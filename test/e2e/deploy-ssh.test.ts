@@ -15,8 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { haproxyInstallScript } from "../../components/haproxy.js";
 import { rollingOrder } from "../../components/rolling-order.js";
 import { applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, switchColorCheckScript } from "../../components/scripts.js";
-import { BUNDLE, NetBed, RESERVED_IP, downtime, type ProbeResult } from "../netbed/bed.js";
-import { startSsh, type SshBed } from "../netbed/ssh.js";
+import { BUNDLE, NetBed, RESERVED_IP, downtime, type ProbeResult } from "../../testbed/netbed/bed.js";
+import { startSsh, type SshBed } from "../../testbed/netbed/ssh.js";
 
 let bed: NetBed;
 let ssh: SshBed;

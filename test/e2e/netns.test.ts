@@ -1,5 +1,5 @@
 /**
- * End to end in network namespaces (see test/netbed/bed.ts): two blue and two green droplets with
+ * End to end in network namespaces (see testbed/netbed/bed.ts): two blue and two green droplets with
  * real HAProxy (the stack's rendered config, installed by the stack's script with the anchor address
  * from the metadata service), a witness, real fipd processes, the DigitalOcean emulator, a router
  * doing the Reserved IP's 1:1 NAT, and a client that opens a new connection every 50 ms.
@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { switchColorCheckScript } from "../../components/scripts.js";
-import { NetBed, RESERVED_IP, downtime, shAsync, type ProbeResult } from "../netbed/bed.js";
+import { NetBed, RESERVED_IP, downtime, shAsync, type ProbeResult } from "../../testbed/netbed/bed.js";
 
 let bed: NetBed;
 const LBS = ["lb-blue-1", "lb-blue-2", "lb-green-1", "lb-green-2"];

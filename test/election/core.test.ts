@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { createElectionNode } from "../../agent/election/index.js";
 import type { ElectionConfig, ElectionEvent, PeerMessage } from "../../agent/election/types.js";
-import { DEFAULT_TIMING } from "../../agent/sim/scenario.js";
+import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
 
 const config: ElectionConfig = {
   nodeId: "b1",

@@ -6,9 +6,9 @@ import { describe, expect, it } from "vitest";
 import type { Color, FailoverTiming, Member } from "../../agent/config.js";
 import type { PlantedBugs } from "../../agent/election/node.js";
 import { bootQuietMs } from "../../agent/election/quorum.js";
-import { checkReachableMajority, checkSafety } from "../../agent/sim/invariants.js";
-import { DEFAULT_TIMING } from "../../agent/sim/scenario.js";
-import { InvariantViolation, World } from "../../agent/sim/world.js";
+import { checkReachableMajority, checkSafety } from "../../testbed/sim/invariants.js";
+import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
+import { InvariantViolation, World } from "../../testbed/sim/world.js";
 import { rollingOrder } from "../../components/rolling-order.js";
 
 const lb = (id: string, color: Color = "blue", priority = 100): Member => ({ id, address: "sim", port: 1, role: "lb", color, priority });
@@ -252,7 +252,7 @@ describe("election scenarios", () => {
   });
 
   it("is deterministic: the same seed gives the same run", async () => {
-    const { runSeed } = await import("../../agent/sim/scenario.js");
+    const { runSeed } = await import("../../testbed/sim/scenario.js");
     const a = runSeed(4242, { traceLimit: 1000 });
     const b = runSeed(4242, { traceLimit: 1000 });
     expect(a.steps).toBeGreaterThan(1000);

@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from "vitest";
 import type { Member } from "../../agent/config.js";
-import { checkReachableMajority, checkSafety } from "../../agent/sim/invariants.js";
-import { DEFAULT_TIMING } from "../../agent/sim/scenario.js";
-import { World } from "../../agent/sim/world.js";
+import { checkReachableMajority, checkSafety } from "../../testbed/sim/invariants.js";
+import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
+import { World } from "../../testbed/sim/world.js";
 
 const lb = (id: string): Member => ({ id, address: "sim", port: 1, role: "lb", color: "blue", priority: 100 });
 const members: Member[] = [lb("b1"), lb("b2"), lb("b3"), { id: "w", address: "sim", port: 1, role: "witness", priority: 100 }];

@@ -6,7 +6,7 @@
  * the calm. A failure prints the command that replays the seed.
  */
 import { describe, expect, it } from "vitest";
-import { runSeed } from "../../agent/sim/scenario.js";
+import { runSeed } from "../../testbed/sim/scenario.js";
 
 export const SWEEP_FAULT_MS = 57_000;
 export const SWEEP_CALM_MS = 3_000;

@@ -1,16 +1,16 @@
 /**
  * The emulator cannot drift from DigitalOcean's contract: every response of a scripted session is
- * validated (status, body schema) against the official OpenAPI subset in ../shared/do-openapi.
+ * validated (status, body schema) against the official OpenAPI subset vendored in
+ * testbed/emulator/do-openapi (see its NOTICE.md).
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import OpenAPIBackend from "openapi-backend";
 import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startEmulator, type Emulator } from "./index.js";
+import { startEmulator, type Emulator } from "../../testbed/emulator/index.js";
 
-// The official OpenAPI subset lives next to the repository (../shared), as in CI; DO_OPENAPI_DIR overrides.
-const SPEC = resolve(process.env.DO_OPENAPI_DIR ?? resolve(__dirname, "../../../shared/do-openapi"), "reserved-ips.openapi.yaml");
+const SPEC = resolve(__dirname, "../../testbed/emulator/do-openapi/reserved-ips.openapi.yaml");
 const TOKEN = "dop_v1_" + "cd".repeat(32);
 let emu: Emulator;
 let api: OpenAPIBackend;

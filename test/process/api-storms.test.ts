@@ -3,7 +3,7 @@
  * headers, 5xx. The cluster must still converge, with a bounded number of requests.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { LocalCluster } from "../harness/local-cluster.js";
+import { LocalCluster } from "../../testbed/harness/local-cluster.js";
 
 let cluster: LocalCluster | null = null;
 afterEach(async () => {

@@ -1,6 +1,6 @@
 /** Blue-green by config reload, with real processes: a switch happens only to a healthy color. */
 import { afterEach, describe, expect, it } from "vitest";
-import { LocalCluster } from "../harness/local-cluster.js";
+import { LocalCluster } from "../../testbed/harness/local-cluster.js";
 
 let cluster: LocalCluster | null = null;
 afterEach(async () => {

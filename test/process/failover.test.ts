@@ -3,7 +3,7 @@
  * These run one file at a time (vitest project "serial") so a busy machine does not skew them.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { LocalCluster } from "../harness/local-cluster.js";
+import { LocalCluster } from "../../testbed/harness/local-cluster.js";
 
 let cluster: LocalCluster | null = null;
 afterEach(async () => {

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
-import { BUNDLE, LocalCluster } from "../harness/local-cluster.js";
+import { BUNDLE, LocalCluster } from "../../testbed/harness/local-cluster.js";
 
 const run = promisify(execFile);
 async function fipd(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

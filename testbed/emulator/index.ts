@@ -1,6 +1,6 @@
 /**
  * A DigitalOcean API + metadata emulator, owned by the project, for the tests, the demo and the
- * benchmarks. It follows the OpenAPI subset in ../shared/do-openapi (a contract test validates every
+ * benchmarks. It follows the OpenAPI subset in testbed/emulator/do-openapi (a contract test validates every
  * response against it) and the behaviour in ../shared/do-api-notes.md:
  *  - assign/unassign actions complete after a configurable delay; meanwhile the IP is `locked` and
  *    another action gets 422 "The reserved IP already has a pending event.";
@@ -302,7 +302,7 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
     return 404;
   }
 
-  const server: Server = createServer(async (req, res) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? "GET";
     const path = (req.url ?? "/").split("?")[0];
     let status = 500;
@@ -325,7 +325,9 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
       if (!res.headersSent) send(res, 500, errorBody("server_error", `emulator: ${(e as Error).message}`));
       log.push({ method, path, status, at: Date.now() });
     }
-  });
+  };
+  // handle() answers its own errors with a 500.
+  const server: Server = createServer((req, res) => void handle(req, res));
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

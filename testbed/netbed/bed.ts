@@ -429,7 +429,7 @@ export class NetBed extends ClusterViews {
 
   async status(id: string): Promise<StatusReport | null> {
     const n = this.node(id);
-    // Agents started by the deploy scripts (test/netbed/ssh.ts) are not our children: ask the socket.
+    // Agents started by the deploy scripts (testbed/netbed/ssh.ts) are not our children: ask the socket.
     try {
       return (await controlRequest(join(n.dir, "fipd.sock"), { cmd: "status" }, { timeoutMs: 1_000 })) as StatusReport;
     } catch {

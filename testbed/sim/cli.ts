@@ -5,7 +5,7 @@
  * replays one seed exactly and prints its last events.
  */
 import { parseArgs } from "node:util";
-import type { PlantedBugs } from "../election/node.js";
+import type { PlantedBugs } from "../../agent/election/node.js";
 import { runSeed } from "./scenario.js";
 
 const { values } = parseArgs({

@@ -5,9 +5,9 @@
  *
  * Deterministic: all randomness comes from one seeded Rng, all iteration is in insertion order.
  */
-import type { Color, FailoverTiming, Member } from "../config.js";
-import { Election, type PlantedBugs } from "../election/node.js";
-import type { DurableState, ElectionConfig, ElectionEvent, PeerMessage } from "../election/types.js";
+import type { Color, FailoverTiming, Member } from "../../agent/config.js";
+import { Election, type PlantedBugs } from "../../agent/election/node.js";
+import type { DurableState, ElectionConfig, ElectionEvent, PeerMessage } from "../../agent/election/types.js";
 import { Rng } from "./rng.js";
 
 export interface SimNode {

@@ -1,4 +1,4 @@
-/** Response objects shaped like the DigitalOcean API's (the OpenAPI subset in ../shared/do-openapi). */
+/** Response objects shaped like the DigitalOcean API's (the OpenAPI subset in testbed/emulator/do-openapi). */
 export interface DropletState {
   id: number;
   name: string;

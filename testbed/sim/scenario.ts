@@ -3,9 +3,9 @@
  * faults (crashes, partitions, health flaps, maintenance, handovers, color switches and membership
  * changes rolled out node by node), then a calm period in which the cluster must settle.
  */
-import type { Color, FailoverTiming, Member } from "../config.js";
-import type { PlantedBugs } from "../election/node.js";
-import { bootQuietMs } from "../election/quorum.js";
+import type { Color, FailoverTiming, Member } from "../../agent/config.js";
+import type { PlantedBugs } from "../../agent/election/node.js";
+import { bootQuietMs } from "../../agent/election/quorum.js";
 import { checkReachableMajority, checkSafety } from "./invariants.js";
 import { Rng } from "./rng.js";
 import { InvariantViolation, World, type TraceLine } from "./world.js";
@@ -105,6 +105,8 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
     const kinds = ALL_FAULTS.filter((k) => enabled(k) && k !== "loss");
     const kind = fr.pick(kinds);
     switch (kind) {
+      case "loss":
+        break; // not scheduled: loss is a network condition chosen once, up front (filtered out above)
       case "crash": {
         const down = fr.chance(0.3) ? fr.float(0, 150) : fr.float(150, 2000);
         const pickLeader = fr.chance(0.6);

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/**
+ * Runs before the tests (`npm test`): the system tools the tests drive for real, and the Debian
+ * packages that provide them. This list is their one home: `.ci/run` installs through this script too.
+ *
+ * - Everything present: prints nothing and exits 0.
+ * - Something missing, as root: installs the packages with apt-get, saying so in one line.
+ * - Something missing, not root: fails at once with the exact install command.
+ * - Not root at all: fails at once, because the network-namespace tests (test/e2e) need root and a
+ *   test that can run here must run, never be skipped.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+
+/** binary (name on PATH, or an absolute path) → the Debian package that provides it. */
+export const SYSTEM_TOOLS = [
+  ["haproxy", "haproxy"],
+  ["keepalived", "keepalived"],
+  ["nft", "nftables"],
+  ["ip", "iproute2"],
+  ["/usr/sbin/sshd", "openssh-server"],
+  ["ssh", "openssh-client"],
+  ["ssh-keygen", "openssh-client"],
+  ["curl", "curl"],
+  ["openssl", "openssl"],
+];
+
+const has = (bin) => (bin.startsWith("/") ? existsSync(bin) : spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0);
+
+export function missingPackages() {
+  return [...new Set(SYSTEM_TOOLS.filter(([bin]) => !has(bin)).map(([, pkg]) => pkg))];
+}
+
+function main() {
+  const missing = missingPackages();
+  const root = process.getuid?.() === 0;
+  const command = `apt-get update && apt-get install -y ${missing.join(" ")}`;
+  if (!root) {
+    const why = missing.length ? `these tools are missing: install them with\n  sudo sh -c '${command}'\nthen` : "";
+    console.error(`npm test: the end-to-end tests run HAProxy and fipd in Linux network namespaces, which needs root. ${why} run the tests as root (sudo npm test).`);
+    process.exit(1);
+  }
+  if (missing.length === 0) return;
+  console.log(`npm test: installing the Debian packages the tests need: ${missing.join(" ")}`);
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    execFileSync("apt-get", ["update", "-qq"], { stdio: ["ignore", "ignore", "inherit"], env, timeout: 600_000 });
+    execFileSync("apt-get", ["install", "-y", "-qq", ...missing], { stdio: ["ignore", "ignore", "inherit"], env, timeout: 1_200_000 });
+  } catch (e) {
+    console.error(`npm test: the install failed (${e.message.split("\n")[0]}). Run it by hand: ${command}`);
+    process.exit(1);
+  }
+  const still = missingPackages();
+  if (still.length) {
+    console.error(`npm test: still missing after the install: ${still.join(" ")}`);
+    process.exit(1);
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) main();
