@@ -13,7 +13,13 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", maxWorkers: 2, include: ["test/**/*.test.ts", "agent/**/*.test.ts", "components/**/*.test.ts"], exclude: serial, sequence: { groupOrder: 0 } },
+        test: {
+          name: "unit",
+          maxWorkers: 2,
+          include: ["test/**/*.test.ts", "agent/**/*.test.ts", "components/**/*.test.ts"],
+          exclude: serial,
+          sequence: { groupOrder: 0 },
+        },
       },
       {
         extends: true,

@@ -78,7 +78,9 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   // Files owned by root would be unreadable to the agent (its unit runs as this user): it would
   // refuse to start or to reload. Refuse here instead, before anything on disk changes.
   if (o.owner && !owner) {
-    throw new Error(`--owner ${o.owner}: no such user on this host. The agent runs as this user and could not read files owned by root. The droplet's cloud-init creates it; by hand: useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin ${o.owner}`);
+    throw new Error(
+      `--owner ${o.owner}: no such user on this host. The agent runs as this user and could not read files owned by root. The droplet's cloud-init creates it; by hand: useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin ${o.owner}`,
+    );
   }
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   // Secrets first, config last: an agent reloading mid-way never sees a config naming a missing file.

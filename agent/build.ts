@@ -26,9 +26,15 @@ const zodEnglishOnly: Plugin = {
     // A relative virtual path: the bundle must not embed this checkout's location (its hash would
     // differ between machines, and every deploy from another one would roll the agents).
     b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (a) =>
-      /[\\/]node_modules[\\/]zod[\\/]/.test(a.importer) ? { path: "locales-en-only", namespace: "zod-locales", pluginData: { dir: resolve(a.resolveDir, "..", "locales") } } : undefined,
+      /[\\/]node_modules[\\/]zod[\\/]/.test(a.importer)
+        ? { path: "locales-en-only", namespace: "zod-locales", pluginData: { dir: resolve(a.resolveDir, "..", "locales") } }
+        : undefined,
     );
-    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, (a) => ({ contents: `export { default as en } from "./en.js";`, resolveDir: (a.pluginData as { dir: string }).dir, loader: "js" }));
+    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, (a) => ({
+      contents: `export { default as en } from "./en.js";`,
+      resolveDir: (a.pluginData as { dir: string }).dir,
+      loader: "js",
+    }));
   },
 };
 

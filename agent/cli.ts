@@ -180,7 +180,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     case "handover": {
       const prefer = values["prefer-build"];
-      if (prefer !== undefined && !BUILD_ID.test(prefer)) throw new UsageError(`--prefer-build takes a build id of 16 lowercase hex digits (the start of the bundle's SHA-256), got "${prefer}"`);
+      if (prefer !== undefined && !BUILD_ID.test(prefer))
+        throw new UsageError(`--prefer-build takes a build id of 16 lowercase hex digits (the start of the bundle's SHA-256), got "${prefer}"`);
       if (prefer !== undefined && values.to !== undefined) throw new UsageError("--to and --prefer-build exclude each other: --to names the successor");
       const res = await request(values, { cmd: "handover", to: values.to, preferBuild: prefer }, 15_000);
       process.stdout.write(JSON.stringify(res) + "\n");

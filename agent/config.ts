@@ -16,9 +16,7 @@ export type Color = (typeof COLORS)[number];
 const durationMs = (min: number, max: number) => z.number().int().min(min).max(max);
 const port = z.number().int().min(1).max(65535);
 const ipv4 = z.ipv4();
-const nodeId = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit");
+const nodeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit");
 
 /**
  * Election timing. Defaults give a failover of about 300 ms after a leader's death with 0 ms network
@@ -52,27 +50,29 @@ export const FailoverTimingSchema = z
   });
 export type FailoverTiming = z.output<typeof FailoverTimingSchema>;
 
-export const MemberSchema = z.strictObject({
-  /** Stable identifier; ties between equal priorities go to the lowest id. */
-  id: nodeId,
-  /** Address and port the peer transport reaches this member on (VPC address for LBs, public for the witness). */
-  address: z.string().min(1),
-  port: port.default(7946),
-  /** `witness` votes but never leads. */
-  role: z.enum(["lb", "witness"]).default("lb"),
-  /** The color of an LB; a witness has none. */
-  color: z.enum(COLORS).optional(),
-  /** Higher leads first. */
-  priority: z.number().int().min(0).max(255).default(100),
-}).check((ctx) => {
-  const m = ctx.value;
-  if (m.role === "lb" && !m.color) {
-    ctx.issues.push({ code: "custom", input: m, path: ["color"], message: "is required for a member with role \"lb\" (\"blue\" or \"green\")" });
-  }
-  if (m.role === "witness" && m.color) {
-    ctx.issues.push({ code: "custom", input: m.color, path: ["color"], message: "must not be set for a witness (a witness never leads)" });
-  }
-});
+export const MemberSchema = z
+  .strictObject({
+    /** Stable identifier; ties between equal priorities go to the lowest id. */
+    id: nodeId,
+    /** Address and port the peer transport reaches this member on (VPC address for LBs, public for the witness). */
+    address: z.string().min(1),
+    port: port.default(7946),
+    /** `witness` votes but never leads. */
+    role: z.enum(["lb", "witness"]).default("lb"),
+    /** The color of an LB; a witness has none. */
+    color: z.enum(COLORS).optional(),
+    /** Higher leads first. */
+    priority: z.number().int().min(0).max(255).default(100),
+  })
+  .check((ctx) => {
+    const m = ctx.value;
+    if (m.role === "lb" && !m.color) {
+      ctx.issues.push({ code: "custom", input: m, path: ["color"], message: 'is required for a member with role "lb" ("blue" or "green")' });
+    }
+    if (m.role === "witness" && m.color) {
+      ctx.issues.push({ code: "custom", input: m.color, path: ["color"], message: "must not be set for a witness (a witness never leads)" });
+    }
+  });
 export type Member = z.output<typeof MemberSchema>;
 
 export const AgentConfigSchema = z
@@ -169,7 +169,12 @@ export const AgentConfigSchema = z
     if (!self) {
       ctx.issues.push({ code: "custom", input: c.nodeId, path: ["nodeId"], message: `"${c.nodeId}" is not one of members[].id (${[...ids].join(", ")})` });
     } else if (self.role === "lb" && !c.reservedIp) {
-      ctx.issues.push({ code: "custom", input: undefined, path: ["reservedIp"], message: "is required on a load-balancer node (the IPv4 address of the Reserved IP)" });
+      ctx.issues.push({
+        code: "custom",
+        input: undefined,
+        path: ["reservedIp"],
+        message: "is required on a load-balancer node (the IPv4 address of the Reserved IP)",
+      });
     }
   });
 
@@ -186,7 +191,10 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], prefix = ""): 
 }
 
 export class ConfigError extends Error {
-  constructor(public readonly problems: string[], source: string) {
+  constructor(
+    public readonly problems: string[],
+    source: string,
+  ) {
     super(`invalid configuration in ${source}:\n  ${problems.join("\n  ")}`);
     this.name = "ConfigError";
   }

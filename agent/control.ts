@@ -10,7 +10,8 @@ import { dirname } from "node:path";
 export const BUILD_ID = /^[0-9a-f]{16}$/;
 export const buildId = (sha256Hex: string) => sha256Hex.slice(0, 16);
 
-export type ControlRequest = { cmd: "status" } | { cmd: "handover"; to?: string; preferBuild?: string } | { cmd: "maintenance"; on: boolean } | { cmd: "reload" };
+export type ControlRequest =
+  { cmd: "status" } | { cmd: "handover"; to?: string; preferBuild?: string } | { cmd: "maintenance"; on: boolean } | { cmd: "reload" };
 
 export async function controlRequest(path: string, req: ControlRequest, o: { timeoutMs: number }): Promise<unknown> {
   return new Promise((resolve, reject) => {
@@ -36,7 +37,14 @@ export async function controlRequest(path: string, req: ControlRequest, o: { tim
     });
     sock.on("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const why = e.code === "ENOENT" ? "no such socket" : e.code === "ECONNREFUSED" ? "nobody listens (stale socket)" : e.code === "EACCES" ? "permission denied (run as root or the fipd user)" : e.message;
+      const why =
+        e.code === "ENOENT"
+          ? "no such socket"
+          : e.code === "ECONNREFUSED"
+            ? "nobody listens (stale socket)"
+            : e.code === "EACCES"
+              ? "permission denied (run as root or the fipd user)"
+              : e.message;
       reject(new Error(`${path}: ${why}`));
     });
   });
@@ -46,7 +54,10 @@ export async function createControlServer(path: string, handler: (req: ControlRe
   mkdirSync(dirname(path), { recursive: true });
   if (existsSync(path)) {
     // A live agent answering here means a second fipd: refuse rather than steal its socket.
-    const alive = await controlRequest(path, { cmd: "status" }, { timeoutMs: 500 }).then(() => true, () => false);
+    const alive = await controlRequest(path, { cmd: "status" }, { timeoutMs: 500 }).then(
+      () => true,
+      () => false,
+    );
     if (alive) throw new Error(`another fipd already answers on ${path}`);
     unlinkSync(path);
   }

@@ -107,7 +107,10 @@ export class Controller {
   private lossWindowStart: number;
   private closed = false;
 
-  constructor(private cfg: AgentConfig, private readonly d: ControllerDeps) {
+  constructor(
+    private cfg: AgentConfig,
+    private readonly d: ControllerDeps,
+  ) {
     this.startedAt = d.now();
     this.lossWindowStart = this.startedAt;
   }
@@ -147,12 +150,13 @@ export class Controller {
         onAssign: (outcome) => this.d.metrics.assigns.inc({ outcome }),
       });
       this.keeper.watch();
-      this.health = this.d.startHealth?.(this.cfg, (healthy, detail) => {
-        this.healthy = healthy;
-        this.d.metrics.healthUp.set(healthy ? 1 : 0);
-        this.d.log.info(healthy ? "local HAProxy is healthy" : "local HAProxy is unhealthy", { detail });
-        this.feed({ type: "health", now: this.d.now(), healthy });
-      }) ?? null;
+      this.health =
+        this.d.startHealth?.(this.cfg, (healthy, detail) => {
+          this.healthy = healthy;
+          this.d.metrics.healthUp.set(healthy ? 1 : 0);
+          this.d.log.info(healthy ? "local HAProxy is healthy" : "local HAProxy is unhealthy", { detail });
+          this.feed({ type: "health", now: this.d.now(), healthy });
+        }) ?? null;
     }
     if (this.cfg.maintenance) this.feed({ type: "maintenance", now: this.d.now(), on: true });
     this.feed({ type: "tick", now: this.d.now() });
@@ -287,7 +291,7 @@ export class Controller {
         reachable: self ? true : (seen?.reachable ?? false),
         lastHeardMsAgo: self ? 0 : seen?.lastHeardAt != null ? Math.round(now - seen.lastHeardAt) : null,
         healthy: self ? (m.role === "lb" ? this.healthy : null) : (seen?.status?.healthy ?? null),
-        eligible: self ? (s.role !== "witness" && this.healthy && !s.maintenance) : (seen?.status?.eligible ?? null),
+        eligible: self ? s.role !== "witness" && this.healthy && !s.maintenance : (seen?.status?.eligible ?? null),
         holdsReservedIp: self ? (keeper?.onSelf ?? null) : (seen?.status?.holdsReservedIp ?? null),
         build: self ? (this.d.build ?? null) : (seen?.status?.build ?? null),
         rttMs: self ? null : this.rtt.has(m.id) ? Math.round(this.rtt.get(m.id)! * 10) / 10 : null,
@@ -335,7 +339,8 @@ export class Controller {
     try {
       const next = await this.d.reload();
       if (next.nodeId !== this.cfg.nodeId) throw new Error(`nodeId changed from ${this.cfg.nodeId} to ${next.nodeId}; restart fipd to change identity`);
-      if (next.reservedIp !== this.cfg.reservedIp) throw new Error(`reservedIp changed from ${this.cfg.reservedIp} to ${next.reservedIp}; restart fipd to serve another address`);
+      if (next.reservedIp !== this.cfg.reservedIp)
+        throw new Error(`reservedIp changed from ${this.cfg.reservedIp} to ${next.reservedIp}; restart fipd to serve another address`);
       this.cfg = next;
       this.transport.updateMembers(peersOf(next));
       this.feed({ type: "config", now: this.d.now(), config: electionConfigOf(next) });
@@ -370,7 +375,9 @@ export class Controller {
         if (onSelf === false && st.leader && st.leader !== this.cfg.nodeId) break;
       }
       const moved = this.keeper.snapshot().onSelf === false;
-      this.d.log[moved ? "info" : "warn"](moved ? "handover complete: the reserved IP has left this droplet" : "handover deadline passed; leaving anyway", { deadlineMs });
+      this.d.log[moved ? "info" : "warn"](moved ? "handover complete: the reserved IP has left this droplet" : "handover deadline passed; leaving anyway", {
+        deadlineMs,
+      });
     }
     await this.close();
   }

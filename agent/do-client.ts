@@ -34,7 +34,11 @@ export interface RequestInfo {
 
 export interface ReservedIpClient {
   getReservedIp(ip: string, signal?: AbortSignal): Promise<{ dropletId: number | null; locked: boolean }>;
-  assign(ip: string, dropletId: number, opts: { deadlineMs: number; signal?: AbortSignal }): Promise<{ alreadyAssigned: boolean; actionId: number | null; requests: number }>;
+  assign(
+    ip: string,
+    dropletId: number,
+    opts: { deadlineMs: number; signal?: AbortSignal },
+  ): Promise<{ alreadyAssigned: boolean; actionId: number | null; requests: number }>;
 }
 
 const defaultSleep = (ms: number, signal?: AbortSignal) =>
@@ -82,7 +86,12 @@ export function createReservedIpClient(o: {
       o.onRequest?.({ method, route, status: 0, ms: performance.now() - started });
       if (signal?.aborted) throw signal.reason ?? e;
       const err = e as Error & { cause?: { code?: string } };
-      throw new DoApiError(0, "network", err.name === "TimeoutError" ? `no answer within ${o.requestTimeoutMs} ms` : (err.cause?.code ?? err.message), `${method} ${route}`);
+      throw new DoApiError(
+        0,
+        "network",
+        err.name === "TimeoutError" ? `no answer within ${o.requestTimeoutMs} ms` : (err.cause?.code ?? err.message),
+        `${method} ${route}`,
+      );
     }
     const text = await res.text();
     o.onRequest?.({ method, route, status: res.status, ms: performance.now() - started });
@@ -105,7 +114,13 @@ export function createReservedIpClient(o: {
   }
 
   async function getReservedIp(ip: string, signal?: AbortSignal) {
-    const { json } = await call<{ reserved_ip: { droplet: { id: number } | null; locked: boolean } }>("GET", `/v2/reserved_ips/${ip}`, "/v2/reserved_ips/{ip}", undefined, signal);
+    const { json } = await call<{ reserved_ip: { droplet: { id: number } | null; locked: boolean } }>(
+      "GET",
+      `/v2/reserved_ips/${ip}`,
+      "/v2/reserved_ips/{ip}",
+      undefined,
+      signal,
+    );
     return { dropletId: json.reserved_ip.droplet?.id ?? null, locked: json.reserved_ip.locked };
   }
 
@@ -133,7 +148,13 @@ export function createReservedIpClient(o: {
       let actionId: number;
       try {
         requests++;
-        const { json } = await call<{ action: { id: number } }>("POST", `/v2/reserved_ips/${ip}/actions`, "/v2/reserved_ips/{ip}/actions", { type: "assign", droplet_id: dropletId }, signal);
+        const { json } = await call<{ action: { id: number } }>(
+          "POST",
+          `/v2/reserved_ips/${ip}/actions`,
+          "/v2/reserved_ips/{ip}/actions",
+          { type: "assign", droplet_id: dropletId },
+          signal,
+        );
         actionId = json.action.id;
       } catch (e) {
         if (!(e instanceof DoApiError)) throw e;
@@ -155,7 +176,13 @@ export function createReservedIpClient(o: {
         if (remaining() <= 0) throw new Error(`assign did not complete within ${opts.deadlineMs} ms (action ${actionId} still in progress)`);
         try {
           requests++;
-          const { json } = await call<{ action: { status: string } }>("GET", `/v2/reserved_ips/${ip}/actions/${actionId}`, "/v2/reserved_ips/{ip}/actions/{id}", undefined, signal);
+          const { json } = await call<{ action: { status: string } }>(
+            "GET",
+            `/v2/reserved_ips/${ip}/actions/${actionId}`,
+            "/v2/reserved_ips/{ip}/actions/{id}",
+            undefined,
+            signal,
+          );
           if (json.action.status === "completed") break;
           if (json.action.status === "errored") throw new DoApiError(500, "action_errored", `action ${actionId} errored`, "assign");
         } catch (e) {

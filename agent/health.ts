@@ -10,7 +10,14 @@ export interface HealthChecker {
   healthy(): boolean;
 }
 
-export function createHealthChecker(o: { url: string; intervalMs: number; timeoutMs: number; rise: number; fall: number; onChange: (healthy: boolean, detail: string) => void }): HealthChecker {
+export function createHealthChecker(o: {
+  url: string;
+  intervalMs: number;
+  timeoutMs: number;
+  rise: number;
+  fall: number;
+  onChange: (healthy: boolean, detail: string) => void;
+}): HealthChecker {
   let state: boolean | null = null;
   let passes = 0;
   let fails = 0;

@@ -32,7 +32,14 @@ export function createLogger(o: { level: Level; nodeId: string; write?: (line: s
   const min = ORDER[o.level];
   const emit = (level: Level, msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[level] < min) return;
-    const record = { ts: new Date().toISOString(), level, PRIORITY: PRIORITY[level], node: o.nodeId, msg: redact(msg), ...(redact({ ...o.base, ...fields }) as object) };
+    const record = {
+      ts: new Date().toISOString(),
+      level,
+      PRIORITY: PRIORITY[level],
+      node: o.nodeId,
+      msg: redact(msg),
+      ...(redact({ ...o.base, ...fields }) as object),
+    };
     write(JSON.stringify(record));
   };
   return {

@@ -35,7 +35,8 @@ export function createMetadataClient(o: { baseUrl: string; timeoutMs: number }):
     region: async () => (await get("region"))!,
     async anchorIpv4() {
       const a = (await get("interfaces/public/0/anchor_ipv4/address"))!;
-      if (!/^\d+\.\d+\.\d+\.\d+$/.test(a)) throw new Error(`metadata anchor_ipv4 is not an IPv4 address: ${JSON.stringify(a.slice(0, 40))} (droplets from custom images have none)`);
+      if (!/^\d+\.\d+\.\d+\.\d+$/.test(a))
+        throw new Error(`metadata anchor_ipv4 is not an IPv4 address: ${JSON.stringify(a.slice(0, 40))} (droplets from custom images have none)`);
       return a;
     },
     async reservedIpv4() {

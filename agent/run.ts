@@ -23,7 +23,11 @@ import { readFileSync, realpathSync } from "node:fs";
  */
 export function runningBuild(script = process.argv[1]): string | null {
   try {
-    return buildId(createHash("sha256").update(readFileSync(realpathSync(script))).digest("hex"));
+    return buildId(
+      createHash("sha256")
+        .update(readFileSync(realpathSync(script)))
+        .digest("hex"),
+    );
   } catch {
     return null;
   }
@@ -149,9 +153,17 @@ export async function runAgent(configPath: string): Promise<number> {
         case "status":
           return controller.status();
         case "handover":
-          if (req.preferBuild !== undefined && !BUILD_ID.test(req.preferBuild)) return { error: `preferBuild must be 16 lowercase hex digits, got ${JSON.stringify(req.preferBuild)}` };
-          controller.handover(req.to, req.to ? `operator handover to ${req.to}` : req.preferBuild ? `operator handover (preferring build ${req.preferBuild})` : "operator handover", req.preferBuild);
-          return { ok: true, requested: req.to ?? (req.preferBuild ? `best eligible node running build ${req.preferBuild}, else the best eligible node` : "best eligible node") };
+          if (req.preferBuild !== undefined && !BUILD_ID.test(req.preferBuild))
+            return { error: `preferBuild must be 16 lowercase hex digits, got ${JSON.stringify(req.preferBuild)}` };
+          controller.handover(
+            req.to,
+            req.to ? `operator handover to ${req.to}` : req.preferBuild ? `operator handover (preferring build ${req.preferBuild})` : "operator handover",
+            req.preferBuild,
+          );
+          return {
+            ok: true,
+            requested: req.to ?? (req.preferBuild ? `best eligible node running build ${req.preferBuild}, else the best eligible node` : "best eligible node"),
+          };
         case "maintenance":
           controller.setMaintenance(req.on);
           return { ok: true, maintenance: req.on };

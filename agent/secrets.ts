@@ -16,7 +16,9 @@ export function readSecretFile(path: string, what: string): string {
   }
   if (!st.isFile()) throw new SecretFileError(`the ${what} file ${path} is not a regular file`);
   if ((st.mode & 0o077) !== 0) {
-    throw new SecretFileError(`the ${what} file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8)}); fix: chmod 600 ${path}`);
+    throw new SecretFileError(
+      `the ${what} file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8)}); fix: chmod 600 ${path}`,
+    );
   }
   const value = readFileSync(path, "utf8").trim();
   if (!value) throw new SecretFileError(`the ${what} file ${path} is empty`);
@@ -31,7 +33,8 @@ export interface PeerKey {
 
 function parseKey(text: string, path: string): Buffer {
   const key = /^[0-9a-f]+$/i.test(text) && text.length % 2 === 0 ? Buffer.from(text, "hex") : Buffer.from(text, "base64");
-  if (key.length < 32) throw new SecretFileError(`the peer key in ${path} must hold at least 32 bytes as hex (64 characters) or base64; it holds ${key.length}`);
+  if (key.length < 32)
+    throw new SecretFileError(`the peer key in ${path} must hold at least 32 bytes as hex (64 characters) or base64; it holds ${key.length}`);
   return key;
 }
 

@@ -9,7 +9,12 @@ export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; w
   if (!leader || leader.color !== s.colorInForce) return { ok: false, why: `leader ${s.leader} is not of the color in force (${s.colorInForce})` };
   if (s.pendingSwitch) return { ok: false, why: `switch to ${s.requestedColor} pending: ${s.pendingSwitch}` };
   if (s.reservedIp && !s.reservedIp.holderIsLeader) {
-    return { ok: false, why: s.reservedIp.holder ? `the reserved IP is on ${s.reservedIp.holder}, not on the leader ${s.leader}` : "no member reports holding the reserved IP yet" };
+    return {
+      ok: false,
+      why: s.reservedIp.holder
+        ? `the reserved IP is on ${s.reservedIp.holder}, not on the leader ${s.leader}`
+        : "no member reports holding the reserved IP yet",
+    };
   }
   return { ok: true };
 }
@@ -18,9 +23,13 @@ export function formatStatus(s: StatusReport): string {
   const lines: string[] = [];
   lines.push(`node ${s.node}: ${s.role}, term ${s.term}, leader ${s.leader ?? "none"}${s.leaseValidForMs !== null ? `, lease ${s.leaseValidForMs} ms` : ""}`);
   lines.push(`health ${s.healthy ? "up" : "DOWN"}${s.maintenance ? ", MAINTENANCE" : ""}${s.shuttingDown ? ", shutting down" : ""}`);
-  lines.push(`color in force ${s.colorInForce}${s.requestedColor !== s.colorInForce ? `, requested ${s.requestedColor}` : ""}${s.pendingSwitch ? ` (PENDING: ${s.pendingSwitch})` : ""}`);
+  lines.push(
+    `color in force ${s.colorInForce}${s.requestedColor !== s.colorInForce ? `, requested ${s.requestedColor}` : ""}${s.pendingSwitch ? ` (PENDING: ${s.pendingSwitch})` : ""}`,
+  );
   if (s.reservedIp) {
-    lines.push(`reserved IP ${s.reservedIp.address}: on ${s.reservedIp.holder ?? "unknown"}${s.reservedIp.holderIsLeader ? " (the leader)" : s.leader ? " (NOT the leader)" : ""}`);
+    lines.push(
+      `reserved IP ${s.reservedIp.address}: on ${s.reservedIp.holder ?? "unknown"}${s.reservedIp.holderIsLeader ? " (the leader)" : s.leader ? " (NOT the leader)" : ""}`,
+    );
   }
   lines.push(`members (membership v${s.membershipVersion}${s.jointOldMembers ? `, joint with [${s.jointOldMembers.join(", ")}]` : ""}):`);
   for (const m of s.members) {

@@ -76,7 +76,9 @@ export function encodePacket(key: PeerKey, bootId: bigint, counter: bigint, send
   return Buffer.concat([unsigned, createHmac("sha256", key.key).update(unsigned).digest()]);
 }
 
-export function decodePacket(buf: Buffer): { keyId: string; bootId: bigint; counter: bigint; sender: string; receiver: string; body: Buffer; unsigned: Buffer; tag: Buffer } | null {
+export function decodePacket(
+  buf: Buffer,
+): { keyId: string; bootId: bigint; counter: bigint; sender: string; receiver: string; body: Buffer; unsigned: Buffer; tag: Buffer } | null {
   try {
     if (buf.length < 2 + 16 + 2 + TAG || buf.readUInt8(0) !== VERSION) return null;
     let o = 1;
@@ -94,7 +96,16 @@ export function decodePacket(buf: Buffer): { keyId: string; bootId: bigint; coun
     const receiver = buf.subarray(o, o + rl).toString("utf8");
     o += rl;
     if (o > buf.length - TAG) return null;
-    return { keyId, bootId, counter, sender, receiver, body: buf.subarray(o, buf.length - TAG), unsigned: buf.subarray(0, buf.length - TAG), tag: buf.subarray(buf.length - TAG) };
+    return {
+      keyId,
+      bootId,
+      counter,
+      sender,
+      receiver,
+      body: buf.subarray(o, buf.length - TAG),
+      unsigned: buf.subarray(0, buf.length - TAG),
+      tag: buf.subarray(buf.length - TAG),
+    };
   } catch {
     return null;
   }

@@ -65,16 +65,21 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function stableHolder(bed: NetBed, candidates: string[], ready: () => Promise<boolean>, quietMs = 1_500, timeoutMs = 60_000): Promise<string> {
   let last: string | null = null;
   let since = Date.now();
-  return bed.waitFor("every droplet ready and a stable holder that answers", async () => {
-    if (!(await ready())) return null;
-    const h = bed.emulator.reservedIpLocked(RESERVED_IP) ? null : bed.holder();
-    if (h !== last) {
-      last = h;
-      since = Date.now();
-    }
-    if (!h || !candidates.includes(h) || Date.now() - since < quietMs) return null;
-    return (await bed.curl(RESERVED_IP)) === h ? h : null;
-  }, timeoutMs, 100);
+  return bed.waitFor(
+    "every droplet ready and a stable holder that answers",
+    async () => {
+      if (!(await ready())) return null;
+      const h = bed.emulator.reservedIpLocked(RESERVED_IP) ? null : bed.holder();
+      if (h !== last) {
+        last = h;
+        since = Date.now();
+      }
+      if (!h || !candidates.includes(h) || Date.now() - since < quietMs) return null;
+      return (await bed.curl(RESERVED_IP)) === h ? h : null;
+    },
+    timeoutMs,
+    100,
+  );
 }
 
 function cutLinks(bed: NetBed, id: string, up: boolean): void {
@@ -105,7 +110,8 @@ function fipdDriver(bed: NetBed): Driver {
         await bed.stopHaproxy(holder);
       } else if (s === "linkcut") cutLinks(bed, holder, false);
       else if (s === "haproxy") await bed.stopHaproxy(holder);
-      else if (s === "graceful") stopping = bed.stopAgent(holder, "SIGTERM"); // returns when the agent has exited
+      else if (s === "graceful")
+        stopping = bed.stopAgent(holder, "SIGTERM"); // returns when the agent has exited
       else if (s === "bluegreen") {
         bed.activeColor = bed.activeColor === "blue" ? "green" : "blue";
         for (const id of bed.nodes.keys()) await bed.applyConfig(id);
@@ -120,7 +126,12 @@ function fipdDriver(bed: NetBed): Driver {
         const restart = async (id: string) => {
           await bed.stopAgent(id, "SIGTERM");
           await bed.startAgent(id, next);
-          await bed.waitFor(`${id} back and the cluster healthy`, async () => (await bed.fipd(id, ["status", "--wait-healthy", "--timeout", "2"])).code === 0, 60_000, 100);
+          await bed.waitFor(
+            `${id} back and the cluster healthy`,
+            async () => (await bed.fipd(id, ["status", "--wait-healthy", "--timeout", "2"])).code === 0,
+            60_000,
+            100,
+          );
         };
         const order = rollingOrder(nodes, bed.activeColor).map((n) => n.name);
         // First pass (rollingRestartScript): every agent but the leader.
@@ -188,18 +199,30 @@ async function measure(bed: NetBed, d: Driver, s: Scenario): Promise<FailoverSam
   await d.act(s, holder);
   // Done when another droplet holds the IP and the client has had 1.5 s of answers since it moved.
   let movedAt: number | null = null;
-  await bed.waitFor("the failover", () => {
-    const h = bed.holder();
-    if (!h || h === holder) return false;
-    movedAt ??= Date.now();
-    const okTail = client.results.slice(-30);
-    return Date.now() - movedAt >= 1_500 && okTail.length === 30 && okTail.every((r) => r.ok);
-  }, 30_000, 50).catch(() => undefined);
+  await bed
+    .waitFor(
+      "the failover",
+      () => {
+        const h = bed.holder();
+        if (!h || h === holder) return false;
+        movedAt ??= Date.now();
+        const okTail = client.results.slice(-30);
+        return Date.now() - movedAt >= 1_500 && okTail.length === 30 && okTail.every((r) => r.ok);
+      },
+      30_000,
+      50,
+    )
+    .catch(() => undefined);
   const rs = await client.stop();
   const log = bed.emulator.requestLog().slice(log0);
   const dt = downtime(rs, 50);
   await d.restore(s, holder);
-  return { downtimeMs: dt.downtimeMs, failedRequests: dt.failed, apiRequests: log.length, assigns: log.filter((r) => r.method === "POST" && r.path.endsWith("/actions")).length };
+  return {
+    downtimeMs: dt.downtimeMs,
+    failedRequests: dt.failed,
+    apiRequests: log.length,
+    assigns: log.filter((r) => r.method === "POST" && r.path.endsWith("/actions")).length,
+  };
 }
 
 async function main(): Promise<void> {
@@ -220,7 +243,9 @@ async function main(): Promise<void> {
           for (let i = 0; i < reps; i++) {
             const sample = await measure(bed, d, s);
             c.samples.push(sample);
-            console.log(`${system.padEnd(18)} delay ${String(delay).padStart(4)} ms  ${SCENARIO_NAMES[s].padEnd(28)} #${i + 1}: ${sample.downtimeMs} ms down, ${sample.failedRequests} failed, ${sample.apiRequests} API requests, ${sample.assigns} assigns`);
+            console.log(
+              `${system.padEnd(18)} delay ${String(delay).padStart(4)} ms  ${SCENARIO_NAMES[s].padEnd(28)} #${i + 1}: ${sample.downtimeMs} ms down, ${sample.failedRequests} failed, ${sample.apiRequests} API requests, ${sample.assigns} assigns`,
+            );
           }
           results.cases.push(c);
         }

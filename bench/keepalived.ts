@@ -17,7 +17,15 @@ import { HOST_IP, RESERVED_IP, type NetBed } from "../testbed/netbed/bed.js";
 
 export type KeepalivedFlavor = "copied" | "tuned";
 
-export function keepalivedConfig(o: { flavor: KeepalivedFlavor; selfIp: string; peers: string[]; priority: number; checkScript: string; notifyScript: string; iface?: string }): string {
+export function keepalivedConfig(o: {
+  flavor: KeepalivedFlavor;
+  selfIp: string;
+  peers: string[];
+  priority: number;
+  checkScript: string;
+  notifyScript: string;
+  iface?: string;
+}): string {
   const iface = o.iface ?? "eth1";
   const tuned = o.flavor === "tuned";
   return `global_defs {
@@ -79,7 +87,10 @@ curl -s --max-time 10 -X POST -H "Content-Type: application/json" -H "Authorizat
     );
     chmodSync(notify, 0o700);
     const peers = this.ids.filter((x) => x !== id).map((x) => bed.node(x).vpcIp!);
-    writeFileSync(join(n.dir, "keepalived.conf"), keepalivedConfig({ flavor: this.flavor, selfIp: n.vpcIp!, peers, priority, checkScript: check, notifyScript: notify }));
+    writeFileSync(
+      join(n.dir, "keepalived.conf"),
+      keepalivedConfig({ flavor: this.flavor, selfIp: n.vpcIp!, peers, priority, checkScript: check, notifyScript: notify }),
+    );
   }
 
   running(id: string): boolean {
@@ -91,7 +102,23 @@ curl -s --max-time 10 -X POST -H "Content-Type: application/json" -H "Authorizat
     if (this.procs.has(id)) return;
     const p = spawn(
       "ip",
-      ["netns", "exec", n.ns, "keepalived", "-n", "-l", "-D", "-f", join(n.dir, "keepalived.conf"), "-p", join(n.dir, "ka.pid"), "-r", join(n.dir, "ka-vrrp.pid"), "-c", join(n.dir, "ka-chk.pid")],
+      [
+        "netns",
+        "exec",
+        n.ns,
+        "keepalived",
+        "-n",
+        "-l",
+        "-D",
+        "-f",
+        join(n.dir, "keepalived.conf"),
+        "-p",
+        join(n.dir, "ka.pid"),
+        "-r",
+        join(n.dir, "ka-vrrp.pid"),
+        "-c",
+        join(n.dir, "ka-chk.pid"),
+      ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     const log = createWriteStream(join(n.dir, "keepalived.log"), { flags: "a" });

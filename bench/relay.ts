@@ -170,8 +170,16 @@ async function cli(): Promise<void> {
   const target = parseHostPort(values.target);
   const delayMs = Number(values.delay);
   const jitterMs = Number(values.jitter);
-  if (!Number.isFinite(delayMs) || delayMs < 0 || !Number.isFinite(jitterMs) || jitterMs < 0) throw new Error(`--delay and --jitter must be numbers ≥ 0\n${usage}`);
-  const relay = await startUdpRelay({ listenAddress: listen.address, listenPort: listen.port, targetAddress: target.address, targetPort: target.port, delayMs, jitterMs });
+  if (!Number.isFinite(delayMs) || delayMs < 0 || !Number.isFinite(jitterMs) || jitterMs < 0)
+    throw new Error(`--delay and --jitter must be numbers ≥ 0\n${usage}`);
+  const relay = await startUdpRelay({
+    listenAddress: listen.address,
+    listenPort: listen.port,
+    targetAddress: target.address,
+    targetPort: target.port,
+    delayMs,
+    jitterMs,
+  });
   console.log(`relay ${listen.address}:${relay.port} -> ${values.target}, delay ${delayMs} ms ± ${jitterMs} ms`);
   const stop = () => {
     const s = relay.stats();

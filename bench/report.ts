@@ -106,7 +106,10 @@ function fmt(n: number): string {
 
 /** Table cell text: no pipes (they would split the cell) and no line breaks (they would end the row). */
 function cell(s: string): string {
-  return s.replace(/\|/g, "¦").replace(/[\r\n]+/g, " ").trim();
+  return s
+    .replace(/\|/g, "¦")
+    .replace(/[\r\n]+/g, " ")
+    .trim();
 }
 
 function row(cells: readonly string[]): string {
@@ -163,7 +166,10 @@ export function renderFailoverMarkdown(r: FailoverResults): string {
   );
 
   out.push("## API usage per failover", "");
-  out.push("Median DigitalOcean API requests and Reserved IP assigns per failover, the largest number of failed client requests in one run, and the number of runs.", "");
+  out.push(
+    "Median DigitalOcean API requests and Reserved IP assigns per failover, the largest number of failed client requests in one run, and the number of runs.",
+    "",
+  );
   const header = ["scenario", "action delay"];
   for (const s of SYSTEMS) header.push(`${s} API requests`, `${s} assigns`, `${s} failed (max)`, `${s} runs`);
   out.push(
@@ -183,7 +189,9 @@ export function renderFailoverMarkdown(r: FailoverResults): string {
     "",
   );
 
-  const notes = groups.flatMap((g) => SYSTEMS.flatMap((s) => (g.bySystem[s]?.note ? [`- ${cell(`${g.scenario}, ${fmt(g.actionDelayMs)} ms, ${s}: ${g.bySystem[s]!.note!}`)}`] : [])));
+  const notes = groups.flatMap((g) =>
+    SYSTEMS.flatMap((s) => (g.bySystem[s]?.note ? [`- ${cell(`${g.scenario}, ${fmt(g.actionDelayMs)} ms, ${s}: ${g.bySystem[s]!.note!}`)}`] : [])),
+  );
   if (notes.length) out.push("## Notes", "", ...notes, "");
   return out.join("\n");
 }
@@ -245,7 +253,9 @@ export function renderFailoverSvg(r: FailoverResults): string {
   const px = (v: number) => Number(v.toFixed(2));
 
   const o: string[] = [];
-  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`);
+  o.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
+  );
   o.push(`<title>${escapeXml(`Failover downtime, ${r.startedAt}, ${r.host}`)}</title>`);
   o.push(`<text x="${LEFT}" y="20" font-size="15" font-weight="bold">Failover downtime (bar: median, whisker: min–max)</text>`);
   o.push(`<text x="${LEFT}" y="38" fill="#555">${escapeXml(`${r.startedAt} · ${r.host}`)}</text>`);
@@ -287,7 +297,9 @@ export function renderFailoverSvg(r: FailoverResults): string {
         o.push(`<text x="${LEFT + 4}" y="${px(by + BAR - 3)}" fill="#999">${escapeXml(`${s}: no samples`)}</text>`);
         return;
       }
-      o.push(`<rect x="${LEFT}" y="${px(by)}" width="${px(x(sum.median) - LEFT)}" height="${BAR}" fill="${SYSTEM_COLORS[s]}"><title>${escapeXml(`${s}: median ${fmt(sum.median)} ms, min ${fmt(sum.min!)} ms, max ${fmt(sum.max!)} ms, n=${sum.n}`)}</title></rect>`);
+      o.push(
+        `<rect x="${LEFT}" y="${px(by)}" width="${px(x(sum.median) - LEFT)}" height="${BAR}" fill="${SYSTEM_COLORS[s]}"><title>${escapeXml(`${s}: median ${fmt(sum.median)} ms, min ${fmt(sum.min!)} ms, max ${fmt(sum.max!)} ms, n=${sum.n}`)}</title></rect>`,
+      );
       const x1 = px(x(sum.min!));
       const x2 = px(x(sum.max!));
       o.push(`<line x1="${x1}" y1="${cy}" x2="${x2}" y2="${cy}" stroke="#222" stroke-width="1"/>`);

@@ -46,14 +46,25 @@ async function main(): Promise<void> {
     // public address after the delay. Peers are authenticated by key and id, not address.
     const relayPort = new Map<string, number>();
     for (const n of bed.nodes.values()) {
-      const r = await startUdpRelay({ listenAddress: HOST_IP, listenPort: 0, targetAddress: n.publicIp, targetPort: PEER_PORT, delayMs: Number(values.delay), jitterMs: Number(values.jitter) });
+      const r = await startUdpRelay({
+        listenAddress: HOST_IP,
+        listenPort: 0,
+        targetAddress: n.publicIp,
+        targetPort: PEER_PORT,
+        delayMs: Number(values.delay),
+        jitterMs: Number(values.jitter),
+      });
       relays.push(r);
       relayPort.set(n.id, r.port);
     }
     const base = bed.members.bind(bed);
     bed.members = (view) => base(view).map((m) => ({ ...m, address: HOST_IP, port: relayPort.get(m.id)! }));
     for (const n of bed.nodes.values()) {
-      sh("ip", ["netns", "exec", n.ns, "nft", "-f", "-"], `table ip halb_loss {\n  chain in { type filter hook input priority 0; policy accept; udp dport ${PEER_PORT} numgen random mod 1000 < ${Math.round(lossPct * 10)} drop; }\n}\n`);
+      sh(
+        "ip",
+        ["netns", "exec", n.ns, "nft", "-f", "-"],
+        `table ip halb_loss {\n  chain in { type filter hook input priority 0; policy accept; udp dport ${PEER_PORT} numgen random mod 1000 < ${Math.round(lossPct * 10)} drop; }\n}\n`,
+      );
       if (n.role === "lb") await bed.installHaproxy(n.id);
     }
     for (const id of bed.nodes.keys()) await bed.startAgent(id);

@@ -87,7 +87,9 @@ export class AgentDeployment extends pulumi.ComponentResource {
 
     const payload = pulumi
       .all([a.agentConfig, a.token, a.peerKey, a.previousPeerKey])
-      .apply(([config, token, peerKey, previousPeerKey]) => JSON.stringify({ config, ...(token ? { token } : {}), peerKey, ...(previousPeerKey ? { previousPeerKey } : {}) }));
+      .apply(([config, token, peerKey, previousPeerKey]) =>
+        JSON.stringify({ config, ...(token ? { token } : {}), peerKey, ...(previousPeerKey ? { previousPeerKey } : {}) }),
+      );
     this.applyConfig = new command.remote.Command(
       `${name}-config`,
       {
@@ -113,7 +115,11 @@ export class AgentDeployment extends pulumi.ComponentResource {
 
     // Runs only when this droplet goes away (scale-down, replacement, destroy), before the droplet is
     // deleted (it depends on the droplet through its connection): the agent hands the IP over first.
-    new command.remote.Command(`${name}-retire`, { connection, create: "true", delete: deleteScript(), triggers: [a.dropletId] }, { ...p, dependsOn: [this.restart] });
+    new command.remote.Command(
+      `${name}-retire`,
+      { connection, create: "true", delete: deleteScript(), triggers: [a.dropletId] },
+      { ...p, dependsOn: [this.restart] },
+    );
 
     this.registerOutputs({});
   }

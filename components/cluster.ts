@@ -36,7 +36,12 @@ export interface HaLbClusterArgs {
 export const nodeIdOf = (dropletName: string, dropletId: string | number) => `${dropletName}-${dropletId}`;
 
 /** Droplet names: lowercase letters, digits and '-'. */
-export const sanitize = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "stack";
+export const sanitize = (s: string) =>
+  s
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 40) || "stack";
 
 export function lbSpecs(c: PublicStackConfig, prefix: string): LbNodeSpec[] {
   const out: LbNodeSpec[] = [];
@@ -65,11 +70,22 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const specs = lbSpecs(c, a.prefix);
     const lbs = new LoadBalancers(
       `${name}-lbs`,
-      { region: c.region, vpcUuid: network.vpc.id, sshKeys: c.sshKeys, tags: [network.clusterTag.name], colorTags: { blue: network.colorTags.blue.name, green: network.colorTags.green.name }, nodes: specs },
+      {
+        region: c.region,
+        vpcUuid: network.vpc.id,
+        sshKeys: c.sshKeys,
+        tags: [network.clusterTag.name],
+        colorTags: { blue: network.colorTags.blue.name, green: network.colorTags.green.name },
+        nodes: specs,
+      },
       p,
     );
     const witness = c.witnessRegion
-      ? new Witness(`${name}-witness`, { region: c.witnessRegion, sshKeys: c.sshKeys, tags: [network.witnessTag.name], image: c.image, name: `${a.prefix}-witness` }, p)
+      ? new Witness(
+          `${name}-witness`,
+          { region: c.witnessRegion, sshKeys: c.sshKeys, tags: [network.witnessTag.name], image: c.image, name: `${a.prefix}-witness` },
+          p,
+        )
       : null;
     const rip = new ReservedIpComponent(`${name}-reserved-ip`, { region: c.region, existing: c.reservedIp, retainOnDelete: c.retainReservedIp }, p);
     new Firewalls(
@@ -92,7 +108,11 @@ export class HaLbCluster extends pulumi.ComponentResource {
     // Peer keys: two slots; bumping the generation regenerates only the slot that becomes current,
     // so the other one is the previous key, still accepted while the new config rolls out.
     const slot = (i: 0 | 1) =>
-      new random.RandomBytes(`${name}-peer-key-${i}`, { length: 32, keepers: { generation: String(c.peerKeyGeneration - ((c.peerKeyGeneration - i) % 2 === 0 ? 0 : 1)) } }, p);
+      new random.RandomBytes(
+        `${name}-peer-key-${i}`,
+        { length: 32, keepers: { generation: String(c.peerKeyGeneration - ((c.peerKeyGeneration - i) % 2 === 0 ? 0 : 1)) } },
+        p,
+      );
     const slots = [slot(0), slot(1)];
     const current = slots[c.peerKeyGeneration % 2].hex;
     const previous = c.peerKeyGeneration > 1 ? slots[(c.peerKeyGeneration + 1) % 2].hex : undefined;
@@ -113,11 +133,13 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const lbPublic = lbs.droplets.map((d) => d.droplet.ipv4Address);
     const witnessPublic = witness?.droplet.ipv4Address;
     const membersFor = (viewFromWitness: boolean) =>
-      pulumi.all([pulumi.all(viewFromWitness ? lbPublic : lbPrivate), witnessPublic ?? pulumi.output(""), pulumi.all(lbIds), witnessId]).apply(([addrs, w, ids, wid]) => {
-        const ms: Member[] = specs.map((s, i) => ({ id: ids[i], address: addrs[i], port: PEER_PORT, role: "lb", color: s.color, priority: 100 }));
-        if (witness) ms.push({ id: wid, address: w, port: PEER_PORT, role: "witness", priority: 100 });
-        return ms;
-      });
+      pulumi
+        .all([pulumi.all(viewFromWitness ? lbPublic : lbPrivate), witnessPublic ?? pulumi.output(""), pulumi.all(lbIds), witnessId])
+        .apply(([addrs, w, ids, wid]) => {
+          const ms: Member[] = specs.map((s, i) => ({ id: ids[i], address: addrs[i], port: PEER_PORT, role: "lb", color: s.color, priority: 100 }));
+          if (witness) ms.push({ id: wid, address: w, port: PEER_PORT, role: "witness", priority: 100 });
+          return ms;
+        });
     const agentConfig = (nodeId: pulumi.Input<string>, role: "lb" | "witness", ip: pulumi.Output<string>): pulumi.Output<AgentConfigInput> =>
       pulumi.all([membersFor(role === "witness"), membershipVersion, ip, nodeId]).apply(([members, version, , nodeId]) => ({
         nodeId,
@@ -134,7 +156,10 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const deployments: AgentDeployment[] = (this.deployments = []);
     // Restarts chain in rollingOrder: the standby color first (a broken bundle fails the deploy
     // before it touches the color that serves), then the color in force, then the witness.
-    const order = rollingOrder(lbs.droplets.map(({ spec }, i) => ({ name: spec.name, color: spec.color, i })), c.activeColor);
+    const order = rollingOrder(
+      lbs.droplets.map(({ spec }, i) => ({ name: spec.name, color: spec.color, i })),
+      c.activeColor,
+    );
     for (const { i } of order) {
       const { spec, droplet } = lbs.droplets[i];
       const d = new AgentDeployment(
@@ -145,7 +170,9 @@ export class HaLbCluster extends pulumi.ComponentResource {
           privateKey: a.sshPrivateKey,
           dropletId: droplet.id,
           bundle: a.bundle,
-          agentConfig: pulumi.all([agentConfig(lbIds[i], "lb", droplet.ipv4Address), rip.address, droplet.id]).apply(([cfg, ip, id]) => ({ ...cfg, reservedIp: ip, dropletId: Number(id) })),
+          agentConfig: pulumi
+            .all([agentConfig(lbIds[i], "lb", droplet.ipv4Address), rip.address, droplet.id])
+            .apply(([cfg, ip, id]) => ({ ...cfg, reservedIp: ip, dropletId: Number(id) })),
           token: a.agentToken,
           peerKey: current,
           previousPeerKey: previous,
@@ -160,7 +187,17 @@ export class HaLbCluster extends pulumi.ComponentResource {
     if (witness) {
       const d = new AgentDeployment(
         `${name}-agent-witness`,
-        { role: "witness", host: witness.droplet.ipv4Address, privateKey: a.sshPrivateKey, dropletId: witness.droplet.id, bundle: a.bundle, agentConfig: agentConfig(witnessId, "witness", witness.droplet.ipv4Address), peerKey: current, previousPeerKey: previous, after },
+        {
+          role: "witness",
+          host: witness.droplet.ipv4Address,
+          privateKey: a.sshPrivateKey,
+          dropletId: witness.droplet.id,
+          bundle: a.bundle,
+          agentConfig: agentConfig(witnessId, "witness", witness.droplet.ipv4Address),
+          peerKey: current,
+          previousPeerKey: previous,
+          after,
+        },
         p,
       );
       deployments.push(d);
@@ -191,8 +228,16 @@ export class HaLbCluster extends pulumi.ComponentResource {
     }
 
     this.reservedIp = rip.address;
-    this.loadBalancers = pulumi.all(lbs.droplets.map(({ spec, droplet }) => pulumi.all([droplet.ipv4Address, droplet.ipv4AddressPrivate]).apply(([pub, priv]) => ({ name: spec.name, color: spec.color, publicIp: pub, privateIp: priv }))));
-    this.witness = witness ? witness.droplet.ipv4Address.apply((ip) => ({ name: `${a.prefix}-witness`, region: c.witnessRegion!, publicIp: ip })) : pulumi.output(null);
+    this.loadBalancers = pulumi.all(
+      lbs.droplets.map(({ spec, droplet }) =>
+        pulumi
+          .all([droplet.ipv4Address, droplet.ipv4AddressPrivate])
+          .apply(([pub, priv]) => ({ name: spec.name, color: spec.color, publicIp: pub, privateIp: priv })),
+      ),
+    );
+    this.witness = witness
+      ? witness.droplet.ipv4Address.apply((ip) => ({ name: `${a.prefix}-witness`, region: c.witnessRegion!, publicIp: ip }))
+      : pulumi.output(null);
     this.registerOutputs({ reservedIp: this.reservedIp, loadBalancers: this.loadBalancers, witness: this.witness });
   }
 }

@@ -87,7 +87,12 @@ export function parseStackConfig(raw: Record<string, unknown>): { config: StackC
     for (const i of r.error.issues) {
       const key = String(i.path[0] ?? "(root)");
       const where = i.path.length > 1 ? ` (at ${i.path.slice(1).join(".")})` : "";
-      const what = i.code === "invalid_type" && i.input === undefined ? "is required" : i.code === "unrecognized_keys" ? `has unknown keys ${i.keys.join(", ")}` : i.message;
+      const what =
+        i.code === "invalid_type" && i.input === undefined
+          ? "is required"
+          : i.code === "unrecognized_keys"
+            ? `has unknown keys ${i.keys.join(", ")}`
+            : i.message;
       if (!byKey.has(key)) byKey.set(key, `ha-lb:${key}: ${what}${where}${EXPECTED[key] ? `; expected ${EXPECTED[key]}` : ""}`);
     }
     throw new StackConfigError([...byKey.values()]);
@@ -95,13 +100,19 @@ export function parseStackConfig(raw: Record<string, unknown>): { config: StackC
   const c = r.data;
   const errors: string[] = [];
   const warnings: string[] = [];
-  if (c.witnessRegion && c.witnessRegion === c.region) errors.push(`ha-lb:witnessRegion: must differ from region (${c.region}), or a datacenter outage takes the witness too; expected another region slug, e.g. sfo3`);
-  if (c.colors[c.activeColor].count < 1) errors.push(`ha-lb:activeColor: ${c.activeColor} has no droplets (colors.${c.activeColor}.count is 0); expected a color with count ≥ 1`);
+  if (c.witnessRegion && c.witnessRegion === c.region)
+    errors.push(
+      `ha-lb:witnessRegion: must differ from region (${c.region}), or a datacenter outage takes the witness too; expected another region slug, e.g. sfo3`,
+    );
+  if (c.colors[c.activeColor].count < 1)
+    errors.push(`ha-lb:activeColor: ${c.activeColor} has no droplets (colors.${c.activeColor}.count is 0); expected a color with count ≥ 1`);
   const lbs = c.colors.blue.count + c.colors.green.count;
   const voters = lbs + (c.witnessRegion ? 1 : 0);
   const majority = Math.floor(voters / 2) + 1;
   if (lbs >= 2 && voters - 1 < majority) {
-    errors.push(`ha-lb:witnessRegion: ${lbs} load balancers and no witness cannot survive the loss of one (${voters} voters need ${majority}); set ha-lb:witnessRegion (a small droplet in another region) or add a load balancer`);
+    errors.push(
+      `ha-lb:witnessRegion: ${lbs} load balancers and no witness cannot survive the loss of one (${voters} voters need ${majority}); set ha-lb:witnessRegion (a small droplet in another region) or add a load balancer`,
+    );
   } else if (voters % 2 === 0) {
     const tolerated = voters - majority;
     warnings.push(
@@ -149,7 +160,10 @@ export type PublicStackConfig = Omit<StackConfig, (typeof SECRET_KEYS)[number]>;
  * Pure: read, validate, split off the secrets. Throws one StackConfigError listing every bad key
  * (unknown keys, bad JSON and bad values alike are reported together where possible).
  */
-export function loadStackConfig(get: (key: string) => unknown, present: string[] = []): { config: PublicStackConfig; secrets: Record<(typeof SECRET_KEYS)[number], string>; warnings: string[] } {
+export function loadStackConfig(
+  get: (key: string) => unknown,
+  present: string[] = [],
+): { config: PublicStackConfig; secrets: Record<(typeof SECRET_KEYS)[number], string>; warnings: string[] } {
   let raw: Record<string, unknown>;
   let early: StackConfigError | undefined;
   try {

@@ -51,7 +51,13 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
     "",
   ];
   for (const port of o.listenPorts) {
-    lines.push(`frontend fe_${port}`, `    bind ${ANCHOR_PLACEHOLDER}:${port}`, ...(o.serverName ? [`    http-response set-header X-Served-By ${o.serverName}`] : []), "    default_backend be_app", "");
+    lines.push(
+      `frontend fe_${port}`,
+      `    bind ${ANCHOR_PLACEHOLDER}:${port}`,
+      ...(o.serverName ? [`    http-response set-header X-Served-By ${o.serverName}`] : []),
+      "    default_backend be_app",
+      "",
+    );
   }
   lines.push("backend be_app", "    balance roundrobin");
   o.backends.forEach((b, i) => lines.push(`    server app${i + 1} ${b} check inter 1s fall 2 rise 2`));

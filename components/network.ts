@@ -18,7 +18,11 @@ export class Network extends pulumi.ComponentResource {
   constructor(name: string, args: NetworkArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:Network", name, {}, opts);
     const p = { parent: this };
-    this.vpc = new digitalocean.Vpc(`${name}-vpc`, { name: `${args.prefix}-ha-lb`, region: args.region, ipRange: args.ipRange, description: "ha-lb load balancers" }, p);
+    this.vpc = new digitalocean.Vpc(
+      `${name}-vpc`,
+      { name: `${args.prefix}-ha-lb`, region: args.region, ipRange: args.ipRange, description: "ha-lb load balancers" },
+      p,
+    );
     this.clusterTag = new digitalocean.Tag(`${name}-tag`, { name: `${args.prefix}-ha-lb` }, p);
     this.witnessTag = new digitalocean.Tag(`${name}-tag-witness`, { name: `${args.prefix}-ha-lb-witness` }, p);
     this.colorTags = {

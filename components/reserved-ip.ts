@@ -24,11 +24,16 @@ export class ReservedIpComponent extends pulumi.ComponentResource {
       this.ip = digitalocean.ReservedIp.get(`${name}-ip`, args.existing, undefined, { parent: this });
       // An address in another region could never be assigned to the LBs: say so at deploy time.
       this.address = pulumi.all([this.ip.ipAddress, this.ip.region]).apply(([ip, region]) => {
-        if (region && region !== args.region) throw new Error(`ha-lb:reservedIp: ${args.existing} is in ${region}, not in ${args.region}; expected a Reserved IP in the LBs' region`);
+        if (region && region !== args.region)
+          throw new Error(`ha-lb:reservedIp: ${args.existing} is in ${region}, not in ${args.region}; expected a Reserved IP in the LBs' region`);
         return ip;
       });
     } else {
-      this.ip = new digitalocean.ReservedIp(`${name}-ip`, { region: args.region }, { parent: this, retainOnDelete: args.retainOnDelete, ignoreChanges: ["dropletId"] });
+      this.ip = new digitalocean.ReservedIp(
+        `${name}-ip`,
+        { region: args.region },
+        { parent: this, retainOnDelete: args.retainOnDelete, ignoreChanges: ["dropletId"] },
+      );
       this.address = this.ip.ipAddress;
     }
     this.registerOutputs({ address: this.address });

@@ -23,7 +23,16 @@ export class Witness extends pulumi.ComponentResource {
     super("ha-lb:index:Witness", name, {}, opts);
     this.droplet = new digitalocean.Droplet(
       args.name,
-      { name: args.name, region: args.region, size: WITNESS_SIZE, image: args.image, sshKeys: args.sshKeys, monitoring: true, tags: args.tags, userData: bootstrapUserData("witness") },
+      {
+        name: args.name,
+        region: args.region,
+        size: WITNESS_SIZE,
+        image: args.image,
+        sshKeys: args.sshKeys,
+        monitoring: true,
+        tags: args.tags,
+        userData: bootstrapUserData("witness"),
+      },
       { parent: this },
     );
     this.registerOutputs({ name: args.name });

@@ -72,10 +72,14 @@ async function main() {
   const watch = setInterval(() => void watchOnce().catch(() => undefined), 20);
 
   const c = cluster;
-  await c.waitFor("a leader holding the IP", async () => {
-    const l = await c.leader();
-    return l && c.holder() === l ? l : null;
-  }, 30_000);
+  await c.waitFor(
+    "a leader holding the IP",
+    async () => {
+      const l = await c.leader();
+      return l && c.holder() === l ? l : null;
+    },
+    30_000,
+  );
 
   for (let round = 1; round <= rounds; round++) {
     await new Promise((r) => setTimeout(r, 2_000));
@@ -83,15 +87,22 @@ async function main() {
     say(`--- round ${round}: kill -9 the leader ${victim} ---`);
     const killedAt = performance.now();
     await c.stopNode(victim, "SIGKILL");
-    const successor = await c.waitFor("a new leader", async () => {
-      const l = await c.leader();
-      return l && l !== victim ? l : null;
-    }, 30_000, 5);
+    const successor = await c.waitFor(
+      "a new leader",
+      async () => {
+        const l = await c.leader();
+        return l && l !== victim ? l : null;
+      },
+      30_000,
+      5,
+    );
     const electedMs = performance.now() - killedAt;
     await c.waitFor("the IP on the new leader", () => (c.holder() === successor ? successor : null), 60_000, 5);
     const movedMs = performance.now() - killedAt;
-    say(`takeover: ${successor} leads ${electedMs.toFixed(0)} ms after the kill; the IP is on it after ${movedMs.toFixed(0)} ms ` +
-      `(of which ${actionDelayMs} ms is the emulated API action)`);
+    say(
+      `takeover: ${successor} leads ${electedMs.toFixed(0)} ms after the kill; the IP is on it after ${movedMs.toFixed(0)} ms ` +
+        `(of which ${actionDelayMs} ms is the emulated API action)`,
+    );
     const log = c.emulator.requestLog();
     say(`API so far: ${log.length} requests, ${log.filter((r) => r.method === "POST").length} assigns`);
     say(`restarting ${victim}: it rejoins as a follower and does not take the IP back (stickiness)`);
@@ -102,7 +113,9 @@ async function main() {
   // The leader learns that its assign completed at its next poll of the action (it polls sparingly,
   // the API is rate limited), a little after the emulator moved the IP: wait for it, boundedly.
   const finalLeader = (await c.leader())!;
-  await c.waitFor("the leader to see the IP on its droplet", async () => (await c.status(finalLeader))?.reservedIp?.holderIsLeader === true, 10_000).catch(() => undefined);
+  await c
+    .waitFor("the leader to see the IP on its droplet", async () => (await c.status(finalLeader))?.reservedIp?.holderIsLeader === true, 10_000)
+    .catch(() => undefined);
   const st = await c.status(finalLeader);
   if (st) {
     say("final status of the leader (fipd status):");

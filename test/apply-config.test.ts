@@ -37,7 +37,9 @@ describe("apply-config", () => {
   it("refuses an owner that does not exist, before writing anything", async () => {
     dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
     const etc = join(dir, "etc");
-    await expect(applyConfig(payload, { dir: etc, owner: "halb-no-such-user", reload: false })).rejects.toThrow(/--owner halb-no-such-user: no such user on this host.*useradd/s);
+    await expect(applyConfig(payload, { dir: etc, owner: "halb-no-such-user", reload: false })).rejects.toThrow(
+      /--owner halb-no-such-user: no such user on this host.*useradd/s,
+    );
     expect(existsSync(etc)).toBe(false);
   });
 

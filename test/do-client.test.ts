@@ -57,6 +57,8 @@ describe("reserved IP client", () => {
     setTimeout(() => ac.abort(new Error("lost lease")), 300);
     await expect(p).rejects.toThrow(/lost lease/);
     emu.faults.set({ status: 500, count: 100 });
-    await expect(createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 500 }).assign("198.51.100.100", dropletId, { deadlineMs: 1_500 })).rejects.toThrow(/did not complete within 1500 ms/);
+    await expect(
+      createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 500 }).assign("198.51.100.100", dropletId, { deadlineMs: 1_500 }),
+    ).rejects.toThrow(/did not complete within 1500 ms/);
   });
 });

@@ -54,7 +54,25 @@ describe("durable election state", () => {
     const out = e.step({
       type: "message",
       now: 2_000,
-      message: { kind: "vote-request", from: "b2", term: 5, sentAt: 1, transfer: false, status: { role: "lb", color: "blue", healthy: true, maintenance: false, eligible: true, membershipVersion: 1, memberIds: ["b1", "b2", "b3"], jointOldIds: [], colorInForce: "blue", requestedColor: "blue" } },
+      message: {
+        kind: "vote-request",
+        from: "b2",
+        term: 5,
+        sentAt: 1,
+        transfer: false,
+        status: {
+          role: "lb",
+          color: "blue",
+          healthy: true,
+          maintenance: false,
+          eligible: true,
+          membershipVersion: 1,
+          memberIds: ["b1", "b2", "b3"],
+          jointOldIds: [],
+          colorInForce: "blue",
+          requestedColor: "blue",
+        },
+      },
     });
     expect(out.effects[0]).toEqual({ type: "persist", state: { term: 5, votedFor: "b2" } });
     const again = new Election(cfg, 0, { durable: { term: 5, votedFor: "b2" } });

@@ -16,14 +16,32 @@ afterEach(async () => {
 async function pair(keysA = { current: key(), previous: null as ReturnType<typeof key> | null }, keysB = keysA) {
   const got: Array<{ from: string; msg: PeerMessage }> = [];
   const metrics = createMetrics();
-  const b = await createPeerTransport({ selfId: "b", listenAddress: "127.0.0.1", listenPort: 0, members: [], keys: keysB, onMessage: (from, m) => got.push({ from, msg: m }), log: silentLogger, metrics });
-  const a = await createPeerTransport({ selfId: "a", listenAddress: "127.0.0.1", listenPort: 0, members: [{ id: "b", address: "127.0.0.1", port: b.port }], keys: keysA, onMessage: () => undefined, log: silentLogger });
+  const b = await createPeerTransport({
+    selfId: "b",
+    listenAddress: "127.0.0.1",
+    listenPort: 0,
+    members: [],
+    keys: keysB,
+    onMessage: (from, m) => got.push({ from, msg: m }),
+    log: silentLogger,
+    metrics,
+  });
+  const a = await createPeerTransport({
+    selfId: "a",
+    listenAddress: "127.0.0.1",
+    listenPort: 0,
+    members: [{ id: "b", address: "127.0.0.1", port: b.port }],
+    keys: keysA,
+    onMessage: () => undefined,
+    log: silentLogger,
+  });
   b.updateMembers([{ id: "a", address: "127.0.0.1", port: a.port }]);
   open.push(a, b);
   return { a, b, got, metrics };
 }
 const settle = () => new Promise((r) => setTimeout(r, 100));
-const dropped = async (m: ReturnType<typeof createMetrics>, reason: string) => ((await m.peerDropped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0);
+const dropped = async (m: ReturnType<typeof createMetrics>, reason: string) =>
+  (await m.peerDropped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
 
 describe("peer transport", () => {
   it("delivers authenticated messages with the sender from the header", async () => {
@@ -71,7 +89,15 @@ describe("peer transport", () => {
     // a: rolled (new, accepts old); b: not yet (old only). b speaks first.
     const { a, b, got: gotAtB, metrics: metricsB } = await pair({ current: newKey, previous: oldKey }, { current: oldKey, previous: null });
     const gotAtA: string[] = [];
-    const a2 = await createPeerTransport({ selfId: "a", listenAddress: "127.0.0.1", listenPort: 0, members: [{ id: "b", address: "127.0.0.1", port: b.port }], keys: { current: newKey, previous: oldKey }, onMessage: (from) => gotAtA.push(from), log: silentLogger });
+    const a2 = await createPeerTransport({
+      selfId: "a",
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      members: [{ id: "b", address: "127.0.0.1", port: b.port }],
+      keys: { current: newKey, previous: oldKey },
+      onMessage: (from) => gotAtA.push(from),
+      log: silentLogger,
+    });
     open.push(a2);
     await a.close();
     open.splice(open.indexOf(a), 1);

@@ -37,7 +37,9 @@ function main() {
   const command = `apt-get update && apt-get install -y ${missing.join(" ")}`;
   if (!root) {
     const why = missing.length ? `these tools are missing: install them with\n  sudo sh -c '${command}'\nthen` : "";
-    console.error(`npm test: the end-to-end tests run HAProxy and fipd in Linux network namespaces, which needs root. ${why} run the tests as root (sudo npm test).`);
+    console.error(
+      `npm test: the end-to-end tests run HAProxy and fipd in Linux network namespaces, which needs root. ${why} run the tests as root (sudo npm test).`,
+    );
     process.exit(1);
   }
   if (missing.length === 0) return;

@@ -53,7 +53,10 @@ interface Peer {
   status: NodeStatus | null;
 }
 
-type Phase = { kind: "idle" } | { kind: "prevote"; nextTerm: number; granted: Set<NodeId>; deadline: number } | { kind: "vote"; granted: Map<NodeId, number>; deadline: number };
+type Phase =
+  | { kind: "idle" }
+  | { kind: "prevote"; nextTerm: number; granted: Set<NodeId>; deadline: number }
+  | { kind: "vote"; granted: Map<NodeId, number>; deadline: number };
 
 interface Release {
   term: number;
@@ -210,7 +213,10 @@ export class Election implements ElectionNode {
       maintenance: this.maintenance,
       colorInForce: this.colorInForce,
       requestedColor: this.requestedColor,
-      pendingSwitchReason: this.requestedColor !== this.colorInForce ? this.pendingSwitchReason ?? this.leaderPendingReason ?? `waiting for a leader to hand over to a healthy ${this.requestedColor} node` : null,
+      pendingSwitchReason:
+        this.requestedColor !== this.colorInForce
+          ? (this.pendingSwitchReason ?? this.leaderPendingReason ?? `waiting for a leader to hand over to a healthy ${this.requestedColor} node`)
+          : null,
       membershipVersion: this.cfg.membershipVersion,
       jointOldMembers: this.jointLists.length ? [...new Set(this.jointLists.flat())] : null,
       members: this.allMembers()
@@ -223,7 +229,17 @@ export class Election implements ElectionNode {
   }
 
   /** A cheap read of the safety-relevant state, for the simulator's per-step invariant checks. */
-  probe(now: number): { role: Role; term: number; leaseValid: boolean; leaseValidUntil: number | null; asserting: boolean; eligible: boolean; color: Color | null; colorInForce: Color; member: boolean } {
+  probe(now: number): {
+    role: Role;
+    term: number;
+    leaseValid: boolean;
+    leaseValidUntil: number | null;
+    asserting: boolean;
+    eligible: boolean;
+    color: Color | null;
+    colorInForce: Color;
+    member: boolean;
+  } {
     const t = Math.max(now, this.now);
     const leaseValid = this.role === "leader" && this.leaseValidUntil !== null && t < this.leaseValidUntil;
     return {
@@ -504,13 +520,19 @@ export class Election implements ElectionNode {
       // reload, one that does not yet would lead as the old color's exception and hand back, and an
       // old-color node would win in between (two extra moves of the IP).
       const requested = this.requestedColor;
-      const target = bestOfColor(views.filter((v) => v.status?.requestedColor === requested), requested, this.colorInForce);
+      const target = bestOfColor(
+        views.filter((v) => v.status?.requestedColor === requested),
+        requested,
+        this.colorInForce,
+      );
       if (target) {
         this.handOver(target.id, `switching to ${requested}`, requested);
         return;
       }
       const notYet = bestOfColor(views, requested, this.colorInForce);
-      this.pendingSwitchReason = notYet ? `waiting for ${notYet.id} (${requested}) to get the configuration that requests ${requested}` : whyNoneOfColor(views, requested);
+      this.pendingSwitchReason = notYet
+        ? `waiting for ${notYet.id} (${requested}) to get the configuration that requests ${requested}`
+        : whyNoneOfColor(views, requested);
     } else {
       this.pendingSwitchReason = null;
     }
@@ -552,7 +574,9 @@ export class Election implements ElectionNode {
       const v = views.find((x) => x.id === to);
       if (v && v.reachable && v.status?.eligible && v.member.role === "lb" && colorMayLead(v.member.color, colorAfter, this.requestedColor)) successor = v;
     }
-    successor ??= newColor ? bestOfColor(views, newColor, colorAfter) : preferringBuild(rankedEligible(views, this.colorInForce, this.requestedColor), preferBuild);
+    successor ??= newColor
+      ? bestOfColor(views, newColor, colorAfter)
+      : preferringBuild(rankedEligible(views, this.colorInForce, this.requestedColor), preferBuild);
     const term = this.term;
     this.stepDown(`handing over: ${reason}${successor ? ` (to ${successor.id})` : " (no eligible successor)"}`);
     // The color in force changes only when a node of the new color wins (its heartbeats say so): if the
@@ -612,7 +636,8 @@ export class Election implements ElectionNode {
     if (this.role === "leader") return "I am the leader and my lease is valid";
     if (this.promisedUntil > now && this.promisedTo !== from) return `promised to ${this.promisedTo} for another ${Math.ceil(this.promisedUntil - now)} ms`;
     if (!status.eligible || candidate.role !== "lb") return "candidate is not eligible";
-    if (status.membershipVersion < this.cfg.membershipVersion) return `candidate runs membership version ${status.membershipVersion}, I run ${this.cfg.membershipVersion}`;
+    if (status.membershipVersion < this.cfg.membershipVersion)
+      return `candidate runs membership version ${status.membershipVersion}, I run ${this.cfg.membershipVersion}`;
     // The successor the last leader named, standing right after that release (no newer term since):
     // judged by the color its own (newer) config requests.
     const named = transfer && this.namedSuccessor !== null && this.namedSuccessor.id === from && this.namedSuccessor.term === this.term;
@@ -659,7 +684,14 @@ export class Election implements ElectionNode {
         return this.onAck(m.from, m.term, m.echoSentAt);
       case "prevote-request": {
         const reason = m.nextTerm <= this.term ? `term ${m.nextTerm} is not newer than mine (${this.term})` : this.refusal(m.from, m.status, false);
-        this.send(m.from, { kind: "prevote-response", from: this.cfg.nodeId, nextTerm: m.nextTerm, granted: reason === null, ...(reason ? { reason } : {}), status: this.status() });
+        this.send(m.from, {
+          kind: "prevote-response",
+          from: this.cfg.nodeId,
+          nextTerm: m.nextTerm,
+          granted: reason === null,
+          ...(reason ? { reason } : {}),
+          status: this.status(),
+        });
         return;
       }
       case "prevote-response":
@@ -738,13 +770,29 @@ export class Election implements ElectionNode {
 
   private onVoteRequest(m: Extract<PeerMessage, { kind: "vote-request" }>): void {
     const respond = (granted: boolean, reason?: string) =>
-      this.send(m.from, { kind: "vote-response", from: this.cfg.nodeId, term: Math.max(this.term, m.term), echoSentAt: m.sentAt, granted, ...(reason ? { reason } : {}), status: this.status() });
+      this.send(m.from, {
+        kind: "vote-response",
+        from: this.cfg.nodeId,
+        term: Math.max(this.term, m.term),
+        echoSentAt: m.sentAt,
+        granted,
+        ...(reason ? { reason } : {}),
+        status: this.status(),
+      });
     if (m.term < this.term) return respond(false, `term ${m.term} is older than mine (${this.term})`);
     const reason = this.refusal(m.from, m.status, m.transfer);
     if (reason) {
       // Refused while a leader's promise runs: do not adopt the newer term either, so a node that
       // cannot hear the leader does not disrupt it.
-      return this.send(m.from, { kind: "vote-response", from: this.cfg.nodeId, term: this.term, echoSentAt: m.sentAt, granted: false, reason, status: this.status() });
+      return this.send(m.from, {
+        kind: "vote-response",
+        from: this.cfg.nodeId,
+        term: this.term,
+        echoSentAt: m.sentAt,
+        granted: false,
+        reason,
+        status: this.status(),
+      });
     }
     if (m.term > this.term) this.stepDown(`${m.from} stands in newer term ${m.term}`, m.term);
     if (this.votedFor !== null && this.votedFor !== m.from) return respond(false, `already voted for ${this.votedFor} in term ${this.term}`);
@@ -789,7 +837,11 @@ export class Election implements ElectionNode {
   private onConfig(next: ElectionConfig): void {
     const prev = this.cfg;
     if (next.nodeId !== prev.nodeId) throw new Error(`nodeId cannot change on reload (${prev.nodeId} → ${next.nodeId})`);
-    const ids = (ms: Member[]) => ms.map((m) => `${m.id}:${m.role}:${m.color ?? ""}`).sort().join(",");
+    const ids = (ms: Member[]) =>
+      ms
+        .map((m) => `${m.id}:${m.role}:${m.color ?? ""}`)
+        .sort()
+        .join(",");
     this.cfg = next;
     for (const m of next.members) this.known.set(m.id, m);
     if (next.membershipVersion > prev.membershipVersion && ids(next.members) !== ids(prev.members)) {

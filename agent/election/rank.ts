@@ -19,8 +19,7 @@ export function compareRank(a: Member, b: Member, colorInForce: Color): number {
 }
 
 /** A node's color may lead if it is in force, or if it is the requested color (a pending switch). */
-export const colorMayLead = (color: Color | undefined | null, colorInForce: Color, requested: Color): boolean =>
-  color === colorInForce || color === requested;
+export const colorMayLead = (color: Color | undefined | null, colorInForce: Color, requested: Color): boolean => color === colorInForce || color === requested;
 
 export interface PeerView {
   id: NodeId;

@@ -40,11 +40,20 @@ const udpHandlesNow = () => process.getActiveResourcesInfo().filter((r) => r ===
 describe("startUdpRelay", () => {
   it("delays both legs: delay 50 ms, no jitter → round trip ≥ 100 ms and < 1000 ms", async () => {
     const echo = await echoServer();
-    const relay = await startUdpRelay({ listenAddress: "127.0.0.1", listenPort: 0, targetAddress: "127.0.0.1", targetPort: echo.port, delayMs: 50, jitterMs: 0 });
+    const relay = await startUdpRelay({
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      targetAddress: "127.0.0.1",
+      targetPort: echo.port,
+      delayMs: 50,
+      jitterMs: 0,
+    });
     relays.push(relay);
     expect(relay.port).toBeGreaterThan(0);
     const client = await bound();
-    const got = new Promise<{ msg: string; ms: number; from: number }>((res) => client.once("message", (m, r) => res({ msg: m.toString(), ms: performance.now() - t0, from: r.port })));
+    const got = new Promise<{ msg: string; ms: number; from: number }>((res) =>
+      client.once("message", (m, r) => res({ msg: m.toString(), ms: performance.now() - t0, from: r.port })),
+    );
     const t0 = performance.now();
     client.send("hello", relay.port, "127.0.0.1");
     const { msg, ms, from } = await got;
@@ -58,7 +67,14 @@ describe("startUdpRelay", () => {
   it("with jitter: no loss, delays spread, each client gets its own replies", async () => {
     const echo = await echoServer();
     // delay per leg uniform in [5, 55) ms
-    const relay = await startUdpRelay({ listenAddress: "127.0.0.1", listenPort: 0, targetAddress: "127.0.0.1", targetPort: echo.port, delayMs: 30, jitterMs: 25 });
+    const relay = await startUdpRelay({
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      targetAddress: "127.0.0.1",
+      targetPort: echo.port,
+      delayMs: 30,
+      jitterMs: 25,
+    });
     relays.push(relay);
     const clients = [await bound(), await bound()];
     const perClient = 100;
@@ -101,7 +117,15 @@ describe("startUdpRelay", () => {
 
   it("clamps the delay at 0 and uses the given random source", async () => {
     const echo = await echoServer();
-    const relay = await startUdpRelay({ listenAddress: "127.0.0.1", listenPort: 0, targetAddress: "127.0.0.1", targetPort: echo.port, delayMs: 10, jitterMs: 500, random: () => 0 });
+    const relay = await startUdpRelay({
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      targetAddress: "127.0.0.1",
+      targetPort: echo.port,
+      delayMs: 10,
+      jitterMs: 500,
+      random: () => 0,
+    });
     relays.push(relay);
     const client = await bound();
     const got = new Promise<number>((res) => client.once("message", () => res(performance.now() - t0)));
@@ -114,7 +138,14 @@ describe("startUdpRelay", () => {
     const before = await udpHandles();
     const echo = await echoServer();
     const client = await bound();
-    const relay = await startUdpRelay({ listenAddress: "127.0.0.1", listenPort: 0, targetAddress: "127.0.0.1", targetPort: echo.port, delayMs: 30, jitterMs: 0 });
+    const relay = await startUdpRelay({
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      targetAddress: "127.0.0.1",
+      targetPort: echo.port,
+      delayMs: 30,
+      jitterMs: 0,
+    });
     // one round trip so that the per-client socket exists and is bound
     const first = new Promise<void>((res) => client.once("message", () => res()));
     client.send("a", relay.port, "127.0.0.1");
@@ -140,7 +171,9 @@ describe("startUdpRelay", () => {
 
   it("rejects when the listen port is taken", async () => {
     const s = await bound();
-    await expect(startUdpRelay({ listenAddress: "127.0.0.1", listenPort: s.address().port, targetAddress: "127.0.0.1", targetPort: 9, delayMs: 0, jitterMs: 0 })).rejects.toThrow(/EADDRINUSE/);
+    await expect(
+      startUdpRelay({ listenAddress: "127.0.0.1", listenPort: s.address().port, targetAddress: "127.0.0.1", targetPort: 9, delayMs: 0, jitterMs: 0 }),
+    ).rejects.toThrow(/EADDRINUSE/);
   });
 });
 

@@ -34,7 +34,10 @@ function rowOf(md: string, startsWith: string, nth = 0): string[] {
   const rows = md.split("\n").filter((l) => l.startsWith(`| ${startsWith}`));
   const row = rows[nth];
   if (!row) throw new Error(`no row ${startsWith}`);
-  return row.slice(1, -1).split("|").map((c) => c.trim());
+  return row
+    .slice(1, -1)
+    .split("|")
+    .map((c) => c.trim());
 }
 
 describe("summarize", () => {

@@ -25,7 +25,10 @@ const LBS = ["lb-blue-1", "lb-blue-2", "lb-green-1", "lb-green-2"];
 let ORDER = [...LBS, "witness"];
 /** Pulumi's order for the restarts (their dependsOn chain): the stack's rollingOrder. */
 const pulumiOrder = (activeColor: "blue" | "green") =>
-  rollingOrder(ORDER.map((id) => (id === "witness" ? { name: id, role: "witness" as const } : { name: id, color: colorOf(id) as "blue" | "green", role: "lb" as const })), activeColor).map((n) => n.name);
+  rollingOrder(
+    ORDER.map((id) => (id === "witness" ? { name: id, role: "witness" as const } : { name: id, color: colorOf(id) as "blue" | "green", role: "lb" as const })),
+    activeColor,
+  ).map((n) => n.name);
 /** A droplet that exists from the start but joins only when it replaces lb-blue-1. */
 const REPLACEMENT = "lb-blue-3";
 const colorOf = (id: string | null | undefined) => (id ?? "").replace(/^lb-(blue|green)-\d+$/, "$1");
@@ -80,7 +83,8 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       expect(applyConfigCommand(sha, o)).not.toContain(bed.peerKey);
     }
     for (const id of pulumiOrder("blue")) expect(await must(id, rollingRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain("first start");
-    for (const id of pulumiOrder("blue")) expect(await must(id, leaderRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain(`already runs build ${sha.slice(0, 16)}`);
+    for (const id of pulumiOrder("blue"))
+      expect(await must(id, leaderRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain(`already runs build ${sha.slice(0, 16)}`);
     const out = await must("lb-blue-1", switchColorCheckScript("blue", 60, ssh.scriptOptions("lb-blue-1")));
     expect(out).toContain("blue is in force and holds the Reserved IP");
     const leader = await bed.waitForStableLeader();
@@ -134,7 +138,10 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     const leader = await bed.waitForStableLeader();
     expect(colorOf(leader)).toBe("green");
     // The IP moved once: the green leader restarted last and handed over to an upgraded green node.
-    const assigns = bed.emulator.requestLog().slice(log0).filter((r) => r.method === "POST" && r.path.endsWith("/actions"));
+    const assigns = bed.emulator
+      .requestLog()
+      .slice(log0)
+      .filter((r) => r.method === "POST" && r.path.endsWith("/actions"));
     expect(assigns).toHaveLength(1);
     // Every agent tells its peers which bundle it runs.
     const st = (await bed.status(leader))!;
@@ -179,10 +186,14 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
     ORDER = ORDER.filter((id) => id !== old).concat(REPLACEMENT);
     const leader = await bed.waitForStableLeader();
-    const st = await bed.waitFor("the new member list to be committed", async () => {
-      const s = await bed.status(leader);
-      return s && s.membershipVersion === 2 && s.jointOldMembers === null && s.majorityReachable ? s : null;
-    }, 15_000);
+    const st = await bed.waitFor(
+      "the new member list to be committed",
+      async () => {
+        const s = await bed.status(leader);
+        return s && s.membershipVersion === 2 && s.jointOldMembers === null && s.majorityReachable ? s : null;
+      },
+      15_000,
+    );
     expect(st.members.map((m) => m.id).sort()).toEqual([...bed.memberIds!].sort());
     expect(ssh.agentPid(old)).toBeNull();
   });

@@ -30,11 +30,15 @@ afterAll(async () => {
 async function restore(): Promise<string> {
   for (const id of LBS) if (!bed.haproxyPid(id)) await bed.installHaproxy(id);
   for (const id of bed.nodes.keys()) if (!bed.node(id).agent) await bed.startAgent(id);
-  return bed.waitFor("a blue leader holding the IP, seen through the Reserved IP", async () => {
-    const l = await bed.leader();
-    if (!l || colorOf(l) !== "blue" || bed.holder() !== l) return null;
-    return (await bed.curl(RESERVED_IP)) === l ? l : null;
-  }, 30_000);
+  return bed.waitFor(
+    "a blue leader holding the IP, seen through the Reserved IP",
+    async () => {
+      const l = await bed.leader();
+      if (!l || colorOf(l) !== "blue" || bed.holder() !== l) return null;
+      return (await bed.curl(RESERVED_IP)) === l ? l : null;
+    },
+    30_000,
+  );
 }
 
 /** Run `during` with the client probing, then wait until `settled` and a little more. */
@@ -149,23 +153,34 @@ describe("ha-lb in network namespaces", () => {
     const blueLeader = await restore();
     await bed.stopHaproxy("lb-green-1");
     await bed.stopHaproxy("lb-green-2");
-    await bed.waitFor("both greens to report unhealthy", async () => {
-      const s = await Promise.all(["lb-green-1", "lb-green-2"].map((id) => bed.status(id)));
-      return s.every((x) => x && x.healthy === false);
-    }, 15_000);
+    await bed.waitFor(
+      "both greens to report unhealthy",
+      async () => {
+        const s = await Promise.all(["lb-green-1", "lb-green-2"].map((id) => bed.status(id)));
+        return s.every((x) => x && x.healthy === false);
+      },
+      15_000,
+    );
     const client = bed.startClient(50, 1_000);
     bed.activeColor = "green";
     for (const id of bed.nodes.keys()) await bed.applyConfig(id);
-    const st = await bed.waitFor("the switch to be reported pending", async () => {
-      const s = await bed.status(blueLeader);
-      return s?.requestedColor === "green" && s.pendingSwitch ? s : null;
-    }, 10_000);
+    const st = await bed.waitFor(
+      "the switch to be reported pending",
+      async () => {
+        const s = await bed.status(blueLeader);
+        return s?.requestedColor === "green" && s.pendingSwitch ? s : null;
+      },
+      10_000,
+    );
     expect(st.colorInForce).toBe("blue");
     expect(st.pendingSwitch).toMatch(/green/);
     // What `pulumi up` runs after a config change: it must fail, with the agents' reason.
     const n = bed.node(blueLeader);
     const wrapper = `${n.dir}/fipd-cli`;
-    await shAsync("sh", ["-c", `printf '#!/bin/sh\\nexec "%s" "%s" "$@" --config "%s"\\n' "${process.execPath}" "${require.resolve("../../dist/fipd.cjs")}" "${n.dir}/etc/fipd.yaml" > ${wrapper} && chmod 755 ${wrapper}`]);
+    await shAsync("sh", [
+      "-c",
+      `printf '#!/bin/sh\\nexec "%s" "%s" "$@" --config "%s"\\n' "${process.execPath}" "${require.resolve("../../dist/fipd.cjs")}" "${n.dir}/etc/fipd.yaml" > ${wrapper} && chmod 755 ${wrapper}`,
+    ]);
     const check = await shAsync("ip", ["netns", "exec", n.ns, "sh", "-c", switchColorCheckScript("green", 3, { fipd: wrapper, node: process.execPath })]);
     expect(check.code).not.toBe(0);
     expect(check.err).toMatch(/switch to green not done within 3 s: requested green, in force blue, pending: .*green/);

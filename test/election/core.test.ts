@@ -16,16 +16,75 @@ const config: ElectionConfig = {
     { id: "w", address: "x", port: 1, role: "witness", priority: 100 },
   ],
 };
-const status = { role: "lb" as const, color: "blue" as const, healthy: true, maintenance: false, eligible: true, membershipVersion: 1, memberIds: ["b1", "b2", "w"], jointOldIds: [] as string[][], colorInForce: "blue" as const, requestedColor: "blue" as const };
+const status = {
+  role: "lb" as const,
+  color: "blue" as const,
+  healthy: true,
+  maintenance: false,
+  eligible: true,
+  membershipVersion: 1,
+  memberIds: ["b1", "b2", "w"],
+  jointOldIds: [] as string[][],
+  colorInForce: "blue" as const,
+  requestedColor: "blue" as const,
+};
 
 const arbMessage: fc.Arbitrary<PeerMessage> = fc.oneof(
-  fc.record({ kind: fc.constant("heartbeat" as const), from: fc.constantFrom("b2", "w", "x"), term: fc.nat(5), seq: fc.nat(), sentAt: fc.nat(10_000), status: fc.constant(status), leader: fc.option(fc.record({ colorInForce: fc.constantFrom("blue" as const, "green" as const), committedMembershipVersion: fc.nat(3), pendingSwitchReason: fc.constant(null) })) }),
-  fc.record({ kind: fc.constant("heartbeat-ack" as const), from: fc.constantFrom("b2", "w"), term: fc.nat(5), seq: fc.nat(), echoSentAt: fc.nat(10_000), status: fc.constant(status) }),
+  fc.record({
+    kind: fc.constant("heartbeat" as const),
+    from: fc.constantFrom("b2", "w", "x"),
+    term: fc.nat(5),
+    seq: fc.nat(),
+    sentAt: fc.nat(10_000),
+    status: fc.constant(status),
+    leader: fc.option(
+      fc.record({
+        colorInForce: fc.constantFrom("blue" as const, "green" as const),
+        committedMembershipVersion: fc.nat(3),
+        pendingSwitchReason: fc.constant(null),
+      }),
+    ),
+  }),
+  fc.record({
+    kind: fc.constant("heartbeat-ack" as const),
+    from: fc.constantFrom("b2", "w"),
+    term: fc.nat(5),
+    seq: fc.nat(),
+    echoSentAt: fc.nat(10_000),
+    status: fc.constant(status),
+  }),
   fc.record({ kind: fc.constant("prevote-request" as const), from: fc.constantFrom("b2", "w"), nextTerm: fc.nat(6), status: fc.constant(status) }),
-  fc.record({ kind: fc.constant("prevote-response" as const), from: fc.constantFrom("b2", "w"), nextTerm: fc.nat(6), granted: fc.boolean(), status: fc.constant(status) }),
-  fc.record({ kind: fc.constant("vote-request" as const), from: fc.constantFrom("b2", "w"), term: fc.nat(6), sentAt: fc.nat(10_000), transfer: fc.boolean(), status: fc.constant(status) }),
-  fc.record({ kind: fc.constant("vote-response" as const), from: fc.constantFrom("b2", "w"), term: fc.nat(6), echoSentAt: fc.nat(10_000), granted: fc.boolean(), status: fc.constant(status) }),
-  fc.record({ kind: fc.constant("release" as const), from: fc.constantFrom("b2", "w"), term: fc.nat(6), successor: fc.option(fc.constantFrom("b1", "b2")), colorInForce: fc.constantFrom("blue" as const, "green" as const), reason: fc.constant("test") }),
+  fc.record({
+    kind: fc.constant("prevote-response" as const),
+    from: fc.constantFrom("b2", "w"),
+    nextTerm: fc.nat(6),
+    granted: fc.boolean(),
+    status: fc.constant(status),
+  }),
+  fc.record({
+    kind: fc.constant("vote-request" as const),
+    from: fc.constantFrom("b2", "w"),
+    term: fc.nat(6),
+    sentAt: fc.nat(10_000),
+    transfer: fc.boolean(),
+    status: fc.constant(status),
+  }),
+  fc.record({
+    kind: fc.constant("vote-response" as const),
+    from: fc.constantFrom("b2", "w"),
+    term: fc.nat(6),
+    echoSentAt: fc.nat(10_000),
+    granted: fc.boolean(),
+    status: fc.constant(status),
+  }),
+  fc.record({
+    kind: fc.constant("release" as const),
+    from: fc.constantFrom("b2", "w"),
+    term: fc.nat(6),
+    successor: fc.option(fc.constantFrom("b1", "b2")),
+    colorInForce: fc.constantFrom("blue" as const, "green" as const),
+    reason: fc.constant("test"),
+  }),
 );
 
 const arbEvents = fc.array(

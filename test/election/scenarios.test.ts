@@ -14,7 +14,10 @@ import { rollingOrder } from "../../components/rolling-order.js";
 const lb = (id: string, color: Color = "blue", priority = 100): Member => ({ id, address: "sim", port: 1, role: "lb", color, priority });
 const witness: Member = { id: "w", address: "sim", port: 1, role: "witness", priority: 100 };
 
-function world(members: Member[], o: { bugs?: PlantedBugs; timing?: Partial<FailoverTiming>; rates?: Record<string, number>; delay?: number; extra?: Member[] } = {}): World {
+function world(
+  members: Member[],
+  o: { bugs?: PlantedBugs; timing?: Partial<FailoverTiming>; rates?: Record<string, number>; delay?: number; extra?: Member[] } = {},
+): World {
   const timing = { ...DEFAULT_TIMING, ...o.timing };
   const w = new World({
     seed: 7,
@@ -25,7 +28,8 @@ function world(members: Member[], o: { bugs?: PlantedBugs; timing?: Partial<Fail
     network: { loss: 0, minDelayMs: o.delay ?? 0.2, maxDelayMs: o.delay ?? 0.2, duplicate: 0 },
     bugs: o.bugs,
     traceLimit: 200,
-    afterStep: checkSafety, onStartAsserting: checkReachableMajority,
+    afterStep: checkSafety,
+    onStartAsserting: checkReachableMajority,
   });
   for (const m of [...members, ...(o.extra ?? [])]) {
     const n = w.addNode(m);
@@ -144,7 +148,7 @@ describe("election scenarios", () => {
       expect(leader(w)).toBe(initialLeader);
       const leaders: string[] = [initialLeader];
       const sample = (ms: number) => {
-        for (const end = w.now + ms; w.now < end; ) {
+        for (const end = w.now + ms; w.now < end;) {
           w.runUntil(w.now + 5);
           const l = leader(w);
           if (l && l !== leaders[leaders.length - 1]) leaders.push(l);
@@ -156,7 +160,10 @@ describe("election scenarios", () => {
         w.start(id);
         sample(5_000);
       };
-      const order = rollingOrder([lb("b1"), lb("b2"), lb("b3")].map((m) => ({ name: m.id, color: m.color })), "blue").map((n) => n.name);
+      const order = rollingOrder(
+        [lb("b1"), lb("b2"), lb("b3")].map((m) => ({ name: m.id, color: m.color })),
+        "blue",
+      ).map((n) => n.name);
       for (const id of order) if (leader(w) !== id) restart(id); // first pass: rollingRestartScript
       for (const id of order) {
         // second pass: leaderRestartScript
@@ -277,7 +284,10 @@ describe("the invariants catch planted bugs", () => {
       violation(() => {
         const w = world([lb("b1"), lb("b2"), lb("b3"), lb("b4"), lb("b5")], { bugs });
         // b1 and b2 are cut off from the rest: two of five, a minority.
-        w.partition([["b1", "b2"], ["b3", "b4", "b5"]]);
+        w.partition([
+          ["b1", "b2"],
+          ["b3", "b4", "b5"],
+        ]);
         startAll(w, ["b1", "b2"]);
         w.runUntil(3_000);
         expect(leader(w)).toBeNull();
@@ -338,7 +348,10 @@ describe("the invariants catch planted bugs", () => {
         w.start("b5");
         w.reload("b1");
         w.runUntil(1_510);
-        w.partition([["b1", "b4", "b5"], ["b2", "b3"]]);
+        w.partition([
+          ["b1", "b4", "b5"],
+          ["b2", "b3"],
+        ]);
         w.runUntil(3_000);
       });
     expect(run({ noJointMajority: true })).toBe("S1");

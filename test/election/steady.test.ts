@@ -23,7 +23,8 @@ describe("steady state and failover budget", () => {
         actualDrift: DEFAULT_TIMING.maxClockDrift,
         network: { loss: 0.01, minDelayMs: 0.5, maxDelayMs: 20.5, duplicate: 0 },
         extraDelayMs: (a, b) => (a === "w" || b === "w" ? 80 : 0),
-        afterStep: checkSafety, onStartAsserting: checkReachableMajority,
+        afterStep: checkSafety,
+        onStartAsserting: checkReachableMajority,
       });
       for (const m of members) w.addNode(m);
       for (const m of members) w.start(m.id);
@@ -40,7 +41,16 @@ describe("steady state and failover budget", () => {
   }
 
   it("failover budget: with 0 ms delay the successor asserts within 350 ms of the leader's death", () => {
-    const w = new World({ seed: 3, members: members.slice(0, 3), activeColor: "blue", timing: DEFAULT_TIMING, actualDrift: 0, network: { loss: 0, minDelayMs: 0, maxDelayMs: 0, duplicate: 0 }, afterStep: checkSafety, onStartAsserting: checkReachableMajority });
+    const w = new World({
+      seed: 3,
+      members: members.slice(0, 3),
+      activeColor: "blue",
+      timing: DEFAULT_TIMING,
+      actualDrift: 0,
+      network: { loss: 0, minDelayMs: 0, maxDelayMs: 0, duplicate: 0 },
+      afterStep: checkSafety,
+      onStartAsserting: checkReachableMajority,
+    });
     for (const m of members.slice(0, 3)) w.addNode(m);
     for (const m of members.slice(0, 3)) w.start(m.id);
     w.runUntil(2_000);

@@ -21,7 +21,8 @@ export function sweep(from: number, count: number): void {
       const failures: string[] = [];
       for (let s = first; s < first + n; s++) {
         const r = runSeed(s, { faultMs: SWEEP_FAULT_MS, calmMs: SWEEP_CALM_MS });
-        if (!r.ok) failures.push(`seed ${s}: ${r.violation!.invariant} at ${r.violation!.atMs} ms: ${r.violation!.detail} (replay: npm run sim -- --seed ${s} --trace)`);
+        if (!r.ok)
+          failures.push(`seed ${s}: ${r.violation!.invariant} at ${r.violation!.atMs} ms: ${r.violation!.detail} (replay: npm run sim -- --seed ${s} --trace)`);
         if (failures.length >= 5) break;
       }
       expect(failures).toEqual([]);

@@ -26,7 +26,11 @@ beforeAll(async () => {
 afterAll(async () => emu?.close());
 
 async function call(method: string, path: string, body?: unknown, token = TOKEN) {
-  const res = await fetch(emu.apiUrl + path, { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
+  const res = await fetch(emu.apiUrl + path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
   const json = await res.json().catch(() => null);
   const op = api.matchOperation({ method, path, headers: {} });
   expect(op, `${method} ${path} is an operation of the spec`).toBeTruthy();

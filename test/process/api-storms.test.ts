@@ -22,10 +22,14 @@ async function failoverUnder(fault: Parameters<LocalCluster["emulator"]["faults"
   const before = c.emulator.requestLog().length;
   c.emulator.faults.set(fault);
   await c.stopNode(first, "SIGKILL");
-  const next = await c.waitFor("a new leader holding the IP", async () => {
-    const l = await c.leader();
-    return l && l !== first && c.holder() === l ? l : null;
-  }, 45_000);
+  const next = await c.waitFor(
+    "a new leader holding the IP",
+    async () => {
+      const l = await c.leader();
+      return l && l !== first && c.holder() === l ? l : null;
+    },
+    45_000,
+  );
   return { c, next, requests: c.emulator.requestLog().slice(before) };
 }
 

@@ -31,10 +31,14 @@ describe("fipd processes against the emulator", () => {
     expect(c.holder()).toBe(leader);
     expect(assigns(c)).toBe(1);
     // The leader learns the assign completed from the action poll or its next metadata check.
-    const st = await c.waitFor("the leader to see the IP on its droplet", async () => {
-      const s = await c.status(leader);
-      return s?.reservedIp?.holderIsLeader ? s : null;
-    }, 5_000);
+    const st = await c.waitFor(
+      "the leader to see the IP on its droplet",
+      async () => {
+        const s = await c.status(leader);
+        return s?.reservedIp?.holderIsLeader ? s : null;
+      },
+      5_000,
+    );
     expect(st.role).toBe("leader");
     expect(assigns(c)).toBe(1);
     // Followers learn who holds the IP from the leader's heartbeats.

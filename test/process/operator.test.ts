@@ -84,8 +84,10 @@ describe("fipd operator interface", () => {
     // A malformed build id is refused, by the CLI and by the agent, and nothing moves.
     const bad = await fipd(["handover", "--socket", h.socket, "--prefer-build", "v2"]);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--prefer-build takes a build id of 16 lowercase hex digits');
-    expect(await c.request(leader, { cmd: "handover", preferBuild: "v2" })).toMatchObject({ error: expect.stringContaining("preferBuild must be 16 lowercase hex digits") });
+    expect(bad.stderr).toContain("--prefer-build takes a build id of 16 lowercase hex digits");
+    expect(await c.request(leader, { cmd: "handover", preferBuild: "v2" })).toMatchObject({
+      error: expect.stringContaining("preferBuild must be 16 lowercase hex digits"),
+    });
     expect(await c.leader()).toBe(leader);
 
     const good = readFileSync(h.configPath, "utf8");

@@ -7,7 +7,10 @@ import { BASE_CONFIG, runProgram, setupMocks } from "./harness.js";
 const base = Object.fromEntries(Object.entries(BASE_CONFIG).map(([k, v]) => [k.slice("ha-lb:".length), v]));
 const load = (over: Record<string, string | undefined>) => {
   const m = { ...base, ...over };
-  return loadStackConfig((k) => m[k], Object.keys(m).filter((k) => m[k] !== undefined));
+  return loadStackConfig(
+    (k) => m[k],
+    Object.keys(m).filter((k) => m[k] !== undefined),
+  );
 };
 const errorLines = (over: Record<string, string | undefined>): string[] => {
   try {

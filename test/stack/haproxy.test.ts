@@ -39,7 +39,7 @@ beforeAll(async () => {
   md = createServer((req, res) => {
     if (req.url === "/metadata/v1/interfaces/public/0/anchor_ipv4/address") res.end(anchorReply);
     else if (req.url === "/metadata/v1/interfaces/public/0/ipv4/address") res.end(PUBLIC);
-    else (res.statusCode = 404), res.end();
+    else ((res.statusCode = 404), res.end());
   });
   await new Promise<void>((r) => md.listen(0, "127.0.0.1", r));
   mdUrl = `http://127.0.0.1:${(md.address() as { port: number }).port}`;

@@ -73,7 +73,11 @@ export function exampleStackConfig(stack: "dev" | "prod"): Record<string, string
   return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
 }
 
-export async function runProgram(config: Record<string, string>, stack = "dev", secretKeys = ["ha-lb:agentToken", "ha-lb:sshPrivateKey"]): Promise<{ resources: Declared[]; outputs: Record<string, unknown>; warnings: string[] }> {
+export async function runProgram(
+  config: Record<string, string>,
+  stack = "dev",
+  secretKeys = ["ha-lb:agentToken", "ha-lb:sshPrivateKey"],
+): Promise<{ resources: Declared[]; outputs: Record<string, unknown>; warnings: string[] }> {
   const resources = await setupMocks(stack);
   pulumi.runtime.setAllConfig({ ...config }, secretKeys);
   const warnings: string[] = [];

@@ -7,7 +7,13 @@ const lb = (name: string, color: "blue" | "green") => ({ name, color, role: "lb"
 
 describe("rollingOrder", () => {
   it("standby color first, then the color in force, each by rank, then the witness", () => {
-    const nodes = [lb("p-lb-blue-1", "blue"), lb("p-lb-blue-2", "blue"), lb("p-lb-green-1", "green"), lb("p-lb-green-2", "green"), { name: "p-witness", role: "witness" as const }];
+    const nodes = [
+      lb("p-lb-blue-1", "blue"),
+      lb("p-lb-blue-2", "blue"),
+      lb("p-lb-green-1", "green"),
+      lb("p-lb-green-2", "green"),
+      { name: "p-witness", role: "witness" as const },
+    ];
     expect(rollingOrder(nodes, "blue").map((n) => n.name)).toEqual(["p-lb-green-1", "p-lb-green-2", "p-lb-blue-1", "p-lb-blue-2", "p-witness"]);
     expect(rollingOrder(nodes, "green").map((n) => n.name)).toEqual(["p-lb-blue-1", "p-lb-blue-2", "p-lb-green-1", "p-lb-green-2", "p-witness"]);
   });
@@ -18,7 +24,10 @@ describe("rollingOrder", () => {
     const ids = names.map((n, i) => nodeIdOf(n, 900000 - i * 7919));
     const members = ids.map((id) => ({ id, address: "198.51.100.1", port: 7946, role: "lb" as const, color: "blue" as const, priority: 100 }));
     const agentsBest = [...members].sort((a, b) => compareRank(a, b, "blue"));
-    const order = rollingOrder(names.map((n) => lb(n, "blue")), "blue").map((n) => ids[names.indexOf(n.name)]);
+    const order = rollingOrder(
+      names.map((n) => lb(n, "blue")),
+      "blue",
+    ).map((n) => ids[names.indexOf(n.name)]);
     expect(order).toEqual(agentsBest.map((m) => m.id));
   });
 

@@ -45,14 +45,20 @@ describe("rolling restarts", () => {
 
   it("a restart comes after its own bundle, unit, HAProxy config and agent config", () => {
     expect(deps.get("ha-lb-agent-prod-lb-blue-2-restart")).toEqual(
-      expect.arrayContaining(["ha-lb-agent-prod-lb-blue-2-bundle", "ha-lb-agent-prod-lb-blue-2-unit", "ha-lb-agent-prod-lb-blue-2-haproxy", "ha-lb-agent-prod-lb-blue-2-config"]),
+      expect.arrayContaining([
+        "ha-lb-agent-prod-lb-blue-2-bundle",
+        "ha-lb-agent-prod-lb-blue-2-unit",
+        "ha-lb-agent-prod-lb-blue-2-haproxy",
+        "ha-lb-agent-prod-lb-blue-2-config",
+      ]),
     );
     expect(deps.get("ha-lb-agent-prod-lb-blue-2-config")).toEqual(["ha-lb-agent-prod-lb-blue-2-bundle"]);
   });
 
   it("the switch check runs after every droplet's config and restart", () => {
     const d = deps.get("ha-lb-switch-check")!;
-    for (const n of ["prod-lb-blue-1", "prod-lb-green-2", "witness"]) expect(d).toEqual(expect.arrayContaining([`ha-lb-agent-${n}-config`, `ha-lb-agent-${n}-restart`]));
+    for (const n of ["prod-lb-blue-1", "prod-lb-green-2", "witness"])
+      expect(d).toEqual(expect.arrayContaining([`ha-lb-agent-${n}-config`, `ha-lb-agent-${n}-restart`]));
   });
 
   it("the retire (handover before delete) step depends on the restart, so it is deleted before the droplet", () => {

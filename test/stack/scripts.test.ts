@@ -8,7 +8,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildAgentBundle } from "../../agent/build.js";
-import { applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, switchColorCheckScript, type ScriptOptions } from "../../components/scripts.js";
+import {
+  applyConfigCommand,
+  bundlePath,
+  deleteScript,
+  leaderRestartScript,
+  rollingRestartScript,
+  switchColorCheckScript,
+  type ScriptOptions,
+} from "../../components/scripts.js";
 
 const SHA = "0123456789abcdef".repeat(4);
 let dir: string;
@@ -87,7 +95,11 @@ describe("leaderRestartScript (second pass)", () => {
     status({ role: "leader", build: "ffffffffffffffff" });
     const r = run(leaderRestartScript(SHA, 90, so));
     expect(r.status, r.stderr).toBe(0);
-    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual([`fipd handover --prefer-build ${SHA.slice(0, 16)}`, "service restart", "fipd status --wait-healthy --timeout 90"]);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual([
+      `fipd handover --prefer-build ${SHA.slice(0, 16)}`,
+      "service restart",
+      "fipd status --wait-healthy --timeout 90",
+    ]);
   });
 
   it("an agent that cannot say which build it runs is restarted (a follower: without a handover)", () => {

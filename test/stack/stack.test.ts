@@ -7,7 +7,9 @@ const droplets = (r: Awaited<ReturnType<typeof runProgram>>) => r.resources.filt
 describe("the stack", () => {
   it("declares the tier: VPC, droplets per color, witness, a Reserved IP without a droplet, firewalls, components", async () => {
     const r = await runProgram({ ...BASE_CONFIG, "ha-lb:colors": JSON.stringify({ blue: { count: 2 }, green: { count: 2 } }) }, "prod");
-    const names = droplets(r).map((d) => d.name).sort();
+    const names = droplets(r)
+      .map((d) => d.name)
+      .sort();
     expect(names).toEqual(["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "prod-witness"]);
     const witness = droplets(r).find((d) => d.name === "prod-witness")!;
     expect(witness.inputs.region).toBe("sfo3");
@@ -22,7 +24,17 @@ describe("the stack", () => {
     expect(r.resources.some((x) => x.type === "digitalocean:index/reservedIpAssignment:ReservedIpAssignment")).toBe(false);
     expect(r.resources.filter((x) => x.type === "digitalocean:index/vpc:Vpc")).toHaveLength(1);
     const components = r.resources.filter((x) => x.type.startsWith("ha-lb:index:")).map((x) => x.type);
-    expect(new Set(components)).toEqual(new Set(["ha-lb:index:HaLbCluster", "ha-lb:index:Network", "ha-lb:index:LoadBalancers", "ha-lb:index:Witness", "ha-lb:index:ReservedIp", "ha-lb:index:Firewalls", "ha-lb:index:AgentDeployment"]));
+    expect(new Set(components)).toEqual(
+      new Set([
+        "ha-lb:index:HaLbCluster",
+        "ha-lb:index:Network",
+        "ha-lb:index:LoadBalancers",
+        "ha-lb:index:Witness",
+        "ha-lb:index:ReservedIp",
+        "ha-lb:index:Firewalls",
+        "ha-lb:index:AgentDeployment",
+      ]),
+    );
     expect(r.outputs.reservedIp).toBe("198.51.100.7");
     expect((r.outputs.loadBalancers as unknown[]).length).toBe(4);
   });
@@ -54,7 +66,8 @@ describe("the stack", () => {
     expect(stdin(b, "-config")).not.toEqual(stdin(a, "-config"));
     // Same command and triggers: the provider re-runs `create` in place (a reload), it does not replace.
     // (By name: the restarts' dependsOn chain follows the color in force, so the order changes.)
-    const cmd = (r: typeof a, suffix: string) => Object.fromEntries(r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => [x.name, [x.inputs.create, x.inputs.triggers]]));
+    const cmd = (r: typeof a, suffix: string) =>
+      Object.fromEntries(r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => [x.name, [x.inputs.create, x.inputs.triggers]]));
     expect(cmd(b, "-haproxy")).toEqual(cmd(a, "-haproxy"));
     expect(cmd(b, "-restart")).toEqual(cmd(a, "-restart"));
   });
@@ -81,7 +94,9 @@ describe("the stack", () => {
 
   it("agent configs: one per node, the same members, VPC addresses between LBs, public ones from the witness", async () => {
     const r = await runProgram(BASE_CONFIG);
-    const payloads = r.resources.filter((x) => x.name.endsWith("-config") && x.type === "command:remote:Command").map((x) => JSON.parse(unwrap(x.inputs.stdin) as string).config);
+    const payloads = r.resources
+      .filter((x) => x.name.endsWith("-config") && x.type === "command:remote:Command")
+      .map((x) => JSON.parse(unwrap(x.inputs.stdin) as string).config);
     // Node ids are droplet name + droplet ID: a replaced droplet is a new member, never a second
     // process under an old id.
     const ids = payloads.map((p) => p.nodeId as string);
@@ -107,7 +122,7 @@ describe("the stack", () => {
     expect(byName("-restart")).toHaveLength(3);
     for (const x of byName("-restart")) {
       expect(x.inputs.create).toContain("systemctl restart fipd");
-      expect(x.inputs.create).not.toContain("fipd\" handover"); // a leader waits for the second pass
+      expect(x.inputs.create).not.toContain('fipd" handover'); // a leader waits for the second pass
       expect(x.inputs.create).toMatch(/status --wait-healthy --timeout 120/);
       expect(x.inputs.triggers[0]).toMatch(/^[0-9a-f]{64}$/); // the bundle's sha256: a new bundle restarts
     }
@@ -137,10 +152,12 @@ describe("the stack", () => {
     const a = await runProgram(base);
     const b = await runProgram({ ...base, "ha-lb:activeColor": "green" });
     // By name: the restarts' dependsOn chain (rollingOrder) follows the color in force, so their order changes.
-    const view = (r: typeof a, suffix: string) => Object.fromEntries(r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => [x.name, { create: x.inputs.create, triggers: x.inputs.triggers }]));
+    const view = (r: typeof a, suffix: string) =>
+      Object.fromEntries(r.resources.filter((x) => x.name.endsWith(suffix)).map((x) => [x.name, { create: x.inputs.create, triggers: x.inputs.triggers }]));
     expect(view(b, "-config")).toEqual(view(a, "-config"));
     expect(view(b, "-restart")).toEqual(view(a, "-restart"));
-    const stdin = (r: typeof a) => r.resources.filter((x) => x.name.endsWith("-config")).map((x) => JSON.parse(unwrap(x.inputs.stdin) as string).config.activeColor);
+    const stdin = (r: typeof a) =>
+      r.resources.filter((x) => x.name.endsWith("-config")).map((x) => JSON.parse(unwrap(x.inputs.stdin) as string).config.activeColor);
     expect(stdin(a).every((c) => c === "blue")).toBe(true);
     expect(stdin(b).every((c) => c === "green")).toBe(true);
     // The switch check is what runs again (triggers changed) and fails the deploy if green never takes over.
@@ -171,9 +188,21 @@ describe("the example stacks", () => {
   });
   it("Pulumi.prod.yaml: 2 blue + 2 green + witness, one firewall each for LBs and witness", async () => {
     const r = await runProgram({ ...exampleStackConfig("prod"), ...secrets }, "prod");
-    expect(droplets(r).map((d) => d.name).sort()).toEqual(["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "prod-witness"]);
-    expect(r.resources.filter((x) => x.type === "digitalocean:index/firewall:Firewall").map((x) => x.inputs.tags)).toEqual([["prod-ha-lb"], ["prod-ha-lb-witness"]]);
-    expect(r.resources.filter((x) => x.type === "digitalocean:index/tag:Tag").map((x) => x.inputs.name).sort()).toEqual(["prod-ha-lb", "prod-ha-lb-blue", "prod-ha-lb-green", "prod-ha-lb-witness"]);
+    expect(
+      droplets(r)
+        .map((d) => d.name)
+        .sort(),
+    ).toEqual(["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "prod-witness"]);
+    expect(r.resources.filter((x) => x.type === "digitalocean:index/firewall:Firewall").map((x) => x.inputs.tags)).toEqual([
+      ["prod-ha-lb"],
+      ["prod-ha-lb-witness"],
+    ]);
+    expect(
+      r.resources
+        .filter((x) => x.type === "digitalocean:index/tag:Tag")
+        .map((x) => x.inputs.name)
+        .sort(),
+    ).toEqual(["prod-ha-lb", "prod-ha-lb-blue", "prod-ha-lb-green", "prod-ha-lb-witness"]);
     // 5 voters: odd, no warning.
     expect(r.warnings).toEqual([]);
   });
@@ -183,9 +212,15 @@ describe("stack config validation", () => {
   it("reports one line per bad key, with what is expected", async () => {
     const bad = { ...BASE_CONFIG, "ha-lb:region": "New York", "ha-lb:activeColor": "red", "ha-lb:adminCidrs": JSON.stringify(["everyone"]) };
     delete (bad as Record<string, string>)["ha-lb:agentToken"];
-    const err = await runProgram(bad).then(() => null, (e: Error) => e);
+    const err = await runProgram(bad).then(
+      () => null,
+      (e: Error) => e,
+    );
     expect(err).not.toBeNull();
-    const lines = err!.message.split("\n").slice(1).map((l) => l.trim());
+    const lines = err!.message
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim());
     expect(lines).toHaveLength(4);
     expect(lines.find((l) => l.startsWith("ha-lb:region:"))).toMatch(/region slug.*expected/);
     expect(lines.find((l) => l.startsWith("ha-lb:activeColor:"))).toMatch(/blue or green/);
@@ -201,4 +236,3 @@ describe("stack config validation", () => {
     await expect(runProgram({ ...BASE_CONFIG, "ha-lb:witnessRegion": "nyc3" })).rejects.toThrow(/witnessRegion: must differ from region/);
   });
 });
-

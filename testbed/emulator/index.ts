@@ -41,7 +41,9 @@ export interface Emulator {
   metadataUrl(dropletId: number): string;
   metadataServer: { host: string; port: number };
   addReservedIp(o: { ip: string; region: string; dropletId?: number }): void;
-  addDroplet(o: { name: string; region: string; publicIpv4: string; privateIpv4: string; anchorIpv4: string; tags?: string[]; sourceAddress?: string }): { id: number };
+  addDroplet(o: { name: string; region: string; publicIpv4: string; privateIpv4: string; anchorIpv4: string; tags?: string[]; sourceAddress?: string }): {
+    id: number;
+  };
   reservedIpHolder(ip: string): number | null;
   /** An assign or unassign of this IP is still in progress (the API shows it `locked`). */
   reservedIpLocked(ip: string): boolean;
@@ -68,7 +70,12 @@ const HOURLY_LIMIT = 5000;
 function matches(pattern: string | undefined, request: string): boolean {
   if (!pattern) return true;
   if (!pattern.includes("*")) return request.includes(pattern);
-  const re = new RegExp(pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]+"));
+  const re = new RegExp(
+    pattern
+      .split("*")
+      .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&"))
+      .join("[^/]+"),
+  );
   return re.test(request);
 }
 
@@ -131,7 +138,11 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
     const times = (recent.get(token) ?? []).filter((t) => t > now - 60_000);
     recent.set(token, times);
     const resetS = Math.ceil(((times[0] ?? now) + 60_000) / 1000);
-    const rl = (remaining: number) => ({ "ratelimit-limit": String(HOURLY_LIMIT), "ratelimit-remaining": String(Math.max(0, remaining)), "ratelimit-reset": String(resetS) });
+    const rl = (remaining: number) => ({
+      "ratelimit-limit": String(HOURLY_LIMIT),
+      "ratelimit-remaining": String(Math.max(0, remaining)),
+      "ratelimit-reset": String(resetS),
+    });
     if (times.length >= perMinute) {
       const retry = Math.max(1, resetS - Math.floor(now / 1000));
       send(res, 429, errorBody("too_many_requests", "API Rate limit exceeded."), { ...rl(0), "retry-after": String(retry) });
@@ -154,7 +165,10 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
           403: ["forbidden", "You do not have permission to perform this action."],
         };
         const [id, message] = ids[fault.status] ?? ["error", `injected ${fault.status}`];
-        send(res, fault.status, fault.body ?? errorBody(id, message), { ...headers, ...(fault.retryAfterS !== undefined ? { "retry-after": String(fault.retryAfterS) } : {}) });
+        send(res, fault.status, fault.body ?? errorBody(id, message), {
+          ...headers,
+          ...(fault.retryAfterS !== undefined ? { "retry-after": String(fault.retryAfterS) } : {}),
+        });
         return fault.status;
       }
     }
@@ -213,7 +227,15 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
         send(res, 422, errorBody("unprocessable_entity", "Droplet and reserved IP must be in the same region."), headers);
         return 422;
       }
-      const a: ActionState = { id: nextActionId++, status: "in-progress", type: body.type === "assign" ? "assign_ip" : "unassign_ip", startedAt: new Date().toISOString(), completedAt: null, ip: ip.ip, region: ip.region };
+      const a: ActionState = {
+        id: nextActionId++,
+        status: "in-progress",
+        type: body.type === "assign" ? "assign_ip" : "unassign_ip",
+        startedAt: new Date().toISOString(),
+        completedAt: null,
+        ip: ip.ip,
+        region: ip.region,
+      };
       actions.set(a.id, a);
       ip.pendingActionId = a.id;
       const target = body.type === "assign" ? body.droplet_id! : null;
@@ -286,7 +308,15 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
           hostname: d.name,
           region: d.region,
           tags: d.tags,
-          interfaces: { public: [{ ipv4: { ip_address: d.publicIpv4 }, anchor_ipv4: { ip_address: d.anchorIpv4, netmask: "255.255.255.0", gateway: values["interfaces/public/0/anchor_ipv4/gateway"] } }], private: [{ ipv4: { ip_address: d.privateIpv4 } }] },
+          interfaces: {
+            public: [
+              {
+                ipv4: { ip_address: d.publicIpv4 },
+                anchor_ipv4: { ip_address: d.anchorIpv4, netmask: "255.255.255.0", gateway: values["interfaces/public/0/anchor_ipv4/gateway"] },
+              },
+            ],
+            private: [{ ipv4: { ip_address: d.privateIpv4 } }],
+          },
           reserved_ip: { ipv4: { ip_address: held?.ip ?? "", active: !!held } },
           floating_ip: { ipv4: { ip_address: held?.ip ?? "", active: !!held } },
         }),
@@ -346,7 +376,17 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
     },
     addDroplet(o) {
       const id = nextDropletId++;
-      droplets.set(id, { id, name: o.name, region: o.region, publicIpv4: o.publicIpv4, privateIpv4: o.privateIpv4, anchorIpv4: o.anchorIpv4, tags: o.tags ?? [], sourceAddress: o.sourceAddress, createdAt: new Date().toISOString() });
+      droplets.set(id, {
+        id,
+        name: o.name,
+        region: o.region,
+        publicIpv4: o.publicIpv4,
+        privateIpv4: o.privateIpv4,
+        anchorIpv4: o.anchorIpv4,
+        tags: o.tags ?? [],
+        sourceAddress: o.sourceAddress,
+        createdAt: new Date().toISOString(),
+      });
       return { id };
     },
     reservedIpHolder: (ip) => ips.get(ip)?.dropletId ?? null,

@@ -98,7 +98,7 @@ export function sh(cmd: string, args: string[], input?: string): string {
 export function shAsync(cmd: string, args: string[], input?: string, timeoutMs = 60_000): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolveP) => {
     const p = execFile(cmd, args, { encoding: "utf8", timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-      const code = error ? (typeof (error as { code?: unknown }).code === "number" ? ((error as { code: number }).code) : 1) : 0;
+      const code = error ? (typeof (error as { code?: unknown }).code === "number" ? (error as { code: number }).code : 1) : 0;
       resolveP({ code, out: stdout, err: stderr });
     });
     p.stdin!.end(input ?? "");
@@ -140,7 +140,10 @@ export function bedPrerequisites(): string | null {
 
 /** Namespaces left by an earlier run that was killed: ours by name, so safe to remove. */
 function removeStale(): void {
-  const list = sh("ip", ["netns", "list"]).split("\n").map((l) => l.split(" ")[0]).filter((n) => n.startsWith(PREFIX));
+  const list = sh("ip", ["netns", "list"])
+    .split("\n")
+    .map((l) => l.split(" ")[0])
+    .filter((n) => n.startsWith(PREFIX));
   for (const ns of list) {
     for (const pid of sh("ip", ["netns", "pids", ns]).split("\n").filter(Boolean)) {
       try {
@@ -223,11 +226,16 @@ export class NetBed extends ClusterViews {
     ipns(rt, "link", "set", "mg", "up");
     // Routes on the host exist only while halb-mg0 does: deleting the link removes them.
     for (const net of ["203.0.113.0/25", "203.0.113.128/26", "198.51.100.0/25"]) sh("ip", ["route", "add", net, "via", ROUTER_MG_IP, "dev", HOST_LINK]);
-    nsExec(rt, "nft", ["-f", "-"], `table ip halb {
+    nsExec(
+      rt,
+      "nft",
+      ["-f", "-"],
+      `table ip halb {
   map rip { type ipv4_addr : ipv4_addr; }
   chain pre { type nat hook prerouting priority -100; policy accept; dnat to ip daddr map @rip; }
 }
-`);
+`,
+    );
 
     // ---- client
     const cl = this.addNs(`${PREFIX}cl`);
@@ -242,7 +250,7 @@ export class NetBed extends ClusterViews {
     this.emulator = await startEmulator({ tokens: [this.token], actionDelayMs: this.opts.actionDelayMs ?? 0, host: HOST_IP });
     this.emulator.addReservedIp({ ip: RESERVED_IP, region: REGION });
     this.emulator.onAssign(async (ev) => {
-      const to = ev.dropletId === null ? null : [...this.nodes.values()].find((n) => n.dropletId === ev.dropletId)?.anchorIp ?? null;
+      const to = ev.dropletId === null ? null : ([...this.nodes.values()].find((n) => n.dropletId === ev.dropletId)?.anchorIp ?? null);
       const script = `flush map ip halb rip\n${to ? `add element ip halb rip { ${RESERVED_IP} : ${to} }\n` : ""}`;
       await new Promise<void>((res, rej) => {
         const p = execFile("ip", ["netns", "exec", rt, "nft", "-f", "-"], { timeout: 10_000 }, (err) => (err ? rej(err) : res()));
@@ -278,10 +286,30 @@ export class NetBed extends ClusterViews {
       ipns(ns, "link", "set", "eth1", "up");
       ipns(ns, "route", "add", "default", "via", "203.0.113.1", "src", pub);
       this.metadataDnat(ns, mdPort);
-      const { id: dropletId } = this.emulator.addDroplet({ name: s.id, region: REGION, publicIpv4: pub, privateIpv4: vpc, anchorIpv4: anchor, sourceAddress: pub });
+      const { id: dropletId } = this.emulator.addDroplet({
+        name: s.id,
+        region: REGION,
+        publicIpv4: pub,
+        privateIpv4: vpc,
+        anchorIpv4: anchor,
+        sourceAddress: pub,
+      });
       const dir = join(this.dir, s.id);
       mkdirSync(dir, { recursive: true });
-      this.nodes.set(s.id, { id: s.id, ns, role: "lb", color: s.color, publicIp: pub, anchorIp: anchor, vpcIp: vpc, dropletId, dir, agent: null, agentExit: null, config: {} as AgentConfigInput });
+      this.nodes.set(s.id, {
+        id: s.id,
+        ns,
+        role: "lb",
+        color: s.color,
+        publicIp: pub,
+        anchorIp: anchor,
+        vpcIp: vpc,
+        dropletId,
+        dir,
+        agent: null,
+        agentExit: null,
+        config: {} as AgentConfigInput,
+      });
     });
     if (this.opts.witness) {
       const ns = this.addNs(`${PREFIX}w`);
@@ -292,29 +320,56 @@ export class NetBed extends ClusterViews {
       ipns(ns, "link", "set", "eth0", "up");
       ipns(ns, "route", "add", "default", "via", "203.0.113.1");
       this.metadataDnat(ns, mdPort);
-      const { id: dropletId } = this.emulator.addDroplet({ name: "witness", region: "sfo3", publicIpv4: pub, privateIpv4: "10.9.0.2", anchorIpv4: "10.9.0.3", sourceAddress: pub });
+      const { id: dropletId } = this.emulator.addDroplet({
+        name: "witness",
+        region: "sfo3",
+        publicIpv4: pub,
+        privateIpv4: "10.9.0.2",
+        anchorIpv4: "10.9.0.3",
+        sourceAddress: pub,
+      });
       const dir = join(this.dir, "witness");
       mkdirSync(dir, { recursive: true });
-      this.nodes.set("witness", { id: "witness", ns, role: "witness", color: null, publicIp: pub, anchorIp: null, vpcIp: null, dropletId, dir, agent: null, agentExit: null, config: {} as AgentConfigInput });
+      this.nodes.set("witness", {
+        id: "witness",
+        ns,
+        role: "witness",
+        color: null,
+        publicIp: pub,
+        anchorIp: null,
+        vpcIp: null,
+        dropletId,
+        dir,
+        agent: null,
+        agentExit: null,
+        config: {} as AgentConfigInput,
+      });
     }
     for (const n of this.nodes.values()) n.config = this.agentConfig(n);
   }
 
   private metadataDnat(ns: string, port: number): void {
-    nsExec(ns, "nft", ["-f", "-"], `table ip halb_md {
+    nsExec(
+      ns,
+      "nft",
+      ["-f", "-"],
+      `table ip halb_md {
   chain out { type nat hook output priority -100; policy accept; ip daddr 169.254.169.254 tcp dport 80 dnat to ${HOST_IP}:${port}; }
 }
-`);
+`,
+    );
   }
 
   /** The member list as a node sees it: LBs by VPC address, except from the witness (public). */
   members(view: BedNode): Member[] {
     const fromWitness = view.role === "witness";
-    return [...this.nodes.values()].filter((n) => this.memberIds === null || this.memberIds.includes(n.id)).map((n) =>
-      n.role === "lb"
-        ? { id: n.id, address: fromWitness ? n.publicIp : n.vpcIp!, port: PEER_PORT, role: "lb" as const, color: n.color!, priority: 100 }
-        : { id: n.id, address: n.publicIp, port: PEER_PORT, role: "witness" as const, priority: 100 },
-    );
+    return [...this.nodes.values()]
+      .filter((n) => this.memberIds === null || this.memberIds.includes(n.id))
+      .map((n) =>
+        n.role === "lb"
+          ? { id: n.id, address: fromWitness ? n.publicIp : n.vpcIp!, port: PEER_PORT, role: "lb" as const, color: n.color!, priority: 100 }
+          : { id: n.id, address: n.publicIp, port: PEER_PORT, role: "witness" as const, priority: 100 },
+      );
   }
 
   /** As components/cluster.ts builds it, plus paths that keep the nodes' files apart on one host. */
@@ -344,7 +399,12 @@ export class NetBed extends ClusterViews {
   /** The JSON document the stack pipes to `fipd apply-config` over SSH. */
   applyPayload(n: BedNode): string {
     n.config = this.agentConfig(n);
-    return JSON.stringify({ config: n.config, ...(n.role === "lb" ? { token: this.token } : {}), peerKey: this.peerKey, ...(this.previousPeerKey ? { previousPeerKey: this.previousPeerKey } : {}) });
+    return JSON.stringify({
+      config: n.config,
+      ...(n.role === "lb" ? { token: this.token } : {}),
+      peerKey: this.peerKey,
+      ...(this.previousPeerKey ? { previousPeerKey: this.previousPeerKey } : {}),
+    });
   }
 
   /** Write config and secrets with the bundle's apply-config (as the stack does), reloading a running agent. */
@@ -362,7 +422,13 @@ export class NetBed extends ClusterViews {
 
   renderHaproxy(id: string): string {
     // maxconn: this host limits open files to 20,000, below what the production 20,000 connections need.
-    return renderHaproxyConfig({ maxconn: 2000, listenPorts: this.opts.listenPorts ?? [80], backends: [`${HOST_IP}:${this.appPort}`], serverName: id, statsSocket: this.haproxyPaths(id).sock });
+    return renderHaproxyConfig({
+      maxconn: 2000,
+      listenPorts: this.opts.listenPorts ?? [80],
+      backends: [`${HOST_IP}:${this.appPort}`],
+      serverName: id,
+      statsSocket: this.haproxyPaths(id).sock,
+    });
   }
 
   /** Install the rendered config with the stack's own install script (anchor from metadata), and (re)start HAProxy. */
@@ -370,7 +436,11 @@ export class NetBed extends ClusterViews {
     const n = this.node(id);
     const p = this.haproxyPaths(id);
     const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then haproxy -D -p "${p.pid}" -f "${p.cfg}" -sf "$(cat "${p.pid}")"; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
-    return mustAsync("ip", ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })], this.renderHaproxy(id));
+    return mustAsync(
+      "ip",
+      ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })],
+      this.renderHaproxy(id),
+    );
   }
 
   /** The running HAProxy's PID, or null. A killed process that is not reaped yet (a zombie) or a reused PID counts as not running. */
@@ -398,7 +468,9 @@ export class NetBed extends ClusterViews {
     const cfg = join(n.dir, "etc", "fipd.yaml");
     if (!existsSync(cfg)) await this.applyConfig(id);
     const log = createWriteStream(join(n.dir, "fipd.log"), { flags: "a" });
-    const p = spawn("ip", ["netns", "exec", n.ns, process.execPath, ...agentNodeFlags(), bundle, "run", "--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn("ip", ["netns", "exec", n.ns, process.execPath, ...agentNodeFlags(), bundle, "run", "--config", cfg], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     p.stdout!.pipe(log);
     p.stderr!.pipe(log);
     this.children.add(p);
@@ -446,15 +518,32 @@ export class NetBed extends ClusterViews {
 
   /** A leader that holds the IP, and whose traffic arrives through the router's NAT. */
   async waitForStableLeader(timeoutMs = 30_000): Promise<string> {
-    return this.waitFor("a leader holding the Reserved IP", async () => {
-      const l = await this.leader();
-      return l && this.holder() === l ? l : null;
-    }, timeoutMs);
+    return this.waitFor(
+      "a leader holding the Reserved IP",
+      async () => {
+        const l = await this.leader();
+        return l && this.holder() === l ? l : null;
+      },
+      timeoutMs,
+    );
   }
 
   /** One HTTP request from the client namespace; returns X-Served-By, or null on failure. */
   async curl(target: string, port = 80): Promise<string | null> {
-    const r = await shAsync("ip", ["netns", "exec", `${PREFIX}cl`, "curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "2", `http://${target}:${port}/`]);
+    const r = await shAsync("ip", [
+      "netns",
+      "exec",
+      `${PREFIX}cl`,
+      "curl",
+      "-sS",
+      "-o",
+      "/dev/null",
+      "-D",
+      "-",
+      "--max-time",
+      "2",
+      `http://${target}:${port}/`,
+    ]);
     if (r.code !== 0) return null;
     const m = r.out.match(/^x-served-by:\s*(\S+)/im);
     return m ? m[1] : "";
@@ -465,7 +554,23 @@ export class NetBed extends ClusterViews {
   /** Start the probe client in the client namespace: a new connection every intervalMs. */
   startClient(intervalMs = 50, timeoutMs = 1_000): ProbeClient {
     const out = join(this.dir, `client-${Date.now()}.jsonl`);
-    const p = spawn("ip", ["netns", "exec", `${PREFIX}cl`, process.execPath, PROBE_CLIENT, "--url", `http://${RESERVED_IP}/`, "--interval", String(intervalMs), "--timeout", String(timeoutMs)], { stdio: ["ignore", "pipe", "inherit"] });
+    const p = spawn(
+      "ip",
+      [
+        "netns",
+        "exec",
+        `${PREFIX}cl`,
+        process.execPath,
+        PROBE_CLIENT,
+        "--url",
+        `http://${RESERVED_IP}/`,
+        "--interval",
+        String(intervalMs),
+        "--timeout",
+        String(timeoutMs),
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
     this.children.add(p);
     const results: ProbeResult[] = [];
     let buf = "";

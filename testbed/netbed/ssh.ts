@@ -37,23 +37,51 @@ export async function startSsh(bed: NetBed): Promise<SshBed> {
   for (const n of bed.nodes.values()) {
     const pidFile = join(n.dir, "sshd.pid");
     sh("ip", [
-      "netns", "exec", n.ns, "/usr/sbin/sshd",
-      "-f", "/dev/null",
-      "-o", `ListenAddress=${n.publicIp}`,
-      "-o", "Port=22",
-      "-o", `HostKey=${join(dir, "host_ed25519")}`,
-      "-o", `AuthorizedKeysFile=${join(dir, "authorized_keys")}`,
-      "-o", `PidFile=${pidFile}`,
-      "-o", "PermitRootLogin=prohibit-password",
-      "-o", "PasswordAuthentication=no",
-      "-o", "StrictModes=no",
-      "-o", "UsePAM=no",
-      "-o", "Subsystem=sftp internal-sftp",
+      "netns",
+      "exec",
+      n.ns,
+      "/usr/sbin/sshd",
+      "-f",
+      "/dev/null",
+      "-o",
+      `ListenAddress=${n.publicIp}`,
+      "-o",
+      "Port=22",
+      "-o",
+      `HostKey=${join(dir, "host_ed25519")}`,
+      "-o",
+      `AuthorizedKeysFile=${join(dir, "authorized_keys")}`,
+      "-o",
+      `PidFile=${pidFile}`,
+      "-o",
+      "PermitRootLogin=prohibit-password",
+      "-o",
+      "PasswordAuthentication=no",
+      "-o",
+      "StrictModes=no",
+      "-o",
+      "UsePAM=no",
+      "-o",
+      "Subsystem=sftp internal-sftp",
     ]);
     for (let i = 0; i < 50 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 20));
     sshdPids.push(Number(readFileSync(pidFile, "utf8").trim()));
   }
-  const sshArgs = (host: string) => ["-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", `root@${host}`];
+  const sshArgs = (host: string) => [
+    "-i",
+    key,
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=5",
+    `root@${host}`,
+  ];
 
   const opts = (id: string): ScriptOptions => {
     const d = bed.node(id).dir;
@@ -98,7 +126,11 @@ export async function startSsh(bed: NetBed): Promise<SshBed> {
     },
     async copy(id, local, remote) {
       const n = bed.node(id);
-      const r = await shAsync("ssh", [...sshArgs(n.publicIp), `mkdir -p "$(dirname "${remote}")" && cat > "${remote}.part" && mv "${remote}.part" "${remote}"`], readFileSync(local, "utf8"));
+      const r = await shAsync(
+        "ssh",
+        [...sshArgs(n.publicIp), `mkdir -p "$(dirname "${remote}")" && cat > "${remote}.part" && mv "${remote}.part" "${remote}"`],
+        readFileSync(local, "utf8"),
+      );
       if (r.code !== 0) throw new Error(`copy to ${id}:${remote} failed: ${r.err}`);
     },
     agentPid,

@@ -31,7 +31,9 @@ if (values.seed !== undefined) {
   const r = runSeed(Number(values.seed), { ...common, traceLimit: values.trace ? 400 : 0 });
   if (values.trace) for (const l of r.trace) console.log(`${l.at.toFixed(2).padStart(10)} ms  ${l.text}`);
   console.log(`seed ${r.seed}: ${r.description}`);
-  console.log(r.ok ? `ok: ${r.steps} steps, settled in ${r.settleMs} ms` : `VIOLATION ${r.violation!.invariant} at ${r.violation!.atMs} ms: ${r.violation!.detail}`);
+  console.log(
+    r.ok ? `ok: ${r.steps} steps, settled in ${r.settleMs} ms` : `VIOLATION ${r.violation!.invariant} at ${r.violation!.atMs} ms: ${r.violation!.detail}`,
+  );
   process.exit(r.ok ? 0 : 1);
 }
 
@@ -45,7 +47,9 @@ for (let s = from; s < from + n; s++) {
   steps += r.steps;
   if (!r.ok) {
     failed++;
-    console.log(`seed ${s} FAILED ${r.violation!.invariant} at ${r.violation!.atMs} ms: ${r.violation!.detail}\n  replay: npm run sim -- --seed ${s} --trace${values.bug ? ` --bug ${values.bug}` : ""}`);
+    console.log(
+      `seed ${s} FAILED ${r.violation!.invariant} at ${r.violation!.atMs} ms: ${r.violation!.detail}\n  replay: npm run sim -- --seed ${s} --trace${values.bug ? ` --bug ${values.bug}` : ""}`,
+    );
     if (failed >= 10) break;
   }
 }

@@ -21,20 +21,29 @@ export function checkReachableMajority(world: World, node: SimNode): void {
   const t = world.timing;
   const window = t.electionTimeoutMs + t.leaseMs + 2 * world.maxLinkDelayMs() + 1;
   const members = node.config.members.map((m) => m.id);
-  const reached = members.filter((id) => id === node.id || (world.now - world.lastDelivered(id, node.id) <= window && world.now - world.lastDelivered(node.id, id) <= window));
+  const reached = members.filter(
+    (id) => id === node.id || (world.now - world.lastDelivered(id, node.id) <= window && world.now - world.lastDelivered(node.id, id) <= window),
+  );
   if (reached.length <= members.length / 2) {
-    throw new InvariantViolation("S2", `${node.id} starts asserting but reached only {${reached.join(",")}} of {${members.join(",")}} in the last ${window.toFixed(0)} ms`);
+    throw new InvariantViolation(
+      "S2",
+      `${node.id} starts asserting but reached only {${reached.join(",")}} of {${members.join(",")}} in the last ${window.toFixed(0)} ms`,
+    );
   }
 }
 
 export function checkSafety(world: World, stepped: SimNode): void {
   const holders = world.leaseHolders();
   if (holders.length > 1) {
-    throw new InvariantViolation("S1", `${holders.length} nodes hold a valid lease at once: ${holders.map((h) => `${h.id} (term ${h.election!.probe(world.local(h)).term})`).join(", ")}`);
+    throw new InvariantViolation(
+      "S1",
+      `${holders.length} nodes hold a valid lease at once: ${holders.map((h) => `${h.id} (term ${h.election!.probe(world.local(h)).term})`).join(", ")}`,
+    );
   }
   for (const h of holders) {
     const p = h.election!.probe(world.local(h));
-    if (!p.member || !p.eligible) throw new InvariantViolation("S3", `${h.id} holds a lease but is not eligible (member ${p.member}, healthy ${h.healthy}, maintenance ${h.maintenance})`);
+    if (!p.member || !p.eligible)
+      throw new InvariantViolation("S3", `${h.id} holds a lease but is not eligible (member ${p.member}, healthy ${h.healthy}, maintenance ${h.maintenance})`);
     if (p.color !== p.colorInForce) throw new InvariantViolation("S3", `${h.id} (${p.color}) holds a lease while it believes ${p.colorInForce} is in force`);
   }
   if (stepped.alive && stepped.election && stepped.asserting) {

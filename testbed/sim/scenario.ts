@@ -92,7 +92,9 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
   const spare: Member = { id: "b9", address: "sim", port: 1, role: "lb", color: "blue", priority: 100 };
   world.addNode(spare);
 
-  const desc: string[] = [`${blue} blue, ${green} green${witness ? ", witness" : ""}; loss ${(network.loss * 100).toFixed(1)} %, delay ${network.minDelayMs.toFixed(1)}–${network.maxDelayMs.toFixed(1)} ms`];
+  const desc: string[] = [
+    `${blue} blue, ${green} green${witness ? ", witness" : ""}; loss ${(network.loss * 100).toFixed(1)} %, delay ${network.minDelayMs.toFixed(1)}–${network.maxDelayMs.toFixed(1)} ms`,
+  ];
   for (const m of members) world.at(rng.float(0, 200), `start ${m.id}`, () => world.start(m.id));
 
   // ---- fault schedule
@@ -255,7 +257,13 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
   try {
     world.runUntil(faultMs);
     // Settle bound: a restarted node's quiet period, a lease, a few election rounds, slow links.
-    const bound = bootQuietMs(timing.leaseMs, timing.maxClockDrift) + timing.leaseMs + 4 * timing.electionTimeoutMs + members.length * timing.candidateBackoffMs * 2 + 6 * network.maxDelayMs + 200;
+    const bound =
+      bootQuietMs(timing.leaseMs, timing.maxClockDrift) +
+      timing.leaseMs +
+      4 * timing.electionTimeoutMs +
+      members.length * timing.candidateBackoffMs * 2 +
+      6 * network.maxDelayMs +
+      200;
     let last: string | null = null;
     let stableSince: number | null = null;
     const sampleEvery = 10;
