@@ -23,6 +23,8 @@ export const SYSTEM_TOOLS = [
   ["ssh-keygen", "openssh-client"],
   ["curl", "curl"],
   ["openssl", "openssl"],
+  // test/unit-file.test.ts: systemd's own analysis of the agent's unit (security, verify).
+  ["systemd-analyze", "systemd"],
 ];
 
 const has = (bin) => (bin.startsWith("/") ? existsSync(bin) : spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0);
