@@ -159,24 +159,29 @@ function mountScript(unit: UnitFile, o: SandboxOptions): string {
     if (v !== value) throw new Error(`${key}=${v ?? ""}: the sandbox emulates ${key}=${value} only`);
   };
   need("ProtectSystem", "strict");
+  // With ProtectSystem=strict, systemd leaves /sys writable unless these say otherwise; the loop below
+  // makes every mount read-only, /sys included.
+  need("ProtectKernelTunables", "yes");
+  need("ProtectControlGroups", "yes");
   const hidepid = unitValue(unit, "Service", "ProtectProc") ?? "default";
   const subset = unitValue(unit, "Service", "ProcSubset") ?? "all";
-  const underTmp = (p: string) => p.startsWith("/tmp/");
+  const privateTmp = yes(unit, "PrivateTmp");
+  const staged = (p: string) => privateTmp && p.startsWith("/tmp/");
   const rw = o.readWrite.map((p) => resolve(p));
   const ro = o.readOnly.map((p) => resolve(p));
   const lines = ["set -eu"];
   // PrivateTmp: a fresh tmpfs, with the agent's own paths under /tmp bound into it, moved over /tmp.
-  if (yes(unit, "PrivateTmp")) {
+  if (privateTmp) {
     lines.push(`mount -t tmpfs -o mode=1777,nosuid,nodev halb-tmp ${q(o.scratch)}`);
-    for (const p of [...ro, ...rw].filter(underTmp)) {
+    for (const p of [...ro, ...rw].filter(staged)) {
       const inside = join(o.scratch, p.slice("/tmp/".length));
       lines.push(`if [ -d ${q(p)} ]; then mkdir -p ${q(inside)}; else mkdir -p "$(dirname ${q(inside)})"; touch ${q(inside)}; fi`);
       lines.push(`mount --bind ${q(p)} ${q(inside)}`);
     }
     lines.push(`mount --move ${q(o.scratch)} /tmp`, "mount -t tmpfs -o mode=1777,nosuid,nodev halb-vartmp /var/tmp");
   }
-  // The read-write paths become mount points of their own, so that ProtectSystem skips them below.
-  for (const p of rw.filter((p) => !underTmp(p))) lines.push(`mount --bind ${q(p)} ${q(p)}`);
+  // The other paths become mount points of their own: ProtectSystem skips the read-write ones below.
+  for (const p of [...ro, ...rw].filter((p) => !staged(p))) lines.push(`mount --bind ${q(p)} ${q(p)}`);
   if (yes(unit, "ProtectHome")) lines.push(`for d in /home /root /run/user; do [ -d "$d" ] && mount -t tmpfs -o mode=000,ro halb-home "$d"; done; true`);
   if (yes(unit, "PrivateDevices"))
     lines.push(
@@ -203,8 +208,8 @@ function mountScript(unit: UnitFile, o: SandboxOptions): string {
     `done`,
     `[ -z "$failed" ] || { echo "unit-sandbox: could not make read-only:$failed" >&2; exit 70; }`,
   );
-  // The read-only paths bound back into /tmp; the others are read-only already.
-  for (const p of ro.filter(underTmp)) lines.push(`mount -o remount,bind,ro ${q(p)}`);
+  // The read-only paths bound back into /tmp (the loop skips /tmp's contents).
+  for (const p of ro) lines.push(`mount -o remount,bind,ro ${q(p)}`);
   return lines.join("\n");
 }
 
