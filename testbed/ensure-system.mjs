@@ -12,7 +12,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 
-/** binary (name on PATH, or an absolute path) → the Debian package that provides it. */
+/** binary (name on PATH, an absolute path, or python3:MODULE for a module of /usr/bin/python3) → the Debian package that provides it. */
 export const SYSTEM_TOOLS = [
   ["haproxy", "haproxy"],
   ["keepalived", "keepalived"],
@@ -23,9 +23,16 @@ export const SYSTEM_TOOLS = [
   ["ssh-keygen", "openssh-client"],
   ["curl", "curl"],
   ["openssl", "openssl"],
+  // test/unit-file.test.ts: systemd's own analysis of the agent's unit (security, verify).
+  ["systemd-analyze", "systemd"],
+  // test/process/unit-sandbox.test.ts: the unit's seccomp filters, built with libseccomp as systemd does.
+  ["python3:seccomp", "python3-seccomp"],
 ];
 
-const has = (bin) => (bin.startsWith("/") ? existsSync(bin) : spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0);
+const has = (bin) => {
+  if (bin.startsWith("python3:")) return spawnSync("/usr/bin/python3", ["-c", `import ${bin.slice("python3:".length)}`], { stdio: "ignore" }).status === 0;
+  return bin.startsWith("/") ? existsSync(bin) : spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0;
+};
 
 export function missingPackages() {
   return [...new Set(SYSTEM_TOOLS.filter(([bin]) => !has(bin)).map(([, pkg]) => pkg))];

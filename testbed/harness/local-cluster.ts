@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
+import { chownSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { stringify as toYaml } from "yaml";
@@ -32,6 +32,14 @@ export interface LocalClusterOptions {
   /** Called with every agent log line (JSON) if set. */
   onLog?: (node: string, line: string) => void;
   keepDir?: boolean;
+  /**
+   * Runs each agent through this command instead of directly: gets the agent's argv (node, flags,
+   * bundle, arguments) and returns the argv to spawn. The agent must keep the spawned process's PID
+   * (exec, not fork), so that signals reach it. Used to run agents in the unit's sandbox.
+   */
+  launch?: (node: NodeHandle, argv: string[]) => string[];
+  /** Owner of the files each agent reads and writes (config, secrets, its run and state directories), as apply-config --owner makes them on a droplet. */
+  agentOwner?: { uid: number; gid: number };
 }
 
 export interface NodeHandle {
@@ -41,6 +49,9 @@ export interface NodeHandle {
   dropletId: number;
   port: number;
   configPath: string;
+  /** The agent's stand-ins for /run/fipd (the control socket) and /var/lib/fipd (the state file). */
+  runDir: string;
+  stateDir: string;
   socket: string;
   health: FakeHealthEndpoint | null;
   proc: ChildProcess | null;
@@ -81,6 +92,8 @@ export class LocalCluster extends ClusterViews {
     const tokenFile = join(dir, "token");
     writeFileSync(tokenFile, this.token + "\n", { mode: 0o600 });
     chmodSync(tokenFile, 0o600);
+    this.own(keyFile);
+    this.own(tokenFile);
     const counts: Record<string, number> = {};
     const specs: Array<{ id: string; role: "lb" | "witness"; color: Color | null }> = opts.lbs.map((color) => {
       counts[color] = (counts[color] ?? 0) + 1;
@@ -111,7 +124,9 @@ export class LocalCluster extends ClusterViews {
         dropletId: droplet.id,
         port,
         configPath: join(dir, `${s.id}.yaml`),
-        socket: join(dir, `${s.id}.sock`),
+        runDir: join(dir, s.id, "run"),
+        stateDir: join(dir, s.id, "state"),
+        socket: join(dir, s.id, "run", "control.sock"),
         health,
         proc: null,
         exit: null,
@@ -132,9 +147,13 @@ export class LocalCluster extends ClusterViews {
         ...(opts.failover ? { failover: opts.failover } : {}),
         metrics: { enabled: false },
         controlSocket: h.socket,
-        stateFile: join(dir, `${h.id}.state.json`),
+        stateFile: join(h.stateDir, "state.json"),
         logLevel: "info",
       };
+      for (const d of [join(dir, h.id), h.runDir, h.stateDir]) {
+        mkdirSync(d, { mode: 0o750 });
+        this.own(d);
+      }
       this.writeConfig(h);
       this.nodes.set(h.id, h);
     }
@@ -142,6 +161,11 @@ export class LocalCluster extends ClusterViews {
 
   writeConfig(h: NodeHandle): void {
     writeFileSync(h.configPath, toYaml(h.config), { mode: 0o600 });
+    this.own(h.configPath);
+  }
+
+  private own(path: string): void {
+    if (this.opts.agentOwner) chownSync(path, this.opts.agentOwner.uid, this.opts.agentOwner.gid);
   }
 
   node(id: string): NodeHandle {
@@ -154,7 +178,9 @@ export class LocalCluster extends ClusterViews {
     const h = this.node(id);
     if (h.proc) throw new Error(`${id} is already running`);
     const logs = createWriteStream(join(this.dir, `${id}.log`), { flags: "a" });
-    const proc = spawn(process.execPath, [...agentNodeFlags(), BUNDLE, "run", "--config", h.configPath], { stdio: ["ignore", "pipe", "pipe"] });
+    const agent = [process.execPath, ...agentNodeFlags(), BUNDLE, "run", "--config", h.configPath];
+    const argv = this.opts.launch ? this.opts.launch(h, agent) : agent;
+    const proc = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     h.proc = proc;
     h.exit = new Promise((r) => proc.once("exit", (code, signal) => r(code ?? (signal ? 128 : null))));
     let buf = "";
