@@ -147,8 +147,8 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   if (problems.length || !v) throw new Error(`bad apply-config payload; nothing was written:\n  ${problems.join("\n  ")}`);
 
   const owner = o.owner ? lookupUser(o.owner) : null;
-  // The agent runs as this user and reads the secrets (it requires them 0600 and its own). Refuse
-  // here, before anything on disk changes, rather than write files it could not read.
+  // The agent runs as this user and refuses secrets that group or others can read, so they must be
+  // this user's. Refuse here, before anything on disk changes, rather than write files it could not read.
   if (o.owner && !owner) {
     throw new Error(
       `--owner ${o.owner}: no such user on this host. The agent runs as this user and could not read files owned by root. The droplet's cloud-init creates it; by hand: useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin ${o.owner}`,

@@ -42,7 +42,8 @@ commands:
   reload                              re-read config, token and keys (same as SIGHUP)
   apply-config [--dir DIR] [--owner USER] [--no-reload]
                                       write config and secrets from a JSON document on stdin (used by
-                                      the Pulumi stack over SSH), then reload the running agent
+                                      the Pulumi stack over SSH), then reload the running agent: all
+                                      or nothing, validated first, restored if the agent refuses
   version
 
 common options: --config FILE (default $FIPD_CONFIG or /etc/fipd/fipd.yaml), --socket PATH (default: controlSocket from the config)`;
