@@ -3,104 +3,196 @@
  *
  * The Pulumi command pipes a JSON document through SSH stdin (never argv, never userData):
  *   {"config": {...agent config...}, "token": "...", "peerKey": "...", "previousPeerKey": "..."}
- * This validates the config with the same schema the agent uses, writes every file atomically
- * (temp file + rename) with mode 0600, owned by the service user, and then asks a running agent to
- * reload (SIGHUP semantics: the IP is not dropped). A config the agent would reject is refused
- * before anything on disk changes.
+ * What it guarantees:
+ * - validated before written: the config (as the YAML text it will write), the token and the keys
+ *   go through the parsers `fipd run` loads them with; any problem refuses the whole payload, one
+ *   line per problem, and nothing on disk changes;
+ * - all or nothing: the files are installed as one set by agent/safe-write.ts (secrets 0600 owned by
+ *   the service user, which the agent requires; the config 0640 root:<its group>, so the agent
+ *   cannot change what it is told), in a root-owned directory, never through a link;
+ * - a running agent is asked to reload (SIGHUP semantics: the IP is not dropped); if it refuses the
+ *   new set, the previous files are put back and the command fails with the agent's reason, so the
+ *   next start reads a set the agent accepted.
  */
-import { chownSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { execFileSync } from "node:child_process";
 import { stringify as toYaml } from "yaml";
-import { z } from "zod";
-import { parseAgentConfig, formatIssues } from "./config.js";
+import { ConfigError } from "./config.js";
+import { parseAgentConfigText } from "./config-file.js";
 import { controlRequest } from "./control.js";
+import { ensureSecureDirectory, installFileSet, lookupUser, type FileChange } from "./safe-write.js";
+import { parsePeerKey, parseSecret } from "./secrets.js";
 
-const Payload = z.strictObject({
-  config: z.record(z.string(), z.unknown()),
-  token: z.string().min(1).optional(),
-  peerKey: z.string().min(32),
-  previousPeerKey: z.string().min(32).optional(),
-});
+/** The payload is a config and three short secrets; anything near this size is not one. */
+export const MAX_PAYLOAD_BYTES = 1024 * 1024;
+/** How long a running agent may take to answer a reload. */
+const RELOAD_TIMEOUT_MS = 10_000;
+const WHERE = "sent to apply-config";
+const FIELDS = ["config", "token", "peerKey", "previousPeerKey"] as const;
 
 export interface ApplyOptions {
-  /** Where the files go (default /etc/fipd). */
+  /** Where the files go (default /etc/fipd). Must be root-owned and not writable by others; created 0755 if missing. */
   dir: string;
-  /** Service user that must own the files (the unit's User=); refused if it does not exist. */
+  /** Service user (the unit's User=) that must be able to read the files; refused if it does not exist. */
   owner?: string;
   /** Ask the running agent to reload (default true). */
   reload: boolean;
 }
 
-function lookupUser(name: string): { uid: number; gid: number } | null {
-  try {
-    const uid = Number(execFileSync("id", ["-u", name], { encoding: "utf8" }).trim());
-    const gid = Number(execFileSync("id", ["-g", name], { encoding: "utf8" }).trim());
-    return Number.isInteger(uid) && Number.isInteger(gid) ? { uid, gid } : null;
-  } catch {
-    return null;
+/** The running agent answered a reload with a refusal: its reason, verbatim. */
+class ReloadRefused extends Error {}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+
+interface Validated {
+  files: { config: string; token: string; peerKey: string; previousPeerKey: string };
+  configText: string;
+  nodeId: string;
+  summary: string;
+  controlSocket: string;
+  token: string | null;
+  peerKey: string;
+  previousPeerKey: string | null;
+}
+
+/** Every problem with the payload, one line each (empty when it is good), and the validated values. */
+function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validated } {
+  if (!isRecord(doc)) return { problems: ["(root): expected a JSON object with config, peerKey and optionally token and previousPeerKey"] };
+  const problems: string[] = [];
+  for (const k of Object.keys(doc)) {
+    if (!(FIELDS as readonly string[]).includes(k)) problems.push(`${k}: unknown field (expected ${FIELDS.join(", ")})`);
   }
+  const str = (k: (typeof FIELDS)[number], required: boolean): string | undefined => {
+    const v = doc[k];
+    if (v === undefined && !required) return undefined;
+    if (typeof v !== "string") problems.push(`${k}: ${v === undefined ? "required, " : ""}expected a string, got ${v === undefined ? "nothing" : typeof v}`);
+    return typeof v === "string" ? v : undefined;
+  };
+  const secret = <T>(k: "token" | "peerKey" | "previousPeerKey", parse: (text: string) => T): T | undefined => {
+    const text = str(k, k === "peerKey");
+    if (text === undefined) return undefined;
+    try {
+      return parse(text);
+    } catch (e) {
+      problems.push(`${k}: ${(e as Error).message}`);
+      return undefined;
+    }
+  };
+  const token = secret("token", (t) => parseSecret(t, "token", WHERE));
+  // The key is written as sent (trimmed): the agent parses the file with the same function.
+  const key = (t: string) => {
+    parsePeerKey(t, WHERE);
+    return t.trim();
+  };
+  const peerKey = secret("peerKey", key);
+  const previousPeerKey = secret("previousPeerKey", key);
+
+  const files = {
+    config: join(dir, "fipd.yaml"),
+    token: join(dir, "token"),
+    peerKey: join(dir, "peer.key"),
+    previousPeerKey: join(dir, "peer.key.previous"),
+  };
+  if (!isRecord(doc.config)) {
+    problems.push(`config: ${doc.config === undefined ? "required, " : ""}expected an object (the agent configuration)`);
+    return { problems };
+  }
+  // Point the config at the files written here, whatever the stack said.
+  const raw: Record<string, unknown> = { ...doc.config };
+  const peerAuth: Record<string, unknown> = { ...(isRecord(raw.peerAuth) ? raw.peerAuth : {}), keyFile: files.peerKey };
+  if (doc.previousPeerKey !== undefined) peerAuth.previousKeyFile = files.previousPeerKey;
+  else delete peerAuth.previousKeyFile;
+  raw.peerAuth = peerAuth;
+  raw.api = { ...(isRecord(raw.api) ? raw.api : {}), tokenFile: files.token };
+  const configText = toYaml(raw);
+  let cfg;
+  try {
+    // The text about to be written, through the agent's own reader.
+    cfg = parseAgentConfigText(configText, "the config sent to apply-config");
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    problems.push(...e.problems.map((p) => (p.startsWith("(root)") ? `config${p.slice("(root)".length)}` : `config.${p}`)));
+    return { problems };
+  }
+  const self = cfg.members.find((m) => m.id === cfg.nodeId);
+  if (!self) throw new Error(`assertion: the agent's parser accepted nodeId ${cfg.nodeId}, which is not a member`);
+  if (self.role === "lb" && doc.token === undefined) problems.push("token: required for a load-balancer node (the DigitalOcean API token)");
+  if (problems.length || peerKey === undefined) return { problems };
+  return {
+    problems,
+    ok: {
+      files,
+      configText,
+      nodeId: cfg.nodeId,
+      summary: `node ${cfg.nodeId}, membership v${cfg.membershipVersion}, active color ${cfg.activeColor}`,
+      controlSocket: cfg.controlSocket,
+      token: token ?? null,
+      peerKey,
+      previousPeerKey: previousPeerKey ?? null,
+    },
+  };
 }
 
-function writeAtomic(path: string, content: string, owner: { uid: number; gid: number } | null): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, content, { mode: 0o600 });
-  if (owner) chownSync(tmp, owner.uid, owner.gid);
-  renameSync(tmp, path);
-}
-
-/** Returns the lines to print; throws with a precise message on bad input. */
+/** Returns the lines to print; throws with a precise message on bad input or a refused reload. */
 export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<string[]> {
+  if (Buffer.byteLength(stdinText) > MAX_PAYLOAD_BYTES)
+    throw new Error(`stdin holds more than ${MAX_PAYLOAD_BYTES} bytes; an apply-config payload is far smaller`);
   let doc: unknown;
   try {
     doc = JSON.parse(stdinText);
   } catch (e) {
     throw new Error(`stdin is not JSON: ${(e as Error).message}`);
   }
-  const p = Payload.safeParse(doc);
-  if (!p.success) throw new Error(`bad apply-config payload:\n  ${formatIssues(p.error.issues).join("\n  ")}`);
-  const files = {
-    config: join(o.dir, "fipd.yaml"),
-    token: join(o.dir, "token"),
-    peerKey: join(o.dir, "peer.key"),
-    previousPeerKey: join(o.dir, "peer.key.previous"),
-  };
-  // Point the config at the files written here, whatever the stack said.
-  const raw = { ...p.data.config } as Record<string, unknown>;
-  raw.peerAuth = { ...(raw.peerAuth as object), keyFile: files.peerKey, ...(p.data.previousPeerKey ? { previousKeyFile: files.previousPeerKey } : {}) };
-  if (!p.data.previousPeerKey) delete (raw.peerAuth as Record<string, unknown>).previousKeyFile;
-  raw.api = { ...(raw.api as object), tokenFile: files.token };
-  const cfg = parseAgentConfig(raw, "apply-config payload");
-  const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
-  if (self.role === "lb" && !p.data.token) throw new Error("token: required for a load-balancer node");
+  const { problems, ok: v } = validate(doc, o.dir);
+  if (problems.length || !v) throw new Error(`bad apply-config payload; nothing was written:\n  ${problems.join("\n  ")}`);
 
   const owner = o.owner ? lookupUser(o.owner) : null;
-  // Files owned by root would be unreadable to the agent (its unit runs as this user): it would
-  // refuse to start or to reload. Refuse here instead, before anything on disk changes.
+  // The agent runs as this user and refuses secrets that group or others can read, so they must be
+  // this user's. Refuse here, before anything on disk changes, rather than write files it could not read.
   if (o.owner && !owner) {
     throw new Error(
       `--owner ${o.owner}: no such user on this host. The agent runs as this user and could not read files owned by root. The droplet's cloud-init creates it; by hand: useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin ${o.owner}`,
     );
   }
-  mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+  const secretOwner = owner ? { owner: owner.uid, group: owner.gid } : {};
+  const configGroup = owner ? { group: owner.gid } : {};
+  ensureSecureDirectory(o.dir, 0o755);
   // Secrets first, config last: an agent reloading mid-way never sees a config naming a missing file.
-  if (p.data.token) writeAtomic(files.token, p.data.token + "\n", owner);
-  writeAtomic(files.peerKey, p.data.peerKey + "\n", owner);
-  if (p.data.previousPeerKey) writeAtomic(files.previousPeerKey, p.data.previousPeerKey + "\n", owner);
-  writeAtomic(files.config, toYaml(raw), owner);
-  const out = [`wrote ${files.config} (node ${cfg.nodeId}, membership v${cfg.membershipVersion}, active color ${cfg.activeColor})`];
+  const set: FileChange[] = [
+    ...(v.token !== null ? [{ path: v.files.token, content: v.token + "\n", mode: 0o600, ...secretOwner }] : []),
+    { path: v.files.peerKey, content: v.peerKey + "\n", mode: 0o600, ...secretOwner },
+    v.previousPeerKey !== null
+      ? { path: v.files.previousPeerKey, content: v.previousPeerKey + "\n", mode: 0o600, ...secretOwner }
+      : // A finished key roll: the old key leaves the disk.
+        { path: v.files.previousPeerKey, remove: true },
+    { path: v.files.config, content: v.configText, mode: 0o640, ...configGroup },
+  ];
 
-  if (o.reload && existsSync(cfg.controlSocket)) {
+  const out = [`wrote ${v.files.config} (${v.summary})`];
+  const reload = async () => {
+    let answer: unknown;
     try {
-      const r = (await controlRequest(cfg.controlSocket, { cmd: "reload" }, { timeoutMs: 10_000 })) as { ok: boolean; error?: string };
-      if (!r.ok) throw new Error(`the running agent refused the new configuration: ${r.error}`);
-      out.push("running agent reloaded the configuration");
+      answer = await controlRequest(v.controlSocket, { cmd: "reload" }, { timeoutMs: RELOAD_TIMEOUT_MS });
     } catch (e) {
-      if ((e as Error).message.startsWith("the running agent refused")) throw e;
-      out.push(`agent not reachable on ${cfg.controlSocket} (${(e as Error).message}); it will read the files when it starts`);
+      out.push(`agent not reachable on ${v.controlSocket} (${(e as Error).message}); it will read the files when it starts`);
+      return;
     }
+    if (isRecord(answer) && answer.ok === true) {
+      out.push("running agent reloaded the configuration");
+      return;
+    }
+    const why = isRecord(answer) && typeof answer.error === "string" ? answer.error : `unexpected answer ${JSON.stringify(answer).slice(0, 200)}`;
+    throw new ReloadRefused(why);
+  };
+  try {
+    await installFileSet(set, { verify: o.reload && existsSync(v.controlSocket) ? reload : undefined });
+  } catch (e) {
+    if (e instanceof ReloadRefused) {
+      throw new Error(
+        `the running agent refused the new configuration: ${e.message}\nthe previous files in ${o.dir} are restored; the agent keeps running as before`,
+      );
+    }
+    throw e;
   }
   return out;
 }
-
-export { formatIssues };

@@ -19,7 +19,7 @@ import { runAgent } from "./run.js";
 import { BUILD_ID, controlRequest } from "./control.js";
 import { readPeerKeys, readSecretFile } from "./secrets.js";
 import { formatStatus, isClusterHealthy } from "./status-format.js";
-import { applyConfig } from "./apply-config.js";
+import { MAX_PAYLOAD_BYTES, applyConfig } from "./apply-config.js";
 import type { StatusReport } from "./controller.js";
 
 declare const FIPD_VERSION: string | undefined;
@@ -42,7 +42,8 @@ commands:
   reload                              re-read config, token and keys (same as SIGHUP)
   apply-config [--dir DIR] [--owner USER] [--no-reload]
                                       write config and secrets from a JSON document on stdin (used by
-                                      the Pulumi stack over SSH), then reload the running agent
+                                      the Pulumi stack over SSH), then reload the running agent: all
+                                      or nothing, validated first, restored if the agent refuses
   version
 
 common options: --config FILE (default $FIPD_CONFIG or /etc/fipd/fipd.yaml), --socket PATH (default: controlSocket from the config)`;
@@ -196,7 +197,13 @@ export async function main(argv: string[]): Promise<number> {
     }
     case "apply-config": {
       const chunks: Buffer[] = [];
-      for await (const c of process.stdin) chunks.push(c as Buffer);
+      let bytes = 0;
+      for await (const c of process.stdin) {
+        chunks.push(c as Buffer);
+        bytes += (c as Buffer).length;
+        // Read one byte past the limit at most: applyConfig refuses it with the reason.
+        if (bytes > MAX_PAYLOAD_BYTES) break;
+      }
       try {
         const lines = await applyConfig(Buffer.concat(chunks).toString("utf8"), {
           dir: values.dir ?? "/etc/fipd",

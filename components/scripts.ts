@@ -2,7 +2,7 @@
  * The shell commands `pulumi up` runs on each droplet over SSH (via @pulumi/command). Pure functions
  * of plain values, so the network-namespace tests run exactly these scripts (with `ScriptOptions`
  * pointing at their own paths and service manager). Secrets never appear here: they travel on the
- * command's stdin (see applyConfigCommand) and land in 0600 files.
+ * command's stdin (see applyConfigCommand) and land in 0600 files in a root-owned directory.
  *
  * The order Pulumi runs them in, per droplet:
  *   create:   waitForBootstrapScript → (CopyToRemote bundle + unit) → haproxyInstallScript (stdin: config)
@@ -101,10 +101,24 @@ ${o.service.install}
  * a running agent (SIGHUP semantics: the IP is not dropped). Every config change goes this way, e.g.
  * activeColor, a token rotation or new peers. Runs the given bundle directly, so it works before the
  * agent is installed and validates with the schema of the bundle about to run.
+ *
+ * First the config directory becomes root's (0755 root:root): root writes the secrets there, so the
+ * service user must not be able to plant links or swap names in it, and apply-config refuses any
+ * other directory. Droplets bootstrapped before this have it owned by the service user (cloud-init
+ * made it so, and changing userData would replace every droplet): fixed here, on every run
+ * (idempotent). The files inside are apply-config's: secrets 0600 owned by the service user (the
+ * agent refuses them readable by others), the config 0640 root:<its group>.
  */
 export function applyConfigCommand(sha256: string, so?: ScriptOptions): string {
   const o = opts(so);
   return `set -eu
+if [ -L "${o.etcDir}" ]; then
+  echo "ha-lb: ${o.etcDir} is a symbolic link; refusing to write config and secrets through it (check who made it, remove it, and deploy again)" >&2
+  exit 1
+fi
+mkdir -p "${o.etcDir}"
+chown root:root "${o.etcDir}"
+chmod 0755 "${o.etcDir}"
 "${o.node}" "${bundlePath(sha256, o.fipdDir)}" apply-config --dir "${o.etcDir}" --owner ${o.owner}
 `;
 }

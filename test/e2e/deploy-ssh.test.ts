@@ -9,7 +9,7 @@
  * ScriptOptions pointing at each droplet's directories and a pidfile service manager.
  */
 import { createHash } from "node:crypto";
-import { readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { haproxyInstallScript } from "../../components/haproxy.js";
@@ -74,10 +74,16 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     sha = sha256(BUNDLE);
     for (const id of ORDER) {
       const o = ssh.scriptOptions(id);
+      // The config directory as cloud-init leaves it (owned by the service user, here nobody): the
+      // deploy makes it root's before apply-config writes secrets into it.
+      mkdirSync(o.etcDir!, { mode: 0o750 });
+      chownSync(o.etcDir!, 65534, 65534);
       await ssh.copy(id, BUNDLE, bundlePath(sha, o.fipdDir));
       if (bed.node(id).role === "lb") await installHaproxy(id);
       const out = await must(id, applyConfigCommand(sha, o), bed.applyPayload(bed.node(id)));
       expect(out).toContain(`wrote ${o.etcDir}/fipd.yaml (node ${id}`);
+      const etc = statSync(o.etcDir!);
+      expect([etc.mode & 0o7777, etc.uid, etc.gid], `${o.etcDir} ends root-owned`).toEqual([0o755, 0, 0]);
       // Secrets arrived on stdin only: the files are 0600 and the script text never holds them.
       expect(readFileSync(join(o.etcDir!, "peer.key"), "utf8").trim()).toBe(bed.peerKey);
       expect(applyConfigCommand(sha, o)).not.toContain(bed.peerKey);
@@ -90,6 +96,24 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     const leader = await bed.waitForStableLeader();
     expect(colorOf(leader)).toBe("blue");
     expect(await bed.curl(RESERVED_IP)).toBe(leader);
+  });
+
+  it("a payload the running agent refuses (another Reserved IP): the deploy step fails with the agent's reason, the previous files are back, the agent keeps running", async () => {
+    const id = "lb-blue-2";
+    const o = ssh.scriptOptions(id);
+    const files = () => readdirSync(o.etcDir!).map((f) => [f, readFileSync(join(o.etcDir!, f), "utf8"), statSync(join(o.etcDir!, f)).mode]);
+    const before = files();
+    const pid = ssh.agentPid(id);
+    const doc = JSON.parse(bed.applyPayload(bed.node(id))) as { config: { reservedIp: string } };
+    doc.config.reservedIp = "198.51.100.99";
+    const r = await ssh.run(id, applyConfigCommand(sha, o), JSON.stringify(doc));
+    expect(r.code).not.toBe(0);
+    expect(r.err).toMatch(
+      /the running agent refused the new configuration: reservedIp changed from .* to 198\.51\.100\.99.*\nthe previous files in .* are restored/s,
+    );
+    expect(files()).toEqual(before);
+    expect(ssh.agentPid(id)).toBe(pid);
+    expect((await bed.status(id))?.reservedIp?.address).toBe(RESERVED_IP);
   });
 
   it("config change (activeColor: green): reload, never a restart; the switch check passes; zero failed requests", async () => {

@@ -3,7 +3,7 @@
  * (the namespace tests run them against the real agent over SSH).
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, symlinkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, symlinkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -160,10 +160,17 @@ describe("deleteScript", () => {
 });
 
 describe("applyConfigCommand with the real bundle", () => {
-  it("writes config and secrets from stdin, mode 0600, and no secret on the command line", async () => {
+  it("makes the config directory root's (as droplets bootstrapped before left it: the service user's), then writes config and secrets from stdin, no secret on the command line", async () => {
     const bundle = await buildAgentBundle(bundlePath(SHA, join(dir, "opt")));
     expect(bundle.path).toBe(bundlePath(SHA, join(dir, "opt")));
-    const cmd = applyConfigCommand(SHA, { ...so, owner: "root" });
+    const cmd = applyConfigCommand(SHA, { ...so, owner: "nobody" });
+    const nobody = {
+      uid: Number(execFileSync("id", ["-u", "nobody"], { encoding: "utf8" })),
+      gid: Number(execFileSync("id", ["-g", "nobody"], { encoding: "utf8" })),
+    };
+    // /etc/fipd as cloud-init makes it: install -d -m 0750 -o fipd -g fipd.
+    mkdirSync(join(dir, "etc"), { mode: 0o750 });
+    chownSync(join(dir, "etc"), nobody.uid, nobody.gid);
     const payload = {
       config: {
         nodeId: "dev-lb-blue-1",
@@ -181,9 +188,31 @@ describe("applyConfigCommand with the real bundle", () => {
       peerKey: "ab".repeat(32),
     };
     expect(cmd).not.toContain("SECRETTOKEN");
-    execFileSync("sh", ["-c", cmd], { input: JSON.stringify(payload), stdio: ["pipe", "pipe", "pipe"], timeout: 20_000 });
-    for (const f of ["fipd.yaml", "token", "peer.key"]) expect(statSync(join(dir, "etc", f)).mode & 0o777).toBe(0o600);
+    // Twice: the fix of the directory is idempotent, and so is the whole step.
+    for (let i = 0; i < 2; i++) {
+      execFileSync("sh", ["-c", cmd], { input: JSON.stringify(payload), stdio: ["pipe", "pipe", "pipe"], timeout: 20_000 });
+      const etc = statSync(join(dir, "etc"));
+      expect([etc.mode & 0o7777, etc.uid, etc.gid]).toEqual([0o755, 0, 0]);
+      for (const f of ["token", "peer.key"]) {
+        const st = statSync(join(dir, "etc", f));
+        expect([st.mode & 0o777, st.uid, st.gid], f).toEqual([0o600, nobody.uid, nobody.gid]);
+      }
+      const cfg = statSync(join(dir, "etc", "fipd.yaml"));
+      expect([cfg.mode & 0o777, cfg.uid, cfg.gid]).toEqual([0o640, 0, nobody.gid]);
+    }
     expect(readFileSync(join(dir, "etc", "token"), "utf8").trim()).toBe("dop_v1_SECRETTOKEN");
     expect(readFileSync(join(dir, "etc", "fipd.yaml"), "utf8")).not.toContain("SECRETTOKEN");
   }, 30_000);
+
+  it("refuses a config directory that is a symbolic link, and changes nothing where it points", () => {
+    mkdirSync(join(dir, "elsewhere"), { mode: 0o700 });
+    chownSync(join(dir, "elsewhere"), 65534, 65534);
+    symlinkSync(join(dir, "elsewhere"), join(dir, "etc"));
+    const r = spawnSync("sh", ["-c", applyConfigCommand(SHA, { ...so, owner: "root" })], { input: "{}", encoding: "utf8", timeout: 20_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`${join(dir, "etc")} is a symbolic link; refusing to write config and secrets through it`);
+    const st = statSync(join(dir, "elsewhere"));
+    expect([st.mode & 0o7777, st.uid]).toEqual([0o700, 65534]);
+    expect(log()).toEqual([]);
+  });
 });
