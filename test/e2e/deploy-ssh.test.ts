@@ -77,7 +77,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       await ssh.copy(id, BUNDLE, bundlePath(sha, o.fipdDir));
       if (bed.node(id).role === "lb") await installHaproxy(id);
       const out = await must(id, applyConfigCommand(sha, o), bed.applyPayload(bed.node(id)));
-      expect(out).toContain(`wrote ${o.etcDir}/fipd.yaml (node ${id}`);
+      expect(out).toContain(`wrote ${o.etcDir}/fipd.yaml (node ${bed.node(id).nodeId},`);
       // Secrets arrived on stdin only: the files are 0600 and the script text never holds them.
       expect(readFileSync(join(o.etcDir!, "peer.key"), "utf8").trim()).toBe(bed.peerKey);
       expect(applyConfigCommand(sha, o)).not.toContain(bed.peerKey);
@@ -194,7 +194,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       },
       15_000,
     );
-    expect(st.members.map((m) => m.id).sort()).toEqual([...bed.memberIds!].sort());
+    expect(st.members.map((m) => m.id).sort()).toEqual(bed.memberIds!.map((id) => bed.node(id).nodeId).sort());
     expect(ssh.agentPid(old)).toBeNull();
   });
 
