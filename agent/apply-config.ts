@@ -8,13 +8,14 @@
  * reload (SIGHUP semantics: the IP is not dropped). A config the agent would reject is refused
  * before anything on disk changes.
  */
-import { chownSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
-import { stringify as toYaml } from "yaml";
+import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { z } from "zod";
 import { parseAgentConfig, formatIssues } from "./config.js";
 import { controlRequest } from "./control.js";
+import { membershipRefusal, type MembershipView } from "./membership.js";
 
 const Payload = z.strictObject({
   config: z.record(z.string(), z.unknown()),
@@ -49,6 +50,47 @@ function writeAtomic(path: string, content: string, owner: { uid: number; gid: n
   renameSync(tmp, path);
 }
 
+/** The membership of a config document (the file on disk, or a status report), if it states one. */
+function membershipOf(doc: unknown): MembershipView | null {
+  if (typeof doc !== "object" || doc === null) return null;
+  const { membershipVersion, members } = doc as { membershipVersion?: unknown; members?: unknown };
+  if (typeof membershipVersion !== "number" || !Number.isSafeInteger(membershipVersion) || !Array.isArray(members)) return null;
+  const ids = members.map((m) => (typeof m === "object" && m !== null ? (m as { id?: unknown }).id : undefined));
+  return ids.every((id): id is string => typeof id === "string") ? { version: membershipVersion, memberIds: ids } : null;
+}
+
+/**
+ * What this droplet runs now, so that an older member list is refused before anything is written:
+ * the running agent's (asked over its control socket) and the config file in place (what an agent
+ * starts with). A file that does not parse states nothing (this write repairs it); an agent that
+ * does not answer is not running.
+ */
+async function currentMemberships(configFile: string, controlSocket: string): Promise<Array<{ view: MembershipView; where: string }>> {
+  const out: Array<{ view: MembershipView; where: string }> = [];
+  if (existsSync(configFile)) {
+    let doc: unknown = null;
+    try {
+      doc = parseYaml(readFileSync(configFile, "utf8"));
+    } catch {
+      /* unreadable or not YAML: nothing to compare with */
+    }
+    const view = membershipOf(doc);
+    if (view) out.push({ view, where: `${configFile}'s` });
+  }
+  if (existsSync(controlSocket)) {
+    let report: unknown = null;
+    try {
+      report = await controlRequest(controlSocket, { cmd: "status" }, { timeoutMs: 5_000 });
+    } catch {
+      /* not running */
+    }
+    const r = report as { membershipVersion?: unknown; members?: unknown } | null;
+    const view = membershipOf(r && { membershipVersion: r.membershipVersion, members: r.members });
+    if (view) out.push({ view, where: "the running agent's" });
+  }
+  return out;
+}
+
 /** Returns the lines to print; throws with a precise message on bad input. */
 export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<string[]> {
   let doc: unknown;
@@ -73,6 +115,12 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   const cfg = parseAgentConfig(raw, "apply-config payload");
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
   if (self.role === "lb" && !p.data.token) throw new Error("token: required for a load-balancer node");
+
+  const next = { version: cfg.membershipVersion, memberIds: cfg.members.map((m) => m.id) };
+  for (const { view, where } of await currentMemberships(files.config, cfg.controlSocket)) {
+    const refused = membershipRefusal(next, view, where);
+    if (refused) throw new Error(`${refused}; nothing was written`);
+  }
 
   const owner = o.owner ? lookupUser(o.owner) : null;
   // Files owned by root would be unreadable to the agent (its unit runs as this user): it would
