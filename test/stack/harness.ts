@@ -90,7 +90,11 @@ export async function runProgram(
     loadBalancers: await promiseOf(program.loadBalancers),
     witness: await promiseOf(program.witness),
   };
-  // Let the last registrations land.
+  // The agents' configs register only once the plan resolves (every droplet and the membership
+  // version): wait for one per droplet (bounded), then let the last registrations land.
+  const droplets = (outputs.loadBalancers as unknown[]).length + (outputs.witness ? 1 : 0);
+  const configs = () => resources.filter((x) => x.type === "command:remote:Command" && x.name.endsWith("-config")).length;
+  for (let i = 0; i < 500 && configs() < droplets; i++) await new Promise((r) => setTimeout(r, 20));
   let n = -1;
   for (let i = 0; i < 50 && n !== resources.length; i++) {
     n = resources.length;
