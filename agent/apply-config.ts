@@ -14,13 +14,14 @@
  *   new set, the previous files are put back and the command fails with the agent's reason, so the
  *   next start reads a set the agent accepted.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { stringify as toYaml } from "yaml";
+import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { ConfigError } from "./config.js";
 import { parseAgentConfigText } from "./config-file.js";
 import { controlRequest } from "./control.js";
 import { ensureSecureDirectory, installFileSet, lookupUser, type FileChange } from "./safe-write.js";
+import { membershipRefusal, type MembershipView } from "./membership.js";
 import { parsePeerKey, parseSecret } from "./secrets.js";
 
 /** The payload is a config and three short secrets; anything near this size is not one. */
@@ -48,6 +49,7 @@ interface Validated {
   files: { config: string; token: string; peerKey: string; previousPeerKey: string };
   configText: string;
   nodeId: string;
+  membership: MembershipView;
   summary: string;
   controlSocket: string;
   token: string | null;
@@ -124,6 +126,7 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
       files,
       configText,
       nodeId: cfg.nodeId,
+      membership: { version: cfg.membershipVersion, memberIds: cfg.members.map((m) => m.id) },
       summary: `node ${cfg.nodeId}, membership v${cfg.membershipVersion}, active color ${cfg.activeColor}`,
       controlSocket: cfg.controlSocket,
       token: token ?? null,
@@ -131,6 +134,47 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
       previousPeerKey: previousPeerKey ?? null,
     },
   };
+}
+
+/** The membership of a config document (the file on disk, or a status report), if it states one. */
+function membershipOf(doc: unknown): MembershipView | null {
+  if (typeof doc !== "object" || doc === null) return null;
+  const { membershipVersion, members } = doc as { membershipVersion?: unknown; members?: unknown };
+  if (typeof membershipVersion !== "number" || !Number.isSafeInteger(membershipVersion) || !Array.isArray(members)) return null;
+  const ids = members.map((m) => (typeof m === "object" && m !== null ? (m as { id?: unknown }).id : undefined));
+  return ids.every((id): id is string => typeof id === "string") ? { version: membershipVersion, memberIds: ids } : null;
+}
+
+/**
+ * What this droplet runs now, so that an older member list is refused before anything is written:
+ * the running agent's (asked over its control socket) and the config file in place (what an agent
+ * starts with). A file that does not parse states nothing (this write repairs it); an agent that
+ * does not answer is not running.
+ */
+async function currentMemberships(configFile: string, controlSocket: string): Promise<Array<{ view: MembershipView; where: string }>> {
+  const out: Array<{ view: MembershipView; where: string }> = [];
+  if (existsSync(configFile)) {
+    let doc: unknown = null;
+    try {
+      doc = parseYaml(readFileSync(configFile, "utf8"));
+    } catch {
+      /* unreadable or not YAML: nothing to compare with */
+    }
+    const view = membershipOf(doc);
+    if (view) out.push({ view, where: `${configFile}'s` });
+  }
+  if (existsSync(controlSocket)) {
+    let report: unknown = null;
+    try {
+      report = await controlRequest(controlSocket, { cmd: "status" }, { timeoutMs: 5_000 });
+    } catch {
+      /* not running */
+    }
+    const r = report as { membershipVersion?: unknown; members?: unknown } | null;
+    const view = membershipOf(r && { membershipVersion: r.membershipVersion, members: r.members });
+    if (view) out.push({ view, where: "the running agent's" });
+  }
+  return out;
 }
 
 /** Returns the lines to print; throws with a precise message on bad input or a refused reload. */
@@ -145,6 +189,10 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   }
   const { problems, ok: v } = validate(doc, o.dir);
   if (problems.length || !v) throw new Error(`bad apply-config payload; nothing was written:\n  ${problems.join("\n  ")}`);
+  for (const { view, where } of await currentMemberships(v.files.config, v.controlSocket)) {
+    const refused = membershipRefusal(v.membership, view, where);
+    if (refused) throw new Error(`${refused}; nothing was written`);
+  }
 
   const owner = o.owner ? lookupUser(o.owner) : null;
   // The agent runs as this user and refuses secrets that group or others can read, so they must be

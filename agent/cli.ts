@@ -218,8 +218,13 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     case "reload": {
-      const res = await request(values, { cmd: "reload" });
+      const res = (await request(values, { cmd: "reload" })) as { ok?: boolean; error?: string };
       process.stdout.write(JSON.stringify(res) + "\n");
+      // A refused config keeps the agent running on the old one: say so, and fail, so scripts notice.
+      if (res.ok === false) {
+        process.stderr.write(`fipd reload: refused, still running the previous configuration: ${res.error ?? "no reason given"}\n`);
+        return 1;
+      }
       return 0;
     }
     default:

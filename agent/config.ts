@@ -9,6 +9,7 @@
  * Every duration is an integer number of milliseconds and its key ends in `Ms`.
  */
 import { z } from "zod";
+import { ANY_IPV4, HAPROXY_HEALTH_URL, LOOPBACK_IPV4, METADATA_URL, METRICS_PORT, PEER_PORT } from "./ports.js";
 
 export const COLORS = ["blue", "green"] as const;
 export type Color = (typeof COLORS)[number];
@@ -56,7 +57,7 @@ export const MemberSchema = z
     id: nodeId,
     /** Address and port the peer transport reaches this member on (VPC address for LBs, public for the witness). */
     address: z.string().min(1),
-    port: port.default(7946),
+    port: port.default(PEER_PORT),
     /** `witness` votes but never leads. */
     role: z.enum(["lb", "witness"]).default("lb"),
     /** The color of an LB; a witness has none. */
@@ -97,8 +98,8 @@ export const AgentConfigSchema = z
     listen: z
       .strictObject({
         /** Address the peer transport binds (UDP). */
-        address: z.string().min(1).default("0.0.0.0"),
-        port: port.default(7946),
+        address: z.string().min(1).default(ANY_IPV4),
+        port: port.default(PEER_PORT),
       })
       .prefault({}),
     peerAuth: z
@@ -124,7 +125,7 @@ export const AgentConfigSchema = z
       .prefault({}),
     metadata: z
       .strictObject({
-        baseUrl: z.url().default("http://169.254.169.254"),
+        baseUrl: z.url().default(METADATA_URL),
         requestTimeoutMs: durationMs(50, 30_000).default(2_000),
         /** How often the leader checks, for free, that the IP is still on its droplet. */
         checkIntervalMs: durationMs(100, 600_000).default(1_000),
@@ -133,7 +134,7 @@ export const AgentConfigSchema = z
     health: z
       .strictObject({
         /** The local HAProxy health endpoint; must be on loopback. */
-        url: z.url().default("http://127.0.0.1:8405/healthz"),
+        url: z.url().default(HAPROXY_HEALTH_URL),
         intervalMs: durationMs(10, 60_000).default(100),
         timeoutMs: durationMs(10, 60_000).default(250),
         /** Consecutive successes to become healthy (HAProxy's `rise`). */
@@ -147,8 +148,8 @@ export const AgentConfigSchema = z
       .strictObject({
         /** Prometheus endpoint; loopback by default. Set enabled=false to turn it off. */
         enabled: z.boolean().default(true),
-        address: z.string().min(1).default("127.0.0.1"),
-        port: port.default(9465),
+        address: z.string().min(1).default(LOOPBACK_IPV4),
+        port: port.default(METRICS_PORT),
       })
       .prefault({}),
     /** The election's term and vote, kept across restarts (no secret in it). */

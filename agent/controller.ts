@@ -13,6 +13,7 @@ import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
 import type { DurableStore } from "./durable-state.js";
 import { IpKeeper, type MetadataReader, type ReservedIpApi } from "./ip-keeper.js";
+import { membershipRefusal } from "./membership.js";
 
 /** What the controller needs from the outside world; production and tests supply their own. */
 export interface ControllerDeps {
@@ -30,8 +31,11 @@ export interface ControllerDeps {
   build?: string;
   /** Stable storage for the election's term and vote (absent: memory only, as in unit tests). */
   durable?: DurableStore;
-  /** Re-read config, token and keys from disk (SIGHUP). Throws ConfigError/SecretFileError on bad input. */
-  reload?(): Promise<AgentConfig>;
+  /**
+   * Re-read config, token and keys from disk (SIGHUP). Throws ConfigError/SecretFileError on bad
+   * input. Nothing takes effect until `commit`, which the controller calls once it accepts the config.
+   */
+  reload?(): Promise<{ config: AgentConfig; commit(): void }>;
 }
 
 export interface TransportLike {
@@ -337,10 +341,17 @@ export class Controller {
   async reload(): Promise<{ ok: true } | { ok: false; error: string }> {
     if (!this.d.reload) return { ok: false, error: "reload is not supported in this mode" };
     try {
-      const next = await this.d.reload();
+      const { config: next, commit } = await this.d.reload();
       if (next.nodeId !== this.cfg.nodeId) throw new Error(`nodeId changed from ${this.cfg.nodeId} to ${next.nodeId}; restart fipd to change identity`);
       if (next.reservedIp !== this.cfg.reservedIp)
         throw new Error(`reservedIp changed from ${this.cfg.reservedIp} to ${next.reservedIp}; restart fipd to serve another address`);
+      const refused = membershipRefusal(
+        { version: next.membershipVersion, memberIds: next.members.map((m) => m.id) },
+        { version: this.cfg.membershipVersion, memberIds: this.cfg.members.map((m) => m.id) },
+        "this agent's running",
+      );
+      if (refused) throw new Error(refused);
+      commit();
       this.cfg = next;
       this.transport.updateMembers(peersOf(next));
       this.feed({ type: "config", now: this.d.now(), config: electionConfigOf(next) });

@@ -111,13 +111,18 @@ export async function runAgent(configPath: string): Promise<number> {
       });
       return transportRef;
     },
-    reload: async () => {
+    reload: () => {
       const next = loadAgentConfigFile(configPath);
       const s = readSecrets(next);
-      token = s.token;
-      keys = s.keys;
-      transportRef?.updateKeys(keys);
-      return next;
+      return Promise.resolve({
+        config: next,
+        // The new token and keys take effect only once the controller accepts the config too.
+        commit: () => {
+          token = s.token;
+          keys = s.keys;
+          transportRef?.updateKeys(keys);
+        },
+      });
     },
   };
   if (self.role === "lb") {

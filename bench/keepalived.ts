@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, createWriteStream, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { METADATA_URL } from "../agent/ports.js";
 import { HOST_IP, RESERVED_IP, type NetBed } from "../testbed/netbed/bed.js";
 
 export type KeepalivedFlavor = "copied" | "tuned";
@@ -80,7 +81,7 @@ export class KeepalivedCluster {
     writeFileSync(
       notify,
       `#!/bin/sh
-id=$(curl -s --max-time 2 http://169.254.169.254/metadata/v1/id)
+id=$(curl -s --max-time 2 ${METADATA_URL}/metadata/v1/id)
 curl -s --max-time 10 -X POST -H "Content-Type: application/json" -H "Authorization: Bearer $(cat ${token})" \\
   -d "{\\"type\\":\\"assign\\",\\"droplet_id\\":$id}" http://${HOST_IP}:${bed.emulator.metadataServer.port}/v2/reserved_ips/${RESERVED_IP}/actions > /dev/null
 `,

@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { PEER_PORT } from "../components/cluster.js";
+import { PEER_PORT } from "../agent/ports.js";
 import { HOST_IP, NetBed, RESERVED_IP, sh } from "../testbed/netbed/bed.js";
 import { startUdpRelay, type UdpRelay } from "./relay.js";
 import { renderSoakMarkdown } from "./report.js";
@@ -55,10 +55,14 @@ async function main(): Promise<void> {
         jitterMs: Number(values.jitter),
       });
       relays.push(r);
-      relayPort.set(n.id, r.port);
+      relayPort.set(n.nodeId, r.port);
     }
-    const base = bed.members.bind(bed);
-    bed.members = (view) => base(view).map((m) => ({ ...m, address: HOST_IP, port: relayPort.get(m.id)! }));
+    // The planned config, with every peer reached through its relay.
+    const planned = bed.agentConfig.bind(bed);
+    bed.agentConfig = (n) => {
+      const cfg = planned(n);
+      return { ...cfg, members: cfg.members.map((m) => ({ ...m, address: HOST_IP, port: relayPort.get(m.id)! })) };
+    };
     for (const n of bed.nodes.values()) {
       sh(
         "ip",

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
-import { haproxyInstallScript, renderHaproxyConfig } from "./haproxy.js";
+import { haproxyInstallScript, renderHaproxyConfig, type HaproxyOptions } from "./haproxy.js";
 import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
 
 export interface AgentDeploymentArgs {
@@ -19,12 +19,12 @@ export interface AgentDeploymentArgs {
   readonly bundle: { path: string; sha256: string };
   /** The agent config for this node (no secrets in it). */
   readonly agentConfig: pulumi.Input<AgentConfigInput>;
-  /** Secrets: reach the droplet only on command stdin, into 0600 files. */
-  readonly token?: pulumi.Input<string>;
+  /** Secrets: reach the droplet only on command stdin, into 0600 files. Absent (or undefined): not shipped. */
+  readonly token?: pulumi.Input<string | undefined>;
   readonly peerKey: pulumi.Input<string>;
-  readonly previousPeerKey?: pulumi.Input<string>;
-  /** HAProxy (LBs only). */
-  readonly haproxy?: { listenPorts: number[]; backends: string[]; serverName: string };
+  readonly previousPeerKey?: pulumi.Input<string | undefined>;
+  /** What the HAProxy config is rendered from (LBs only). */
+  readonly haproxy?: pulumi.Input<HaproxyOptions>;
   /** The previous droplet's restart: bundles roll one droplet at a time. */
   readonly after?: pulumi.Resource;
   /** Seconds a restarted agent has to see the cluster healthy again before the deploy fails. */
@@ -79,7 +79,7 @@ export class AgentDeployment extends pulumi.ComponentResource {
     if (a.haproxy) {
       this.haproxy = new command.remote.Command(
         `${name}-haproxy`,
-        { connection, create: haproxyInstallScript(), stdin: renderHaproxyConfig(a.haproxy), triggers: [a.dropletId] },
+        { connection, create: haproxyInstallScript(), stdin: pulumi.output(a.haproxy).apply((h) => renderHaproxyConfig(h)), triggers: [a.dropletId] },
         { ...p, dependsOn: [bootstrap] },
       );
       setup.push(this.haproxy);

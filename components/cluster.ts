@@ -1,19 +1,17 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import type { AgentConfigInput, Member } from "../agent/config.js";
+import { METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { AgentDeployment } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
 import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
 import { Network } from "./network.js";
+import { memberIdsOf, planCluster, type ClusterPlan, type DropletFacts, type DropletPlan, type LbFacts } from "./plan.js";
 import { ReservedIpComponent } from "./reserved-ip.js";
 import { rollingOrder } from "./rolling-order.js";
 import { switchColorCheckScript } from "./scripts.js";
 import { Witness } from "./witness.js";
-
-export const PEER_PORT = 7946;
-export const METRICS_PORT = 9465;
 
 export interface HaLbClusterArgs {
   /** The validated stack config, without its secrets. */
@@ -27,13 +25,69 @@ export interface HaLbClusterArgs {
   readonly prefix: string;
 }
 
+/** The key material the plan hands out, by name (bound to the secret Outputs in HaLbCluster). */
+export type KeyName = "agentToken" | "peerKey" | "previousPeerKey";
+
 /**
- * A node id is the droplet's name plus its droplet ID. A replaced droplet (new image or size) keeps
- * its name but gets a new ID, so for the minutes both run, the old and the new agent are two
- * distinct members: the new one joins (membership change, joint consensus) before the old one
- * leaves, and no two processes ever speak under one id.
+ * The membership version, monotonic by construction: a counter kept in the state of one
+ * `command.local.Command`, never read from a clock once it exists.
+ *
+ * - `create` (a new stack) seeds it with the Unix time. Only a new counter reads the clock: the
+ *   stacks deployed before this counter hold a Unix time as their version, and should the resource
+ *   ever be created again (state lost, `--replace`), the time still lands above any count reached
+ *   since (one per membership change) unless the clock is far behind; the agents refuse a lower
+ *   version and say so, so that case fails loudly rather than going backwards.
+ * - `update` prints the previous stdout plus one. @pulumi/command 1.2.1 runs `update` when an input
+ *   changes, with the previous stdout in PULUMI_COMMAND_STDOUT (addPreviousOutputInEnv, default
+ *   true): provider/pkg/provider/local/commandController.go `Update` keeps `olds.BaseOutputs`, and
+ *   commandOutputs.go `run` puts `out.Stdout` (trimmed of its final newline) in the environment.
+ *   The trigger is the `environment` input carrying the member ids, not `triggers`: a change of
+ *   `triggers` *replaces* the resource (the SDK's `replaceOnChanges: ["triggers[*]"]` in
+ *   local/command.js, the provider's `provider:"replaceOnChanges"` tag), and a replacement runs
+ *   `create` again without the previous value.
+ * - `ignoreChanges: ["triggers"]`: the resource used to carry the member ids in `triggers`; the
+ *   engine puts the old value back before diffing (processIgnoreChanges, PropertyPath.Reset: the
+ *   old value where there is one, nothing where there is none), so dropping it updates the
+ *   existing counter, above its Unix time, instead of replacing it.
  */
-export const nodeIdOf = (dropletName: string, dropletId: string | number) => `${dropletName}-${dropletId}`;
+export const MEMBERSHIP_VERSION_CREATE = "date +%s";
+export const MEMBERSHIP_VERSION_UPDATE = `set -eu
+prev="\${PULUMI_COMMAND_STDOUT:-}"
+case "$prev" in
+  "" | 0* | *[!0-9]*)
+    echo "ha-lb: membership version: the previous version (PULUMI_COMMAND_STDOUT) is '$prev', not a positive whole number; refusing to guess one, which could go backwards" >&2
+    exit 1 ;;
+esac
+if [ \${#prev} -gt 15 ]; then echo "ha-lb: membership version: the previous version $prev is too large" >&2; exit 1; fi
+next=$((prev + 1))
+echo "ha-lb: membership version $prev -> $next (members: \${HALB_MEMBER_IDS:-?})" >&2
+echo "$next"
+`;
+/** The environment variable whose value (the member ids) re-runs `update`. */
+export const MEMBER_IDS_ENV = "HALB_MEMBER_IDS";
+
+export function membershipVersionCommand(name: string, memberIds: pulumi.Input<string[]>, opts: pulumi.CustomResourceOptions): command.local.Command {
+  return new command.local.Command(
+    name,
+    {
+      create: MEMBERSHIP_VERSION_CREATE,
+      update: MEMBERSHIP_VERSION_UPDATE,
+      environment: { [MEMBER_IDS_ENV]: pulumi.output(memberIds).apply((ids) => ids.join(",")) },
+      addPreviousOutputInEnv: true,
+    },
+    { ...opts, ignoreChanges: ["triggers"] },
+  );
+}
+
+/** The command's stdout as a version: a positive safe integer, or the deploy fails here. */
+export function parseMembershipVersion(stdout: string | undefined): number {
+  const s = String(stdout ?? "").trim();
+  const v = Number(s);
+  if (!/^[1-9][0-9]*$/.test(s) || !Number.isSafeInteger(v)) {
+    throw new Error(`membership version: expected a positive whole number on the version command's stdout, got ${JSON.stringify(stdout)}`);
+  }
+  return v;
+}
 
 /** Droplet names: lowercase letters, digits and '-'. */
 export const sanitize = (s: string) =>
@@ -61,6 +115,10 @@ export class HaLbCluster extends pulumi.ComponentResource {
   readonly deployments: AgentDeployment[];
   /** The once-per-update check that the requested color is in force. */
   readonly switchCheck?: command.remote.Command;
+  /** The membership version every agent is told (see membershipVersionCommand). */
+  readonly membershipVersion: pulumi.Output<number>;
+  /** What each droplet is told and shipped (plan.ts), key material by name. */
+  readonly plan: pulumi.Output<ClusterPlan<KeyName>>;
 
   constructor(name: string, a: HaLbClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:HaLbCluster", name, {}, opts);
@@ -80,12 +138,9 @@ export class HaLbCluster extends pulumi.ComponentResource {
       },
       p,
     );
+    const witnessName = `${a.prefix}-witness`;
     const witness = c.witnessRegion
-      ? new Witness(
-          `${name}-witness`,
-          { region: c.witnessRegion, sshKeys: c.sshKeys, tags: [network.witnessTag.name], image: c.image, name: `${a.prefix}-witness` },
-          p,
-        )
+      ? new Witness(`${name}-witness`, { region: c.witnessRegion, sshKeys: c.sshKeys, tags: [network.witnessTag.name], image: c.image, name: witnessName }, p)
       : null;
     const rip = new ReservedIpComponent(`${name}-reserved-ip`, { region: c.region, existing: c.reservedIp, retainOnDelete: c.retainReservedIp }, p);
     new Firewalls(
@@ -117,40 +172,60 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const current = slots[c.peerKeyGeneration % 2].hex;
     const previous = c.peerKeyGeneration > 1 ? slots[(c.peerKeyGeneration + 1) % 2].hex : undefined;
 
-    // The membership version changes (to the deploy's Unix time, so it only grows) when the list of
-    // member ids changes; the agents then go through joint consensus.
-    const lbIds = lbs.droplets.map(({ spec, droplet }) => droplet.id.apply((id) => nodeIdOf(spec.name, id)));
-    const witnessId = witness ? witness.droplet.id.apply((id) => nodeIdOf(`${a.prefix}-witness`, id)) : pulumi.output("");
-    const memberIds = pulumi.all([pulumi.all(lbIds), witnessId]).apply(([l, w]) => [...l, ...(w ? [w] : [])]);
-    const epoch = new command.local.Command(`${name}-membership-epoch`, { create: "date +%s", triggers: [memberIds.apply((ids) => ids.join(","))] }, p);
-    const membershipVersion = epoch.stdout.apply((s) => {
-      const v = Number(String(s ?? "").trim());
-      if (!Number.isInteger(v) || v < 1) throw new Error(`membership epoch: expected a Unix time from \`date +%s\`, got ${JSON.stringify(s)}`);
-      return v;
-    });
-
-    const lbPrivate = lbs.droplets.map((d) => d.droplet.ipv4AddressPrivate);
-    const lbPublic = lbs.droplets.map((d) => d.droplet.ipv4Address);
-    const witnessPublic = witness?.droplet.ipv4Address;
-    const membersFor = (viewFromWitness: boolean) =>
+    // The membership version: a counter that only goes up, raised by one whenever the member ids
+    // change (the agents then go through joint consensus). See membershipVersionCommand.
+    const lbFacts = lbs.droplets.map(({ spec, droplet }) =>
       pulumi
-        .all([pulumi.all(viewFromWitness ? lbPublic : lbPrivate), witnessPublic ?? pulumi.output(""), pulumi.all(lbIds), witnessId])
-        .apply(([addrs, w, ids, wid]) => {
-          const ms: Member[] = specs.map((s, i) => ({ id: ids[i], address: addrs[i], port: PEER_PORT, role: "lb", color: s.color, priority: 100 }));
-          if (witness) ms.push({ id: wid, address: w, port: PEER_PORT, role: "witness", priority: 100 });
-          return ms;
-        });
-    const agentConfig = (nodeId: pulumi.Input<string>, role: "lb" | "witness", ip: pulumi.Output<string>): pulumi.Output<AgentConfigInput> =>
-      pulumi.all([membersFor(role === "witness"), membershipVersion, ip, nodeId]).apply(([members, version, , nodeId]) => ({
-        nodeId,
+        .all([droplet.id, droplet.ipv4Address, droplet.ipv4AddressPrivate])
+        .apply(([id, pub, vpc]): LbFacts => ({ name: spec.name, color: spec.color, dropletId: id, publicAddress: pub, vpcAddress: vpc })),
+    );
+    const witnessFacts: pulumi.Output<DropletFacts | null> = witness
+      ? pulumi.all([witness.droplet.id, witness.droplet.ipv4Address]).apply(([id, pub]) => ({ name: witnessName, dropletId: id, publicAddress: pub }))
+      : pulumi.output(null);
+    const memberIds = pulumi
+      .all([
+        pulumi.all(lbs.droplets.map(({ spec, droplet }) => droplet.id.apply((id) => ({ name: spec.name, dropletId: id })))),
+        witness ? witness.droplet.id : undefined,
+      ])
+      .apply(([l, wid]) => memberIdsOf(l, wid === undefined ? null : { name: witnessName, dropletId: wid }));
+    const epoch = membershipVersionCommand(`${name}-membership-epoch`, memberIds, p);
+    const membershipVersion = epoch.stdout.apply(parseMembershipVersion);
+
+    // What each droplet is told and shipped: one pure function (plan.ts) over the resolved values.
+    // Key material enters the plan by name only and is bound to the secret Outputs here.
+    const material = pulumi
+      .all([a.agentToken, current, previous])
+      .apply(([agentToken, peerKey, previousPeerKey]): Record<KeyName, string | undefined> => ({ agentToken, peerKey, previousPeerKey }));
+    const plan = pulumi.all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion]).apply(([l, w, ip, version]) =>
+      planCluster<KeyName>({
+        config: c,
+        lbs: l,
+        witness: w,
+        reservedIp: ip,
         membershipVersion: version,
-        members,
-        activeColor: c.activeColor,
-        listen: { address: "0.0.0.0", port: PEER_PORT },
-        ...(c.failover ? { failover: c.failover } : {}),
-        metrics: { enabled: true, address: c.metricsCidrs.length ? "0.0.0.0" : "127.0.0.1", port: METRICS_PORT },
-        logLevel: "info" as const,
-      }));
+        keys: { agentToken: "agentToken", peerKey: "peerKey", ...(previous ? { previousPeerKey: "previousPeerKey" as const } : {}) },
+      }),
+    );
+    const planned = (dropletName: string) =>
+      plan.apply((pl) => {
+        const d = pl.droplets.find((x) => x.name === dropletName);
+        if (!d) throw new Error(`plan: no droplet named ${dropletName} (have ${pl.droplets.map((x) => x.name).join(", ")})`);
+        return d;
+      });
+    const bind = (d: pulumi.Output<DropletPlan<KeyName>>, pick: (s: DropletPlan<KeyName>["secrets"]) => KeyName | undefined) =>
+      pulumi.all([d, material]).apply(([x, m]) => {
+        const ref = pick(x.secrets);
+        return ref ? m[ref] : undefined;
+      });
+    const shipped = (d: pulumi.Output<DropletPlan<KeyName>>) => ({
+      agentConfig: d.apply((x) => x.agentConfig),
+      token: bind(d, (s) => s.agentToken),
+      peerKey: bind(d, (s) => s.peerKey).apply((k) => {
+        if (!k) throw new Error("plan: a droplet without a peer key");
+        return k;
+      }),
+      previousPeerKey: bind(d, (s) => s.previousPeerKey),
+    });
 
     let after: pulumi.Resource | undefined;
     const deployments: AgentDeployment[] = (this.deployments = []);
@@ -162,7 +237,8 @@ export class HaLbCluster extends pulumi.ComponentResource {
     );
     for (const { i } of order) {
       const { spec, droplet } = lbs.droplets[i];
-      const d = new AgentDeployment(
+      const d = planned(spec.name);
+      const dep = new AgentDeployment(
         `${name}-agent-${spec.name}`,
         {
           role: "lb",
@@ -170,19 +246,17 @@ export class HaLbCluster extends pulumi.ComponentResource {
           privateKey: a.sshPrivateKey,
           dropletId: droplet.id,
           bundle: a.bundle,
-          agentConfig: pulumi
-            .all([agentConfig(lbIds[i], "lb", droplet.ipv4Address), rip.address, droplet.id])
-            .apply(([cfg, ip, id]) => ({ ...cfg, reservedIp: ip, dropletId: Number(id) })),
-          token: a.agentToken,
-          peerKey: current,
-          previousPeerKey: previous,
-          haproxy: { listenPorts: c.listenPorts, backends: c.backends, serverName: spec.name },
+          ...shipped(d),
+          haproxy: d.apply((x) => {
+            if (!x.haproxy) throw new Error(`plan: the load balancer ${x.name} has no HAProxy options`);
+            return x.haproxy;
+          }),
           after,
         },
         p,
       );
-      after = d.restart;
-      deployments.push(d);
+      after = dep.restart;
+      deployments.push(dep);
     }
     if (witness) {
       const d = new AgentDeployment(
@@ -193,9 +267,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           privateKey: a.sshPrivateKey,
           dropletId: witness.droplet.id,
           bundle: a.bundle,
-          agentConfig: agentConfig(witnessId, "witness", witness.droplet.ipv4Address),
-          peerKey: current,
-          previousPeerKey: previous,
+          ...shipped(planned(witnessName)),
           after,
         },
         p,
@@ -227,6 +299,8 @@ export class HaLbCluster extends pulumi.ComponentResource {
       );
     }
 
+    this.membershipVersion = membershipVersion;
+    this.plan = plan;
     this.reservedIp = rip.address;
     this.loadBalancers = pulumi.all(
       lbs.droplets.map(({ spec, droplet }) =>
@@ -235,9 +309,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           .apply(([pub, priv]) => ({ name: spec.name, color: spec.color, publicIp: pub, privateIp: priv })),
       ),
     );
-    this.witness = witness
-      ? witness.droplet.ipv4Address.apply((ip) => ({ name: `${a.prefix}-witness`, region: c.witnessRegion!, publicIp: ip }))
-      : pulumi.output(null);
+    this.witness = witness ? witness.droplet.ipv4Address.apply((ip) => ({ name: witnessName, region: c.witnessRegion!, publicIp: ip })) : pulumi.output(null);
     this.registerOutputs({ reservedIp: this.reservedIp, loadBalancers: this.loadBalancers, witness: this.witness });
   }
 }

@@ -7,6 +7,8 @@
  * it to the anchor address), never on the public address. The agent's health endpoint listens on
  * 127.0.0.1 and fails when no backend is up.
  */
+import { HAPROXY_HEALTH_PATH, HAPROXY_HEALTH_PORT, LOOPBACK_IPV4, METADATA_URL } from "../agent/ports.js";
+
 export const ANCHOR_PLACEHOLDER = "@ANCHOR_IPV4@";
 
 export interface HaproxyOptions {
@@ -23,7 +25,7 @@ export interface HaproxyOptions {
 }
 
 export function renderHaproxyConfig(o: HaproxyOptions): string {
-  const healthPort = o.healthPort ?? 8405;
+  const healthPort = o.healthPort ?? HAPROXY_HEALTH_PORT;
   const lines = [
     "# Rendered by the ha-lb Pulumi stack. Do not edit on the droplet: `pulumi up` overwrites it.",
     "global",
@@ -45,8 +47,8 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
     "",
     "# Health for fipd: 200 while at least one backend is up, 503 otherwise.",
     "frontend fipd_health",
-    `    bind 127.0.0.1:${healthPort}`,
-    "    monitor-uri /healthz",
+    `    bind ${LOOPBACK_IPV4}:${healthPort}`,
+    `    monitor-uri ${HAPROXY_HEALTH_PATH}`,
     "    monitor fail if { nbsrv(be_app) lt 1 }",
     "",
   ];
@@ -69,7 +71,7 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
  * service, validates it with `haproxy -c`, installs it atomically and reloads HAProxy.
  */
 export interface HaproxyInstallOptions {
-  /** Default http://169.254.169.254 (DigitalOcean's metadata service). */
+  /** Default METADATA_URL (DigitalOcean's metadata service, agent/ports.ts). */
   metadataUrl?: string;
   /** Default /etc/haproxy/haproxy.cfg. */
   configPath?: string;
@@ -80,7 +82,7 @@ export interface HaproxyInstallOptions {
 }
 
 export function haproxyInstallScript(o: HaproxyInstallOptions = {}): string {
-  const md = o.metadataUrl ?? "http://169.254.169.254";
+  const md = o.metadataUrl ?? METADATA_URL;
   const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
   const reload = o.reloadCommand ?? "systemctl reload-or-restart haproxy";
   return `set -eu

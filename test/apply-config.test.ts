@@ -65,6 +65,28 @@ describe("apply-config", () => {
     expect(existsSync(etc)).toBe(false);
   });
 
+  it("refuses an older member list than the config in place, or other members at the same version, naming both versions; writes nothing", async () => {
+    dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
+    const etc = join(dir, "etc");
+    const doc = (membershipVersion: number, members = config.members, peerKey = "k".repeat(44)) =>
+      JSON.stringify({ config: { ...config, membershipVersion, members }, peerKey });
+    await applyConfig(doc(5), { dir: etc, owner: "root", reload: false });
+    const before = readFileSync(join(etc, "fipd.yaml"), "utf8");
+    const file = join(etc, "fipd.yaml").replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    await expect(applyConfig(doc(4, config.members, "n".repeat(44)), { dir: etc, owner: "root", reload: false })).rejects.toThrow(
+      new RegExp(`membershipVersion 4 is lower than 5, ${file}'s version: refusing an older member list.*; nothing was written`),
+    );
+    const grown = [...config.members, { id: "b3", address: "198.51.100.14", port: 7946, role: "lb", color: "blue" }];
+    await expect(applyConfig(doc(5, grown, "n".repeat(44)), { dir: etc, owner: "root", reload: false })).rejects.toThrow(
+      /the member list changed \(b1, b2, w, b3 instead of b1, b2, w\) but membershipVersion stayed 5/,
+    );
+    expect(readFileSync(join(etc, "fipd.yaml"), "utf8")).toBe(before);
+    expect(readFileSync(join(etc, "peer.key"), "utf8").trim()).toBe("k".repeat(44));
+    // The same list again (a reload, a key roll) and a higher version are fine.
+    await applyConfig(doc(5), { dir: etc, owner: "root", reload: false });
+    expect((await applyConfig(doc(6, grown), { dir: etc, owner: "root", reload: false }))[0]).toContain("membership v6");
+  });
+
   it("refuses a config the agent would reject, with the key's path", async () => {
     dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
     const bad = JSON.stringify({ config: { ...config, activeColor: "purple" }, peerKey: "k".repeat(44) });

@@ -81,7 +81,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       await ssh.copy(id, BUNDLE, bundlePath(sha, o.fipdDir));
       if (bed.node(id).role === "lb") await installHaproxy(id);
       const out = await must(id, applyConfigCommand(sha, o), bed.applyPayload(bed.node(id)));
-      expect(out).toContain(`wrote ${o.etcDir}/fipd.yaml (node ${id}`);
+      expect(out).toContain(`wrote ${o.etcDir}/fipd.yaml (node ${bed.node(id).nodeId},`);
       const etc = statSync(o.etcDir!);
       expect([etc.mode & 0o7777, etc.uid, etc.gid], `${o.etcDir} ends root-owned`).toEqual([0o755, 0, 0]);
       // Secrets arrived on stdin only: the files are 0600 and the script text never holds them.
@@ -218,7 +218,7 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       },
       15_000,
     );
-    expect(st.members.map((m) => m.id).sort()).toEqual([...bed.memberIds!].sort());
+    expect(st.members.map((m) => m.id).sort()).toEqual(bed.memberIds!.map((id) => bed.node(id).nodeId).sort());
     expect(ssh.agentPid(old)).toBeNull();
   });
 

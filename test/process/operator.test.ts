@@ -1,7 +1,7 @@
 /** The operator's interface of a real fipd process: bad input, check-config, status, reload. */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -17,6 +17,19 @@ async function fipd(args: string[]): Promise<{ code: number; stdout: string; std
     const x = e as { code: number; stdout: string; stderr: string };
     return { code: typeof x.code === "number" ? x.code : 1, stdout: x.stdout, stderr: x.stderr };
   }
+}
+
+/** `fipd` with a document on stdin (apply-config), without blocking this process: the emulator runs in it. */
+function fipdWithStdin(args: string[], stdin: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BUNDLE, ...args], { stdio: ["pipe", "pipe", "pipe"], timeout: 20_000 });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    p.on("close", (code) => resolve({ code, stdout, stderr }));
+    p.stdin.end(stdin);
+  });
 }
 
 let cluster: LocalCluster | null = null;
@@ -105,5 +118,65 @@ describe("fipd operator interface", () => {
     // The token never reaches the logs.
     const logs = readFileSync(join(c.dir, `${leader}.log`), "utf8");
     expect(logs).not.toContain(c.token);
+  });
+
+  it("an older member list is refused on reload (fipd reload, SIGHUP) and by apply-config, naming both versions; the agent keeps the newer one", async () => {
+    cluster = await LocalCluster.start({ lbs: ["blue", "blue"], witness: true });
+    const c = cluster;
+    c.startAll();
+    const leader = await c.waitFor("a leader holding the IP", async () => {
+      const l = await c.leader();
+      return l && c.holder() === l ? l : null;
+    });
+    // Every node moves to membership version 5 (same members), by reload.
+    for (const n of c.nodes.values()) {
+      n.config = { ...n.config, membershipVersion: 5 };
+      c.writeConfig(n);
+      expect(await c.request(n.id, { cmd: "reload" }), n.id).toMatchObject({ ok: true });
+    }
+    const h = c.node(leader);
+    const v5 = readFileSync(h.configPath, "utf8");
+    const older = /membershipVersion 4 is lower than 5, this agent's running version: refusing an older member list/;
+    h.config = { ...h.config, membershipVersion: 4 };
+    c.writeConfig(h);
+    // fipd reload: refused, exit 1, the reason on stderr.
+    const cli = await fipd(["reload", "--socket", h.socket]);
+    expect(cli.code).toBe(1);
+    expect(cli.stderr).toMatch(older);
+    // SIGHUP: refused and logged.
+    h.proc!.kill("SIGHUP");
+    const logFile = join(c.dir, `${leader}.log`);
+    await c.waitFor(
+      "the refusal in the log",
+      () =>
+        readFileSync(logFile, "utf8")
+          .split("\n")
+          .some((l) => older.test(l)),
+      5_000,
+    );
+    expect(h.proc).not.toBeNull();
+    const st = (await c.status(leader))!;
+    expect(st.membershipVersion).toBe(5);
+    expect(st.role).toBe("leader");
+    expect(c.holder()).toBe(leader);
+
+    // apply-config: the running agent's version is checked before anything is written.
+    const dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
+    try {
+      const payload = JSON.stringify({
+        config: { ...h.config, membershipVersion: 4 },
+        token: c.token,
+        peerKey: readFileSync(join(c.dir, "peer.key"), "utf8").trim(),
+      });
+      const r = await fipdWithStdin(["apply-config", "--dir", dir, "--owner", "root"], payload);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(/membershipVersion 4 is lower than 5, the running agent's version: refusing an older member list.*; nothing was written/);
+      expect(existsSync(join(dir, "fipd.yaml"))).toBe(false);
+      expect(existsSync(join(dir, "token"))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    writeFileSync(h.configPath, v5);
+    expect(await c.request(leader, { cmd: "reload" })).toMatchObject({ ok: true });
   });
 });

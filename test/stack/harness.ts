@@ -36,8 +36,8 @@ export const BASE_CONFIG: Record<string, string> = {
 
 const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
 
-/** Mocks the provider; returns the list every declared resource lands in. */
-export async function setupMocks(stack = "dev"): Promise<Declared[]> {
+/** Mocks the provider; returns the list every declared resource lands in. `localCommand` gives a command:local:Command's stdout. */
+export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtime.MockResourceArgs) => string): Promise<Declared[]> {
   const resources: Declared[] = [];
   let ip = 10;
   await pulumi.runtime.setMocks(
@@ -53,7 +53,7 @@ export async function setupMocks(stack = "dev"): Promise<Declared[]> {
         // A read (`ReservedIp.get`, adopting an address) arrives with its id: the IP itself.
         if (a.type === "digitalocean:index/reservedIp:ReservedIp") Object.assign(state, { ipAddress: a.id || "198.51.100.7", region: "nyc3" });
         if (a.type === "random:index/randomBytes:RandomBytes") state.hex = `${a.name.endsWith("0") ? "aa" : "bb"}`.repeat(32);
-        if (a.type === "command:local:Command") state.stdout = "1767225600";
+        if (a.type === "command:local:Command") state.stdout = localCommand ? localCommand(a) : "1767225600";
         return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
       },
       call(a) {
@@ -90,7 +90,11 @@ export async function runProgram(
     loadBalancers: await promiseOf(program.loadBalancers),
     witness: await promiseOf(program.witness),
   };
-  // Let the last registrations land.
+  // The agents' configs register only once the plan resolves (every droplet and the membership
+  // version): wait for one per droplet (bounded), then let the last registrations land.
+  const droplets = (outputs.loadBalancers as unknown[]).length + (outputs.witness ? 1 : 0);
+  const configs = () => resources.filter((x) => x.type === "command:remote:Command" && x.name.endsWith("-config")).length;
+  for (let i = 0; i < 500 && configs() < droplets; i++) await new Promise((r) => setTimeout(r, 20));
   let n = -1;
   for (let i = 0; i < 50 && n !== resources.length; i++) {
     n = resources.length;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { compareRank } from "../../agent/election/rank.js";
-import { nodeIdOf } from "../../components/cluster.js";
+import { nodeIdOf } from "../../components/plan.js";
 import { rollingOrder } from "../../components/rolling-order.js";
 
 const lb = (name: string, color: "blue" | "green") => ({ name, color, role: "lb" as const });

@@ -45,9 +45,15 @@ export abstract class ClusterViews {
     return holderOf(this.nodes.values(), this.emulator.reservedIpHolder(this.reservedIp));
   }
 
-  /** The leader that running nodes agree on, or null. */
-  leader(): Promise<string | null> {
-    return agreedLeader(this.nodes.keys(), (id) => this.status(id));
+  /** The leader that running nodes agree on (by its key in `nodes`), or null. */
+  async leader(): Promise<string | null> {
+    const l = await agreedLeader(this.nodes.keys(), (id) => this.status(id));
+    return l === null ? null : this.nodeKey(l);
+  }
+
+  /** The key in `nodes` of the node whose agent runs as `nodeId` (the same, unless a bed names them apart). */
+  protected nodeKey(nodeId: string): string {
+    return nodeId;
   }
 
   waitFor<T>(what: string, fn: Poll<T>, timeoutMs = 20_000, intervalMs = 25): Promise<T> {

@@ -26,13 +26,14 @@ import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rm
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import type { AgentConfigInput, Color, Member } from "../../agent/config.js";
+import type { AgentConfigInput, Color } from "../../agent/config.js";
 import type { StatusReport } from "../../agent/controller.js";
 import { controlRequest } from "../../agent/control.js";
 import { ClusterViews } from "../harness/cluster-views.js";
 import { agentNodeFlags } from "../harness/node-flags.js";
+import { METADATA_IPV4 } from "../../agent/ports.js";
 import { renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
-import { PEER_PORT } from "../../components/cluster.js";
+import { nodeIdOf, planCluster, type ClusterPlan, type DropletPlan } from "../../components/plan.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
 
 export const BUNDLE = resolve(__dirname, "..", "..", "dist", "fipd.cjs");
@@ -57,7 +58,10 @@ export interface BedOptions {
 }
 
 export interface BedNode {
+  /** The droplet's name (lb-blue-1, witness): what the bed and its tests call it, and HAProxy's X-Served-By. */
   id: string;
+  /** The agent's node id, as the stack names it (components/plan.ts nodeIdOf: the name plus the droplet ID). */
+  nodeId: string;
   ns: string;
   role: "lb" | "witness";
   color: Color | null;
@@ -68,8 +72,8 @@ export interface BedNode {
   dir: string;
   agent: ChildProcess | null;
   agentExit: Promise<number | null> | null;
-  /** The agent config as the stack would send it (before apply-config points it at the files). */
-  config: AgentConfigInput;
+  /** The agent config last sent (before apply-config points it at the files); null before the first. */
+  config: AgentConfigInput | null;
 }
 
 export interface ProbeResult {
@@ -298,6 +302,7 @@ export class NetBed extends ClusterViews {
       mkdirSync(dir, { recursive: true });
       this.nodes.set(s.id, {
         id: s.id,
+        nodeId: nodeIdOf(s.id, dropletId),
         ns,
         role: "lb",
         color: s.color,
@@ -308,7 +313,7 @@ export class NetBed extends ClusterViews {
         dir,
         agent: null,
         agentExit: null,
-        config: {} as AgentConfigInput,
+        config: null,
       });
     });
     if (this.opts.witness) {
@@ -332,6 +337,7 @@ export class NetBed extends ClusterViews {
       mkdirSync(dir, { recursive: true });
       this.nodes.set("witness", {
         id: "witness",
+        nodeId: nodeIdOf("witness", dropletId),
         ns,
         role: "witness",
         color: null,
@@ -342,10 +348,9 @@ export class NetBed extends ClusterViews {
         dir,
         agent: null,
         agentExit: null,
-        config: {} as AgentConfigInput,
+        config: null,
       });
     }
-    for (const n of this.nodes.values()) n.config = this.agentConfig(n);
   }
 
   private metadataDnat(ns: string, port: number): void {
@@ -354,40 +359,58 @@ export class NetBed extends ClusterViews {
       "nft",
       ["-f", "-"],
       `table ip halb_md {
-  chain out { type nat hook output priority -100; policy accept; ip daddr 169.254.169.254 tcp dport 80 dnat to ${HOST_IP}:${port}; }
+  chain out { type nat hook output priority -100; policy accept; ip daddr ${METADATA_IPV4} tcp dport 80 dnat to ${HOST_IP}:${port}; }
 }
 `,
     );
   }
 
-  /** The member list as a node sees it: LBs by VPC address, except from the witness (public). */
-  members(view: BedNode): Member[] {
-    const fromWitness = view.role === "witness";
-    return [...this.nodes.values()]
-      .filter((n) => this.memberIds === null || this.memberIds.includes(n.id))
-      .map((n) =>
-        n.role === "lb"
-          ? { id: n.id, address: fromWitness ? n.publicIp : n.vpcIp!, port: PEER_PORT, role: "lb" as const, color: n.color!, priority: 100 }
-          : { id: n.id, address: n.publicIp, port: PEER_PORT, role: "witness" as const, priority: 100 },
-      );
+  /**
+   * What the stack would plan for this bed (components/plan.ts, the same function): the member
+   * droplets' names, IDs and addresses, the bed's backend, and its key material by value.
+   */
+  plan(): ClusterPlan<string> {
+    const members = [...this.nodes.values()].filter((n) => this.memberIds === null || this.memberIds.includes(n.id));
+    const witness = members.find((n) => n.role === "witness");
+    return planCluster({
+      config: {
+        activeColor: this.activeColor,
+        metricsCidrs: [],
+        ...(this.opts.failover ? { failover: this.opts.failover } : {}),
+        listenPorts: this.opts.listenPorts ?? [80],
+        backends: [`${HOST_IP}:${this.appPort}`],
+      },
+      lbs: members
+        .filter((n) => n.role === "lb")
+        .map((n) => ({ name: n.id, color: n.color!, dropletId: n.dropletId, publicAddress: n.publicIp, vpcAddress: n.vpcIp! })),
+      witness: witness ? { name: witness.id, dropletId: witness.dropletId, publicAddress: witness.publicIp } : null,
+      reservedIp: RESERVED_IP,
+      membershipVersion: this.membershipVersion,
+      keys: { agentToken: this.token, peerKey: this.peerKey, ...(this.previousPeerKey ? { previousPeerKey: this.previousPeerKey } : {}) },
+    });
   }
 
-  /** As components/cluster.ts builds it, plus paths that keep the nodes' files apart on one host. */
+  /** This droplet's part of the plan; it must be a member. */
+  planFor(n: BedNode): DropletPlan<string> {
+    const d = this.plan().droplets.find((x) => x.name === n.id);
+    if (!d) throw new Error(`${n.id} is not a member (members: ${this.memberIds?.join(", ") ?? "all"}): the stack plans nothing for it`);
+    return d;
+  }
+
+  /** The planned agent config, plus what keeps the nodes apart on one host: the emulator's API, the socket and state paths. */
   agentConfig(n: BedNode): AgentConfigInput {
     return {
-      nodeId: n.id,
-      membershipVersion: this.membershipVersion,
-      members: this.members(n),
-      activeColor: this.activeColor,
-      ...(n.role === "lb" ? { reservedIp: RESERVED_IP } : {}),
-      listen: { address: "0.0.0.0", port: PEER_PORT },
+      ...this.planFor(n).agentConfig,
       api: { baseUrl: `http://${HOST_IP}:${this.emulator.metadataServer.port}` },
-      ...(this.opts.failover ? { failover: this.opts.failover } : {}),
-      metrics: { enabled: true, address: "127.0.0.1", port: 9465 },
       controlSocket: join(n.dir, "fipd.sock"),
       stateFile: join(n.dir, "state.json"),
-      logLevel: "info",
     };
+  }
+
+  /** The bed's name (lb-blue-1) of the droplet whose agent runs as `nodeId`, or `nodeId` if none does. */
+  protected override nodeKey(nodeId: string): string {
+    for (const n of this.nodes.values()) if (n.nodeId === nodeId) return n.id;
+    return nodeId;
   }
 
   node(id: string): BedNode {
@@ -396,14 +419,15 @@ export class NetBed extends ClusterViews {
     return n;
   }
 
-  /** The JSON document the stack pipes to `fipd apply-config` over SSH. */
+  /** The JSON document the stack pipes to `fipd apply-config` over SSH: the planned config and key material. */
   applyPayload(n: BedNode): string {
+    const { secrets } = this.planFor(n);
     n.config = this.agentConfig(n);
     return JSON.stringify({
       config: n.config,
-      ...(n.role === "lb" ? { token: this.token } : {}),
-      peerKey: this.peerKey,
-      ...(this.previousPeerKey ? { previousPeerKey: this.previousPeerKey } : {}),
+      ...(secrets.agentToken ? { token: secrets.agentToken } : {}),
+      peerKey: secrets.peerKey,
+      ...(secrets.previousPeerKey ? { previousPeerKey: secrets.previousPeerKey } : {}),
     });
   }
 
@@ -421,14 +445,10 @@ export class NetBed extends ClusterViews {
   }
 
   renderHaproxy(id: string): string {
+    const { haproxy } = this.planFor(this.node(id));
+    if (!haproxy) throw new Error(`${id} is not a load balancer: it runs no HAProxy`);
     // maxconn: this host limits open files to 20,000, below what the production 20,000 connections need.
-    return renderHaproxyConfig({
-      maxconn: 2000,
-      listenPorts: this.opts.listenPorts ?? [80],
-      backends: [`${HOST_IP}:${this.appPort}`],
-      serverName: id,
-      statsSocket: this.haproxyPaths(id).sock,
-    });
+    return renderHaproxyConfig({ ...haproxy, maxconn: 2000, statsSocket: this.haproxyPaths(id).sock });
   }
 
   /** Install the rendered config with the stack's own install script (anchor from metadata), and (re)start HAProxy. */

@@ -1,0 +1,197 @@
+/**
+ * The per-droplet plan: what every droplet's agent is told (its node id, its config, its member
+ * list) and what the deploy ships it (key material, HAProxy options), as one pure function of plain
+ * values. No `@pulumi/*` import and no I/O: `HaLbCluster` calls it inside one `apply` over the
+ * resolved Outputs, and the network test bed (testbed/netbed/bed.ts) calls the same function with
+ * its own addresses, so the bed runs exactly what the stack would send.
+ *
+ * To extend it (say, a certificate per droplet): add the field to `DropletPlan`, fill it in
+ * `planDroplet`, and ship it from `AgentDeployment`; the bed and the unit tests see it at once.
+ */
+import type { AgentConfigInput, Color, Member } from "../agent/config.js";
+import { ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
+import type { HaproxyOptions } from "./haproxy.js";
+
+/**
+ * A node id is the droplet's name plus its droplet ID. A replaced droplet (new image or size) keeps
+ * its name but gets a new ID, so for the minutes both run, the old and the new agent are two
+ * distinct members: the new one joins (membership change, joint consensus) before the old one
+ * leaves, and no two processes ever speak under one id.
+ */
+export const nodeIdOf = (dropletName: string, dropletId: string | number) => `${dropletName}-${dropletId}`;
+
+/**
+ * The part of the validated stack config the plan reads (`PublicStackConfig` is one). Listed here so
+ * the bed, which has no full stack config, can supply just these.
+ */
+export interface PlanConfig {
+  readonly activeColor: Color;
+  /** Who may scrape metrics: when empty, metrics stay on loopback. */
+  readonly metricsCidrs: readonly string[];
+  /** Timing overrides; the agent's defaults otherwise. */
+  readonly failover?: AgentConfigInput["failover"];
+  readonly listenPorts: readonly number[];
+  readonly backends: readonly string[];
+}
+
+/** What the plan needs to know of a droplet once it exists. */
+export interface DropletFacts {
+  /** The droplet's name, e.g. `prod-lb-blue-1` or `prod-witness`. */
+  readonly name: string;
+  /** Its droplet ID (Pulumi gives it as a string, the API as a number). */
+  readonly dropletId: string | number;
+  /** Its public IPv4 address: SSH, and the peer address between the witness and the LBs. */
+  readonly publicAddress: string;
+}
+export interface LbFacts extends DropletFacts {
+  readonly color: Color;
+  /** Its VPC (private) IPv4 address: the peer address between LBs. */
+  readonly vpcAddress: string;
+}
+
+/**
+ * References to key material, never the material itself: the stack passes names and binds them to
+ * secret Outputs after planning, the bed passes the values it generated. The plan only decides who
+ * gets what.
+ */
+export interface KeyRefs<K> {
+  /** The agents' DigitalOcean token: LBs only (the witness never calls the API). */
+  readonly agentToken: K;
+  /** The peers' current shared key. */
+  readonly peerKey: K;
+  /** The previous key, still accepted during a key roll. */
+  readonly previousPeerKey?: K;
+}
+
+export interface PlanInput<K> {
+  readonly config: PlanConfig;
+  /** The LB droplets, both colors. */
+  readonly lbs: readonly LbFacts[];
+  readonly witness: DropletFacts | null;
+  /** The Reserved IP's address (LBs assign it; the witness never does). */
+  readonly reservedIp: string;
+  /** The membership version (see `HaLbCluster`): raised whenever `memberIdsOf` changes. */
+  readonly membershipVersion: number;
+  readonly keys: KeyRefs<K>;
+}
+
+export interface DropletPlan<K> {
+  readonly name: string;
+  readonly role: "lb" | "witness";
+  readonly color: Color | null;
+  readonly nodeId: string;
+  readonly dropletId: number;
+  /** Where the deploy reaches it over SSH. */
+  readonly host: string;
+  /** Its agent config (no secret in it), as `fipd apply-config` receives it. */
+  readonly agentConfig: AgentConfigInput;
+  /** The key material it must receive on secret stdin. */
+  readonly secrets: { readonly agentToken?: K; readonly peerKey: K; readonly previousPeerKey?: K };
+  /** What its HAProxy config is rendered from (LBs only). */
+  readonly haproxy: HaproxyOptions | null;
+}
+
+export interface ClusterPlan<K> {
+  readonly membershipVersion: number;
+  /** Every member's node id, LBs first in input order, then the witness. */
+  readonly memberIds: readonly string[];
+  /** One plan per droplet, in the same order. */
+  readonly droplets: readonly DropletPlan<K>[];
+}
+
+function assert(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new Error(`plan: ${message}`);
+}
+
+/** Enough of a droplet to name its agent. */
+export type DropletId = Pick<DropletFacts, "name" | "dropletId">;
+
+function dropletIdOf(d: DropletId): number {
+  const id = typeof d.dropletId === "number" ? d.dropletId : Number(d.dropletId);
+  assert(Number.isSafeInteger(id) && id > 0, `${d.name}: droplet ID ${JSON.stringify(d.dropletId)} is not a positive integer`);
+  return id;
+}
+
+/**
+ * The member ids, in plan order. The stack raises the membership version exactly when this list
+ * changes, so it is computed here, once, for both the version and the plan.
+ */
+export function memberIdsOf(lbs: readonly DropletId[], witness: DropletId | null): string[] {
+  return [...lbs, ...(witness ? [witness] : [])].map((d) => nodeIdOf(d.name, dropletIdOf(d)));
+}
+
+/**
+ * The member list as one node sees it: LBs talk over the VPC, but the witness is in another region
+ * and has no VPC with them, so it and the LBs reach each other on public addresses.
+ */
+function membersSeenFrom(view: "lb" | "witness", input: PlanInput<unknown>): Member[] {
+  const members: Member[] = input.lbs.map((lb) => ({
+    id: nodeIdOf(lb.name, dropletIdOf(lb)),
+    address: view === "witness" ? lb.publicAddress : lb.vpcAddress,
+    port: PEER_PORT,
+    role: "lb",
+    color: lb.color,
+    priority: 100,
+  }));
+  const w = input.witness;
+  if (w) members.push({ id: nodeIdOf(w.name, dropletIdOf(w)), address: w.publicAddress, port: PEER_PORT, role: "witness", priority: 100 });
+  return members;
+}
+
+function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null): DropletPlan<K> {
+  const c = input.config;
+  const role = lb ? "lb" : "witness";
+  const dropletId = dropletIdOf(d);
+  const nodeId = nodeIdOf(d.name, dropletId);
+  const agentConfig: AgentConfigInput = {
+    nodeId,
+    membershipVersion: input.membershipVersion,
+    members: membersSeenFrom(role, input),
+    activeColor: c.activeColor,
+    // Only an LB assigns the Reserved IP; its droplet ID saves a metadata lookup at start.
+    ...(lb ? { reservedIp: input.reservedIp, dropletId } : {}),
+    listen: { address: ANY_IPV4, port: PEER_PORT },
+    ...(c.failover ? { failover: c.failover } : {}),
+    // The firewalls open the metrics port to metricsCidrs only; without them, nobody outside may scrape.
+    metrics: { enabled: true, address: c.metricsCidrs.length ? ANY_IPV4 : LOOPBACK_IPV4, port: METRICS_PORT },
+    logLevel: "info",
+  };
+  const k = input.keys;
+  return {
+    name: d.name,
+    role,
+    color: lb ? lb.color : null,
+    nodeId,
+    dropletId,
+    host: d.publicAddress,
+    agentConfig,
+    secrets: {
+      ...(lb ? { agentToken: k.agentToken } : {}),
+      peerKey: k.peerKey,
+      ...(k.previousPeerKey !== undefined ? { previousPeerKey: k.previousPeerKey } : {}),
+    },
+    haproxy: lb ? { listenPorts: [...c.listenPorts], backends: [...c.backends], serverName: d.name } : null,
+  };
+}
+
+/** The plan for every droplet: LBs in input order, then the witness. Throws on inconsistent input. */
+export function planCluster<K>(input: PlanInput<K>): ClusterPlan<K> {
+  assert(input.lbs.length >= 1, "needs at least one load balancer");
+  assert(
+    Number.isSafeInteger(input.membershipVersion) && input.membershipVersion >= 0,
+    `membershipVersion ${input.membershipVersion} is not a non-negative integer`,
+  );
+  assert(input.reservedIp.length > 0, "the Reserved IP's address is empty");
+  const memberIds = memberIdsOf(input.lbs, input.witness);
+  const names = [...input.lbs, ...(input.witness ? [input.witness] : [])].map((d) => d.name);
+  assert(new Set(names).size === names.length, `droplet names repeat: ${names.join(", ")}`);
+  assert(new Set(memberIds).size === memberIds.length, `node ids repeat: ${memberIds.join(", ")}`);
+  const droplets = [...input.lbs.map((lb) => planDroplet(input, lb, lb)), ...(input.witness ? [planDroplet(input, input.witness, null)] : [])];
+  // Postcondition: every node is told the same member ids, in the same order, and is one of them.
+  for (const d of droplets) {
+    const ids = (d.agentConfig.members ?? []).map((m) => m.id);
+    assert(ids.join(",") === memberIds.join(","), `${d.name} would be told members ${ids.join(", ")}, not ${memberIds.join(", ")}`);
+    assert(ids.includes(d.nodeId), `${d.name} (${d.nodeId}) is not among its own members`);
+  }
+  return { membershipVersion: input.membershipVersion, memberIds, droplets };
+}
