@@ -11,16 +11,18 @@
 import { chownSync, existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
+import * as v from "valibot";
 import { stringify as toYaml } from "yaml";
-import { z } from "zod";
-import { parseAgentConfig, formatIssues } from "./config.js";
+import { parseAgentConfig } from "./config.js";
 import { controlRequest } from "./control.js";
+import { check, formatIssues, mustBe, nonEmptyString, strictObject } from "./schema.js";
 
-const Payload = z.strictObject({
-  config: z.record(z.string(), z.unknown()),
-  token: z.string().min(1).optional(),
-  peerKey: z.string().min(32),
-  previousPeerKey: z.string().min(32).optional(),
+const peerKey = v.pipe(v.string(mustBe("a key of at least 32 characters")), v.minLength(32, mustBe("a key of at least 32 characters")));
+const Payload = strictObject({
+  config: v.record(v.string(), v.unknown(), mustBe("a mapping (the agent config)")),
+  token: v.optional(nonEmptyString("a DigitalOcean token")),
+  peerKey,
+  previousPeerKey: v.optional(peerKey),
 });
 
 export interface ApplyOptions {
@@ -57,8 +59,8 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   } catch (e) {
     throw new Error(`stdin is not JSON: ${(e as Error).message}`);
   }
-  const p = Payload.safeParse(doc);
-  if (!p.success) throw new Error(`bad apply-config payload:\n  ${formatIssues(p.error.issues).join("\n  ")}`);
+  const p = check(Payload, doc);
+  if (!p.ok) throw new Error(`bad apply-config payload:\n  ${formatIssues(p.issues).join("\n  ")}`);
   const files = {
     config: join(o.dir, "fipd.yaml"),
     token: join(o.dir, "token"),
@@ -66,13 +68,13 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
     previousPeerKey: join(o.dir, "peer.key.previous"),
   };
   // Point the config at the files written here, whatever the stack said.
-  const raw = { ...p.data.config } as Record<string, unknown>;
-  raw.peerAuth = { ...(raw.peerAuth as object), keyFile: files.peerKey, ...(p.data.previousPeerKey ? { previousKeyFile: files.previousPeerKey } : {}) };
-  if (!p.data.previousPeerKey) delete (raw.peerAuth as Record<string, unknown>).previousKeyFile;
+  const raw = { ...p.value.config } as Record<string, unknown>;
+  raw.peerAuth = { ...(raw.peerAuth as object), keyFile: files.peerKey, ...(p.value.previousPeerKey ? { previousKeyFile: files.previousPeerKey } : {}) };
+  if (!p.value.previousPeerKey) delete (raw.peerAuth as Record<string, unknown>).previousKeyFile;
   raw.api = { ...(raw.api as object), tokenFile: files.token };
   const cfg = parseAgentConfig(raw, "apply-config payload");
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
-  if (self.role === "lb" && !p.data.token) throw new Error("token: required for a load-balancer node");
+  if (self.role === "lb" && !p.value.token) throw new Error("token: required for a load-balancer node");
 
   const owner = o.owner ? lookupUser(o.owner) : null;
   // Files owned by root would be unreadable to the agent (its unit runs as this user): it would
@@ -84,9 +86,9 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   }
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   // Secrets first, config last: an agent reloading mid-way never sees a config naming a missing file.
-  if (p.data.token) writeAtomic(files.token, p.data.token + "\n", owner);
-  writeAtomic(files.peerKey, p.data.peerKey + "\n", owner);
-  if (p.data.previousPeerKey) writeAtomic(files.previousPeerKey, p.data.previousPeerKey + "\n", owner);
+  if (p.value.token) writeAtomic(files.token, p.value.token + "\n", owner);
+  writeAtomic(files.peerKey, p.value.peerKey + "\n", owner);
+  if (p.value.previousPeerKey) writeAtomic(files.previousPeerKey, p.value.previousPeerKey + "\n", owner);
   writeAtomic(files.config, toYaml(raw), owner);
   const out = [`wrote ${files.config} (node ${cfg.nodeId}, membership v${cfg.membershipVersion}, active color ${cfg.activeColor})`];
 
@@ -102,5 +104,3 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   }
   return out;
 }
-
-export { formatIssues };
