@@ -12,8 +12,8 @@ import { chownSync, existsSync, mkdirSync, renameSync, writeFileSync } from "nod
 import { join } from "node:path";
 import { execFileSync } from "node:child_process";
 import * as v from "valibot";
-import { stringify as toYaml } from "yaml";
 import { parseAgentConfig } from "./config.js";
+import { renderAgentConfig } from "./config-file.js";
 import { controlRequest } from "./control.js";
 import { check, formatIssues, mustBe, nonEmptyString, strictObject } from "./schema.js";
 
@@ -89,7 +89,7 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   if (p.value.token) writeAtomic(files.token, p.value.token + "\n", owner);
   writeAtomic(files.peerKey, p.value.peerKey + "\n", owner);
   if (p.value.previousPeerKey) writeAtomic(files.previousPeerKey, p.value.previousPeerKey + "\n", owner);
-  writeAtomic(files.config, toYaml(raw), owner);
+  writeAtomic(files.config, renderAgentConfig(raw), owner);
   const out = [`wrote ${files.config} (node ${cfg.nodeId}, membership v${cfg.membershipVersion}, active color ${cfg.activeColor})`];
 
   if (o.reload && existsSync(cfg.controlSocket)) {
