@@ -15,12 +15,12 @@ import * as v from "valibot";
 import { parseAgentConfig } from "./config.js";
 import { renderAgentConfig } from "./config-file.js";
 import { controlRequest } from "./control.js";
-import { check, formatIssues, mustBe, nonEmptyString, strictObject } from "./schema.js";
+import { check, formatIssues, mustBe, secret, strictObject } from "./schema.js";
 
-const peerKey = v.pipe(v.string(mustBe("a key of at least 32 characters")), v.minLength(32, mustBe("a key of at least 32 characters")));
+const peerKey = secret("a key of at least 32 characters", 32);
 const Payload = strictObject({
   config: v.record(v.string(), v.unknown(), mustBe("a mapping (the agent config)")),
-  token: v.optional(nonEmptyString("a DigitalOcean token")),
+  token: v.optional(secret("a DigitalOcean token")),
   peerKey,
   previousPeerKey: v.optional(peerKey),
 });

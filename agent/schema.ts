@@ -106,6 +106,16 @@ export function nonEmptyString(what = "a non-empty string") {
   return v.pipe(v.string(m), v.minLength(1, m), v.description(what));
 }
 
+/**
+ * A secret (a token, a key): a string of at least `minLength` characters. Its messages give the
+ * length or the kind of the value, never the value.
+ */
+export function secret(what: string, minLength = 1) {
+  const m = (issue: v.BaseIssue<unknown>) =>
+    `must be ${what}, got ${typeof issue.input === "string" ? `${issue.input.length} characters` : show(issue.input === null ? null : typeof issue.input)}`;
+  return v.pipe(v.string(m), v.minLength(minLength, m), v.description(what));
+}
+
 /** One of a fixed set of strings. */
 export function oneOf<const T extends readonly [string, ...string[]]>(options: T) {
   const what = options.length === 2 ? `"${options[0]}" or "${options[1]}"` : `one of ${options.map((o) => `"${o}"`).join(", ")}`;

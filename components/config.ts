@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as v from "valibot";
 import { FailoverTimingSchema } from "../agent/config.js";
-import { boolean, check, cidr4, integer, ipv4, listOf, matching, nonEmptyString, oneOf, port, problemsOf, strictObject } from "../agent/schema.js";
+import { boolean, check, cidr4, integer, ipv4, listOf, matching, nonEmptyString, oneOf, port, problemsOf, secret, strictObject } from "../agent/schema.js";
 
 const region = matching(/^[a-z]{3}\d$/, "a DigitalOcean region slug such as nyc3, fra1 or sgp1");
 const hostPort = matching(/^[A-Za-z0-9.-]+:\d{1,5}$/, "host:port, such as 10.0.0.5:8080");
@@ -22,12 +22,12 @@ const StackConfigEntries = {
   activeColor: v.optional(oneOf(["blue", "green"]), "blue"),
   witnessRegion: v.optional(region),
   sshKeys: listOf(nonEmptyString("a DigitalOcean SSH key ID or fingerprint"), { min: 1, fewer: "needs at least one DigitalOcean SSH key ID or fingerprint" }),
-  sshPrivateKey: nonEmptyString("a private key"),
+  sshPrivateKey: secret("a private key"),
   adminCidrs: listOf(cidr4, { min: 1, fewer: "needs at least one CIDR that may reach SSH" }),
   metricsCidrs: v.optional(listOf(cidr4), []),
   backends: listOf(hostPort, { min: 1, fewer: "needs at least one backend host:port" }),
   listenPorts: v.optional(listOf(port, { min: 1 }), [80]),
-  agentToken: nonEmptyString("a DigitalOcean token"),
+  agentToken: secret("a DigitalOcean token"),
   reservedIp: v.optional(ipv4),
   retainReservedIp: v.optional(boolean, true),
   failover: v.optional(FailoverTimingSchema),

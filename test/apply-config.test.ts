@@ -43,6 +43,17 @@ describe("apply-config", () => {
     expect(existsSync(etc)).toBe(false);
   });
 
+  it("refuses a short peer key by its length, without printing it, before writing anything", async () => {
+    dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
+    const bad = JSON.stringify({ config, peerKey: "SHORTSECRET" });
+    const err = await applyConfig(bad, { dir: join(dir, "etc"), reload: false }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err?.message).toBe("bad apply-config payload:\n  peerKey: must be a key of at least 32 characters, got 11 characters");
+    expect(existsSync(join(dir, "etc"))).toBe(false);
+  });
+
   it("refuses a config the agent would reject, with the key's path", async () => {
     dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
     const bad = JSON.stringify({ config: { ...config, activeColor: "purple" }, peerKey: "k".repeat(44) });

@@ -13,6 +13,7 @@ import {
   nodeId,
   port,
   printable,
+  secret,
   problemsOf,
   show,
   strictObject,
@@ -59,6 +60,13 @@ describe("values", () => {
     expect(lines(ipv4, "10.0.0.256")).toEqual(['(root): must be an IPv4 address such as 198.51.100.7, got "10.0.0.256"']);
     expect(lines(listOf(port, { min: 1 }), [])).toEqual(["(root): must have at least 1 entry, got a list of 0"]);
     expect(lines(listOf(port, { min: 1, fewer: "needs a port" }), [])).toEqual(["(root): needs a port"]);
+  });
+
+  it("secrets: the message gives the length or the kind, never the value", () => {
+    const key = secret("a key of at least 32 characters", 32);
+    expect(lines(key, "SECRET-abc")).toEqual(["(root): must be a key of at least 32 characters, got 10 characters"]);
+    expect(lines(key, 12345)).toEqual(['(root): must be a key of at least 32 characters, got "number"']);
+    expect(lines(strictObject({ token: secret("a token") }), { token: "" })).toEqual(["token: must be a token, got 0 characters"]);
   });
 
   it("CIDRs: an IPv4 address and a prefix length of 0 to 32, nothing else", () => {
