@@ -16,9 +16,8 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { ConfigError } from "./config.js";
-import { parseAgentConfigText } from "./config-file.js";
+import { parseAgentConfigText, parseConfigText, renderAgentConfig } from "./config-file.js";
 import { controlRequest } from "./control.js";
 import { ensureSecureDirectory, installFileSet, lookupUser, type FileChange } from "./safe-write.js";
 import { membershipRefusal, type MembershipView } from "./membership.js";
@@ -106,7 +105,7 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
   else delete peerAuth.previousKeyFile;
   raw.peerAuth = peerAuth;
   raw.api = { ...(isRecord(raw.api) ? raw.api : {}), tokenFile: files.token };
-  const configText = toYaml(raw);
+  const configText = renderAgentConfig(raw);
   let cfg;
   try {
     // The text about to be written, through the agent's own reader.
@@ -156,7 +155,7 @@ async function currentMemberships(configFile: string, controlSocket: string): Pr
   if (existsSync(configFile)) {
     let doc: unknown = null;
     try {
-      doc = parseYaml(readFileSync(configFile, "utf8"));
+      doc = parseConfigText(readFileSync(configFile), configFile);
     } catch {
       /* unreadable or not YAML: nothing to compare with */
     }

@@ -8,188 +8,191 @@
  *
  * Every duration is an integer number of milliseconds and its key ends in `Ms`.
  */
-import { z } from "zod";
+import * as v from "valibot";
 import { ANY_IPV4, HAPROXY_HEALTH_URL, LOOPBACK_IPV4, METADATA_URL, METRICS_PORT, PEER_PORT } from "./ports.js";
+import {
+  boolean,
+  check,
+  crossCheck,
+  durationMs,
+  formatIssues,
+  integer,
+  ipv4,
+  listOf,
+  nodeId,
+  nonEmptyString,
+  numberIn,
+  oneOf,
+  port,
+  strictObject,
+  url,
+} from "./schema.js";
 
 export const COLORS = ["blue", "green"] as const;
 export type Color = (typeof COLORS)[number];
 
-const durationMs = (min: number, max: number) => z.number().int().min(min).max(max);
-const port = z.number().int().min(1).max(65535);
-const ipv4 = z.ipv4();
-const nodeId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit");
+const path = nonEmptyString("a non-empty file path");
 
 /**
  * Election timing. Defaults give a failover of about 300 ms after a leader's death with 0 ms network
  * delay (see agent/election/README.md for the derivation) while riding out 1 % loss and 20 ms jitter.
  */
-export const FailoverTimingSchema = z
-  .strictObject({
+export const FailoverTimingSchema = v.pipe(
+  strictObject({
     /** How often every node sends a heartbeat to every other member. */
-    heartbeatIntervalMs: durationMs(10, 5_000).default(50),
+    heartbeatIntervalMs: v.optional(durationMs(10, 5_000), 50),
     /** How long a vote or heartbeat acknowledgement promises not to back another leader. */
-    leaseMs: durationMs(50, 60_000).default(300),
+    leaseMs: v.optional(durationMs(50, 60_000), 300),
     /** Upper bound on the rate difference between any node's monotonic clock and real time (0.01 = 1 %). */
-    maxClockDrift: z.number().min(0).max(0.1).default(0.01),
+    maxClockDrift: v.optional(numberIn(0, 0.1, "a fraction from 0 to 0.1 (0.01 is 1 %)"), 0.01),
     /** Extra wait per rank before a lower-ranked node stands for election, so the best node usually goes first. */
-    candidateBackoffMs: durationMs(0, 10_000).default(25),
+    candidateBackoffMs: v.optional(durationMs(0, 10_000), 25),
     /** How long a vote request waits for answers before the candidate gives up and retries later. */
-    electionTimeoutMs: durationMs(10, 60_000).default(150),
+    electionTimeoutMs: v.optional(durationMs(10, 60_000), 150),
     /** A returning better node takes over a working leader only when true (keepalived's preemption). */
-    preempt: z.boolean().default(false),
-  })
-  .check((ctx) => {
-    const t = ctx.value;
+    preempt: v.optional(boolean, false),
+  }),
+  crossCheck([["heartbeatIntervalMs"], ["leaseMs"]], (t, report) => {
     if (t.heartbeatIntervalMs * 3 > t.leaseMs) {
-      ctx.issues.push({
-        code: "custom",
-        input: t.leaseMs,
-        path: ["leaseMs"],
-        message: `must be at least 3 × heartbeatIntervalMs (${t.heartbeatIntervalMs * 3} ms) so that one lost heartbeat does not end a lease`,
-      });
+      report(["leaseMs"], `must be at least 3 × heartbeatIntervalMs (${t.heartbeatIntervalMs * 3} ms) so that one lost heartbeat does not end a lease`);
     }
-  });
-export type FailoverTiming = z.output<typeof FailoverTimingSchema>;
+  }),
+);
+export type FailoverTiming = v.InferOutput<typeof FailoverTimingSchema>;
 
-export const MemberSchema = z
-  .strictObject({
+export const MemberSchema = v.pipe(
+  strictObject({
     /** Stable identifier; ties between equal priorities go to the lowest id. */
     id: nodeId,
     /** Address and port the peer transport reaches this member on (VPC address for LBs, public for the witness). */
-    address: z.string().min(1),
-    port: port.default(PEER_PORT),
+    address: nonEmptyString("a host name or address"),
+    port: v.optional(port, PEER_PORT),
     /** `witness` votes but never leads. */
-    role: z.enum(["lb", "witness"]).default("lb"),
+    role: v.optional(oneOf(["lb", "witness"]), "lb"),
     /** The color of an LB; a witness has none. */
-    color: z.enum(COLORS).optional(),
+    color: v.optional(oneOf(COLORS)),
     /** Higher leads first. */
-    priority: z.number().int().min(0).max(255).default(100),
-  })
-  .check((ctx) => {
-    const m = ctx.value;
-    if (m.role === "lb" && !m.color) {
-      ctx.issues.push({ code: "custom", input: m, path: ["color"], message: 'is required for a member with role "lb" ("blue" or "green")' });
-    }
-    if (m.role === "witness" && m.color) {
-      ctx.issues.push({ code: "custom", input: m.color, path: ["color"], message: "must not be set for a witness (a witness never leads)" });
-    }
-  });
-export type Member = z.output<typeof MemberSchema>;
+    priority: v.optional(integer(0, 255), 100),
+  }),
+  crossCheck([["role"], ["color"]], (m, report) => {
+    if (m.role === "lb" && !m.color) report(["color"], 'is required for a member with role "lb" ("blue" or "green")');
+    if (m.role === "witness" && m.color) report(["color"], "must not be set for a witness (a witness never leads)");
+  }),
+);
+export type Member = v.InferOutput<typeof MemberSchema>;
 
-export const AgentConfigSchema = z
-  .strictObject({
+export const AgentConfigSchema = v.pipe(
+  strictObject({
     /** This node's id; must appear in `members`. */
     nodeId: nodeId,
     /**
      * Monotonic version of the member list, raised by the stack whenever `members` changes.
      * Nodes with different versions run joint consensus (see agent/election/README.md).
      */
-    membershipVersion: z.number().int().min(0).default(0),
+    membershipVersion: v.optional(integer(0, Number.MAX_SAFE_INTEGER, "a whole number, 0 or more"), 0),
     /** Every voter: all LB droplets and the witness, this node included. */
-    members: z.array(MemberSchema).min(1),
+    members: listOf(MemberSchema, { min: 1, what: "a list of at least 1 member" }),
     /** The color the operator wants in force; it takes force only when a healthy node of it can lead. */
-    activeColor: z.enum(COLORS).default("blue"),
+    activeColor: v.optional(oneOf(COLORS), "blue"),
     /** The Reserved IP the cluster serves. Not needed on the witness. */
-    reservedIp: ipv4.optional(),
+    reservedIp: v.optional(ipv4),
     /** Droplet ID override; normally read from the metadata service. */
-    dropletId: z.number().int().positive().optional(),
+    dropletId: v.optional(integer(1, Number.MAX_SAFE_INTEGER, "a droplet ID (a whole number, 1 or more)")),
     /** Maintenance mode at start (also switchable with `fipd maintenance on|off`). */
-    maintenance: z.boolean().default(false),
-    listen: z
-      .strictObject({
+    maintenance: v.optional(boolean, false),
+    listen: v.optional(
+      strictObject({
         /** Address the peer transport binds (UDP). */
-        address: z.string().min(1).default(ANY_IPV4),
-        port: port.default(PEER_PORT),
-      })
-      .prefault({}),
-    peerAuth: z
-      .strictObject({
+        address: v.optional(nonEmptyString("an address to bind"), ANY_IPV4),
+        port: v.optional(port, PEER_PORT),
+      }),
+      {},
+    ),
+    peerAuth: v.optional(
+      strictObject({
         /** File with the current shared key (at least 32 bytes, hex or raw). Mode 0600. */
-        keyFile: z.string().min(1).default("/etc/fipd/peer.key"),
+        keyFile: v.optional(path, "/etc/fipd/peer.key"),
         /** File with the previous key, accepted (never used to sign) during a key roll. */
-        previousKeyFile: z.string().min(1).optional(),
-      })
-      .prefault({}),
-    api: z
-      .strictObject({
-        baseUrl: z.url().default("https://api.digitalocean.com"),
+        previousKeyFile: v.optional(path),
+      }),
+      {},
+    ),
+    api: v.optional(
+      strictObject({
+        baseUrl: v.optional(url, "https://api.digitalocean.com"),
         /** File holding the DigitalOcean token; fipd refuses to start if group or others can read it. */
-        tokenFile: z.string().min(1).default("/etc/fipd/token"),
+        tokenFile: v.optional(path, "/etc/fipd/token"),
         /** Per-request timeout. */
-        requestTimeoutMs: durationMs(100, 60_000).default(5_000),
+        requestTimeoutMs: v.optional(durationMs(100, 60_000), 5_000),
         /** Overall deadline for one assignment, retries included. */
-        assignDeadlineMs: durationMs(1_000, 600_000).default(120_000),
+        assignDeadlineMs: v.optional(durationMs(1_000, 600_000), 120_000),
         /** How often the leader confirms through the API (rare: the API is rate limited and shared). */
-        verifyIntervalMs: durationMs(10_000, 3_600_000).default(300_000),
-      })
-      .prefault({}),
-    metadata: z
-      .strictObject({
-        baseUrl: z.url().default(METADATA_URL),
-        requestTimeoutMs: durationMs(50, 30_000).default(2_000),
+        verifyIntervalMs: v.optional(durationMs(10_000, 3_600_000), 300_000),
+      }),
+      {},
+    ),
+    metadata: v.optional(
+      strictObject({
+        baseUrl: v.optional(url, METADATA_URL),
+        requestTimeoutMs: v.optional(durationMs(50, 30_000), 2_000),
         /** How often the leader checks, for free, that the IP is still on its droplet. */
-        checkIntervalMs: durationMs(100, 600_000).default(1_000),
-      })
-      .prefault({}),
-    health: z
-      .strictObject({
+        checkIntervalMs: v.optional(durationMs(100, 600_000), 1_000),
+      }),
+      {},
+    ),
+    health: v.optional(
+      strictObject({
         /** The local HAProxy health endpoint; must be on loopback. */
-        url: z.url().default(HAPROXY_HEALTH_URL),
-        intervalMs: durationMs(10, 60_000).default(100),
-        timeoutMs: durationMs(10, 60_000).default(250),
+        url: v.optional(url, HAPROXY_HEALTH_URL),
+        intervalMs: v.optional(durationMs(10, 60_000), 100),
+        timeoutMs: v.optional(durationMs(10, 60_000), 250),
         /** Consecutive successes to become healthy (HAProxy's `rise`). */
-        rise: z.number().int().min(1).max(100).default(2),
+        rise: v.optional(integer(1, 100), 2),
         /** Consecutive failures to become unhealthy (HAProxy's `fall`). */
-        fall: z.number().int().min(1).max(100).default(2),
-      })
-      .prefault({}),
-    failover: FailoverTimingSchema.prefault({}),
-    metrics: z
-      .strictObject({
+        fall: v.optional(integer(1, 100), 2),
+      }),
+      {},
+    ),
+    failover: v.optional(FailoverTimingSchema, {}),
+    metrics: v.optional(
+      strictObject({
         /** Prometheus endpoint; loopback by default. Set enabled=false to turn it off. */
-        enabled: z.boolean().default(true),
-        address: z.string().min(1).default(LOOPBACK_IPV4),
-        port: port.default(METRICS_PORT),
-      })
-      .prefault({}),
+        enabled: v.optional(boolean, true),
+        address: v.optional(nonEmptyString("an address to bind"), LOOPBACK_IPV4),
+        port: v.optional(port, METRICS_PORT),
+      }),
+      {},
+    ),
     /** The election's term and vote, kept across restarts (no secret in it). */
-    stateFile: z.string().min(1).default("/var/lib/fipd/state.json"),
+    stateFile: v.optional(path, "/var/lib/fipd/state.json"),
     /** Unix socket for `fipd status|handover|maintenance`. */
-    controlSocket: z.string().min(1).default("/run/fipd/fipd.sock"),
+    controlSocket: v.optional(path, "/run/fipd/fipd.sock"),
     /** Log level for the JSON logs on stdout. */
-    logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
-  })
-  .check((ctx) => {
-    const c = ctx.value;
+    logLevel: v.optional(oneOf(["debug", "info", "warn", "error"]), "info"),
+  }),
+  crossCheck([["members", "$", "id"]], (c, report) => {
     const ids = new Set<string>();
     c.members.forEach((m, i) => {
-      if (ids.has(m.id)) ctx.issues.push({ code: "custom", input: m.id, path: ["members", i, "id"], message: `duplicate member id "${m.id}"` });
+      if (ids.has(m.id)) report(["members", i, "id"], `duplicate member id "${m.id}"`);
       ids.add(m.id);
     });
+  }),
+  crossCheck([["nodeId"], ["members", "$", "id"], ["members", "$", "role"], ["reservedIp"]], (c, report) => {
     const self = c.members.find((m) => m.id === c.nodeId);
     if (!self) {
-      ctx.issues.push({ code: "custom", input: c.nodeId, path: ["nodeId"], message: `"${c.nodeId}" is not one of members[].id (${[...ids].join(", ")})` });
+      report(["nodeId"], `"${c.nodeId}" is not one of members[].id (${[...new Set(c.members.map((m) => m.id))].join(", ")})`);
     } else if (self.role === "lb" && !c.reservedIp) {
-      ctx.issues.push({
-        code: "custom",
-        input: undefined,
-        path: ["reservedIp"],
-        message: "is required on a load-balancer node (the IPv4 address of the Reserved IP)",
-      });
+      report(["reservedIp"], "is required on a load-balancer node (the IPv4 address of the Reserved IP)");
     }
-  });
+  }),
+);
 
-export type AgentConfig = z.output<typeof AgentConfigSchema>;
+export type AgentConfig = v.InferOutput<typeof AgentConfigSchema>;
 /** What the stack writes: defaults may be left out. */
-export type AgentConfigInput = z.input<typeof AgentConfigSchema>;
+export type AgentConfigInput = v.InferInput<typeof AgentConfigSchema>;
 
-/** One line per problem: `path: message`, e.g. `failover.leaseMs: must be at least ...`. */
-export function formatIssues(issues: readonly z.core.$ZodIssue[], prefix = ""): string[] {
-  return issues.map((i) => {
-    const path = i.path.length ? i.path.map((p, n) => (typeof p === "number" ? `[${p}]` : `${n ? "." : ""}${String(p)}`)).join("") : "(root)";
-    return `${prefix}${path}: ${i.message}`;
-  });
-}
+/** One line per problem: `path: message` (agent/schema.ts). */
+export { formatIssues };
 
 export class ConfigError extends Error {
   constructor(
@@ -203,7 +206,7 @@ export class ConfigError extends Error {
 
 /** Validate an already-parsed document. Throws ConfigError listing every problem. */
 export function parseAgentConfig(doc: unknown, source = "config"): AgentConfig {
-  const r = AgentConfigSchema.safeParse(doc);
-  if (!r.success) throw new ConfigError(formatIssues(r.error.issues), source);
-  return r.data;
+  const r = check(AgentConfigSchema, doc);
+  if (!r.ok) throw new ConfigError(formatIssues(r.issues), source);
+  return r.value;
 }

@@ -4,48 +4,48 @@
  * wrong, and the form expected.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { z } from "zod";
+import * as v from "valibot";
 import { FailoverTimingSchema } from "../agent/config.js";
+import { boolean, check, cidr4, integer, ipv4, listOf, matching, nonEmptyString, oneOf, port, problemsOf, secret, strictObject } from "../agent/schema.js";
 
-const REGION = /^[a-z]{3}\d$/;
-const region = z.string().regex(REGION, "must be a DigitalOcean region slug such as nyc3, fra1 or sgp1");
-const cidr = z.string().refine((s) => {
-  const m = s.match(/^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/);
-  return !!m && m.slice(1, 5).every((o) => Number(o) <= 255) && Number(m[5]) <= 32;
-}, "must be an IPv4 CIDR such as 198.51.100.0/24");
-const hostPort = z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, "must be host:port, such as 10.0.0.5:8080");
-const port = z.number().int().min(1).max(65535);
-const colorEntry = z.strictObject({ count: z.number().int().min(0).max(9), size: z.string().min(1).optional(), image: z.string().min(1).optional() });
+const region = matching(/^[a-z]{3}\d$/, "a DigitalOcean region slug such as nyc3, fra1 or sgp1");
+const hostPort = matching(/^[A-Za-z0-9.-]+:\d{1,5}$/, "host:port, such as 10.0.0.5:8080");
+const slug = nonEmptyString("a non-empty slug");
+/** A partial entry: what is left out comes from the color's default (see StackConfigSchema). */
+const colorEntry = strictObject({ count: v.optional(integer(0, 9)), size: v.optional(slug), image: v.optional(slug) });
 
-export const StackConfigSchema = z
-  .strictObject({
-    region,
-    image: z.string().min(1).default("ubuntu-24-04-x64"),
-    size: z.string().min(1).default("s-1vcpu-1gb"),
-    colors: z.strictObject({ blue: colorEntry.partial().optional(), green: colorEntry.partial().optional() }).default({}),
-    activeColor: z.enum(["blue", "green"]).default("blue"),
-    witnessRegion: region.optional(),
-    sshKeys: z.array(z.string().min(1)).min(1, "needs at least one DigitalOcean SSH key ID or fingerprint"),
-    sshPrivateKey: z.string().min(1),
-    adminCidrs: z.array(cidr).min(1, "needs at least one CIDR that may reach SSH"),
-    metricsCidrs: z.array(cidr).default([]),
-    backends: z.array(hostPort).min(1, "needs at least one backend host:port"),
-    listenPorts: z.array(port).min(1).default([80]),
-    agentToken: z.string().min(1),
-    reservedIp: z.ipv4().optional(),
-    retainReservedIp: z.boolean().default(true),
-    failover: FailoverTimingSchema.optional(),
-    /** Bump (1, 2, 3, …) to rotate the peers' shared key; the previous key stays accepted during the roll. */
-    peerKeyGeneration: z.number().int().min(1).default(1),
-  })
-  .transform((c) => ({
+const StackConfigEntries = {
+  region,
+  image: v.optional(slug, "ubuntu-24-04-x64"),
+  size: v.optional(slug, "s-1vcpu-1gb"),
+  colors: v.optional(strictObject({ blue: v.optional(colorEntry), green: v.optional(colorEntry) }), {}),
+  activeColor: v.optional(oneOf(["blue", "green"]), "blue"),
+  witnessRegion: v.optional(region),
+  sshKeys: listOf(nonEmptyString("a DigitalOcean SSH key ID or fingerprint"), { min: 1, fewer: "needs at least one DigitalOcean SSH key ID or fingerprint" }),
+  sshPrivateKey: secret("a private key"),
+  adminCidrs: listOf(cidr4, { min: 1, fewer: "needs at least one CIDR that may reach SSH" }),
+  metricsCidrs: v.optional(listOf(cidr4), []),
+  backends: listOf(hostPort, { min: 1, fewer: "needs at least one backend host:port" }),
+  listenPorts: v.optional(listOf(port, { min: 1 }), [80]),
+  agentToken: secret("a DigitalOcean token"),
+  reservedIp: v.optional(ipv4),
+  retainReservedIp: v.optional(boolean, true),
+  failover: v.optional(FailoverTimingSchema),
+  /** Bump (1, 2, 3, …) to rotate the peers' shared key; the previous key stays accepted during the roll. */
+  peerKeyGeneration: v.optional(integer(1, Number.MAX_SAFE_INTEGER, "a whole number, 1 or more"), 1),
+};
+
+export const StackConfigSchema = v.pipe(
+  strictObject(StackConfigEntries),
+  v.transform((c) => ({
     ...c,
     colors: {
       blue: { count: 2, ...c.colors.blue },
       green: { count: 0, ...c.colors.green },
     },
-  }));
-export type StackConfig = z.output<typeof StackConfigSchema>;
+  })),
+);
+export type StackConfig = v.InferOutput<typeof StackConfigSchema>;
 
 const EXPECTED: Record<string, string> = {
   region: "a region slug, e.g. nyc3",
@@ -81,23 +81,18 @@ export const SECRET_KEYS = ["sshPrivateKey", "agentToken"] as const;
  * warnings; throws StackConfigError with one line per bad key.
  */
 export function parseStackConfig(raw: Record<string, unknown>): { config: StackConfig; warnings: string[] } {
-  const r = StackConfigSchema.safeParse(raw);
-  if (!r.success) {
+  const r = check(StackConfigSchema, raw);
+  if (!r.ok) {
     const byKey = new Map<string, string>();
-    for (const i of r.error.issues) {
-      const key = String(i.path[0] ?? "(root)");
-      const where = i.path.length > 1 ? ` (at ${i.path.slice(1).join(".")})` : "";
-      const what =
-        i.code === "invalid_type" && i.input === undefined
-          ? "is required"
-          : i.code === "unrecognized_keys"
-            ? `has unknown keys ${i.keys.join(", ")}`
-            : i.message;
+    for (const p of problemsOf(r.issues)) {
+      const key = String(p.path[0] ?? "(root)");
+      const where = p.path.length > 1 ? ` (at ${p.path.slice(1).join(".")})` : "";
+      const what = p.missing ? "is required" : p.message;
       if (!byKey.has(key)) byKey.set(key, `ha-lb:${key}: ${what}${where}${EXPECTED[key] ? `; expected ${EXPECTED[key]}` : ""}`);
     }
     throw new StackConfigError([...byKey.values()]);
   }
-  const c = r.data;
+  const c = r.value;
   const errors: string[] = [];
   const warnings: string[] = [];
   if (c.witnessRegion && c.witnessRegion === c.region)
@@ -125,7 +120,7 @@ export function parseStackConfig(raw: Record<string, unknown>): { config: StackC
 
 /** Keys whose value is JSON (a list, an object, a boolean or a number) in Pulumi.<stack>.yaml. */
 const JSON_KEYS = ["colors", "sshKeys", "adminCidrs", "metricsCidrs", "backends", "listenPorts", "failover", "retainReservedIp", "peerKeyGeneration"];
-export const ALL_KEYS = Object.keys(StackConfigSchema.in.shape);
+export const ALL_KEYS = Object.keys(StackConfigEntries);
 
 /**
  * Read every `ha-lb:*` key through a getter (the Pulumi config in the program, a map in tests).

@@ -87,6 +87,18 @@ describe("apply-config", () => {
     expect((await applyConfig(doc(6, grown), { dir: etc, owner: "root", reload: false }))[0]).toContain("membership v6");
   });
 
+  it("refuses a short peer key by its length, without printing it, before writing anything", async () => {
+    dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
+    const bad = JSON.stringify({ config, peerKey: "SHORTSECRET" });
+    const err = await applyConfig(bad, { dir: join(dir, "etc"), reload: false }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/^bad apply-config payload; nothing was written:\n  peerKey: .*at least 32 bytes/);
+    expect(err?.message).not.toContain("SHORTSECRET");
+    expect(existsSync(join(dir, "etc"))).toBe(false);
+  });
+
   it("refuses a config the agent would reject, with the key's path", async () => {
     dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
     const bad = JSON.stringify({ config: { ...config, activeColor: "purple" }, peerKey: "k".repeat(44) });

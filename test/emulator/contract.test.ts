@@ -5,8 +5,8 @@
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import OpenAPIBackend from "openapi-backend";
-import { parse } from "yaml";
+import OpenAPIBackend, { type Document } from "openapi-backend";
+import { load } from "js-yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startEmulator, type Emulator } from "../../testbed/emulator/index.js";
 
@@ -17,7 +17,7 @@ let api: OpenAPIBackend;
 let dropletId: number;
 
 beforeAll(async () => {
-  api = new OpenAPIBackend({ definition: parse(readFileSync(SPEC, "utf8")), validate: true, quick: false });
+  api = new OpenAPIBackend({ definition: load(readFileSync(SPEC, "utf8")) as Document, validate: true, quick: false });
   await api.init();
   emu = await startEmulator({ tokens: [TOKEN], actionDelayMs: 300, rateLimitPerMinute: 30 });
   emu.addReservedIp({ ip: "198.51.100.100", region: "nyc3" });

@@ -39,7 +39,7 @@ describe("loadStackConfig", () => {
   it.each([
     [{ region: "NYC" }, /^ha-lb:region: must be a DigitalOcean region slug.*; expected a region slug/],
     [{ region: undefined }, /^ha-lb:region: is required; expected/],
-    [{ colors: JSON.stringify({ red: { count: 1 } }) }, /^ha-lb:colors: has unknown keys red; expected \{"blue"/],
+    [{ colors: JSON.stringify({ red: { count: 1 } }) }, /^ha-lb:colors: has unknown key "red" \(known keys: blue, green\); expected \{"blue"/],
     [{ colors: JSON.stringify({ blue: { count: -1 } }) }, /^ha-lb:colors: .*\(at blue\.count\); expected/],
     [{ activeColor: "red" }, /^ha-lb:activeColor: .*; expected blue or green/],
     [{ witnessRegion: "Frankfurt" }, /^ha-lb:witnessRegion: must be a DigitalOcean region slug/],

@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { vi } from "vitest";
-import { parse as parseYaml } from "yaml";
+import { load as parseYaml } from "js-yaml";
 
 export interface Declared {
   type: string;

@@ -8,8 +8,8 @@ import { randomBytes } from "node:crypto";
 import { chownSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { stringify as toYaml } from "yaml";
 import type { AgentConfigInput, Color } from "../../agent/config.js";
+import { renderAgentConfig } from "../../agent/config-file.js";
 import type { StatusReport } from "../../agent/controller.js";
 import { controlRequest } from "../../agent/control.js";
 import { ClusterViews } from "./cluster-views.js";
@@ -160,7 +160,7 @@ export class LocalCluster extends ClusterViews {
   }
 
   writeConfig(h: NodeHandle): void {
-    writeFileSync(h.configPath, toYaml(h.config), { mode: 0o600 });
+    writeFileSync(h.configPath, renderAgentConfig(h.config), { mode: 0o600 });
     this.own(h.configPath);
   }
 
