@@ -56,9 +56,11 @@ export async function startUdpRelay(o: RelayOptions): Promise<UdpRelay> {
 
   /**
    * Runs fn once at least ms of real time have passed. Timers run off the event loop's cached, millisecond-
-   * truncated clock and can fire a little early by performance.now(); re-arm for the remainder if so.
+   * truncated clock and can fire a little early by performance.now(); re-arm for the remainder if so. No delay
+   * (a relay that only cuts links) forwards at once: a timer per datagram would add latency for nothing.
    */
   const later = (ms: number, fn: () => void) => {
+    if (ms <= 0) return fn();
     const due = performance.now() + ms;
     const arm = (wait: number) => {
       const t = setTimeout(() => {
