@@ -6,35 +6,43 @@
  * SIGKILL, and reports how long the takeover took. Cleans up on exit or Ctrl-C.
  *
  *   npm run demo -- [--action-delay-ms 2000] [--rounds 2]
+ *   npm run demo -- --web [--port 8080] [--action-delay-ms 2000]   the cluster live in a browser (demo/web.ts)
  */
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { buildAgentBundle } from "../agent/build.js";
 import { BUNDLE, LocalCluster, RESERVED_IP } from "../testbed/harness/local-cluster.js";
+import { startWebDemo, type WebDemo } from "./web.js";
 
 const { values } = parseArgs({
   options: {
     "action-delay-ms": { type: "string", default: "1000" },
     rounds: { type: "string", default: "2" },
+    web: { type: "boolean", default: false },
+    port: { type: "string", default: "0" },
   },
 });
 const actionDelayMs = Number(values["action-delay-ms"]);
 const rounds = Number(values.rounds);
 if (!Number.isInteger(actionDelayMs) || actionDelayMs < 0) throw new Error(`--action-delay-ms must be a whole number ≥ 0, got ${values["action-delay-ms"]}`);
 if (!Number.isInteger(rounds) || rounds < 1 || rounds > 10) throw new Error(`--rounds must be 1-10, got ${values.rounds}`);
+const port = Number(values.port);
+if (!/^\d+$/.test(values.port) || port > 65535) throw new Error(`--port must be 0-65535 (0: a free port), got ${values.port}`);
 
 const t0 = Date.now();
 const stamp = () => `[${((Date.now() - t0) / 1000).toFixed(3).padStart(7)} s]`;
 const say = (msg: string) => console.log(`${stamp()} ${msg}`);
 
 let cluster: LocalCluster | null = null;
+let web: WebDemo | null = null;
 let cleaning = false;
 async function cleanup(code: number) {
   if (cleaning) return;
   cleaning = true;
-  if (cluster) {
+  if (cluster || web) {
     say("cleaning up: stopping agents and the emulator");
-    await cluster.close().catch(() => undefined);
+    await cluster?.close().catch(() => undefined);
+    await web?.close().catch(() => undefined);
   }
   process.exit(code);
 }
@@ -45,6 +53,11 @@ async function main() {
   if (!existsSync(BUNDLE) || process.env.FIPD_REBUILD !== "0") {
     const b = await buildAgentBundle();
     say(`built the agent bundle ${b.path} (${(b.bytes / 1024).toFixed(0)} KiB)`);
+  }
+  if (values.web) {
+    web = await startWebDemo({ port, actionDelayMs, say });
+    say(`open ${web.url} in a browser (Ctrl-C stops the demo)`);
+    return; // runs until SIGINT or SIGTERM
   }
   cluster = await LocalCluster.start({ lbs: ["blue", "blue", "blue"], witness: true, actionDelayMs });
   say(`emulated DigitalOcean API at ${cluster.emulator.apiUrl} (assign actions take ${actionDelayMs} ms)`);

@@ -23,6 +23,8 @@ export const SYSTEM_TOOLS = [
   ["ssh-keygen", "openssh-client"],
   ["curl", "curl"],
   ["openssl", "openssl"],
+  // The web demo's browser test (test/demo) drives Debian's chromium; playwright-core never downloads one.
+  ["/usr/bin/chromium", "chromium"],
 ];
 
 const has = (bin) => (bin.startsWith("/") ? existsSync(bin) : spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0);
