@@ -324,8 +324,13 @@ export async function startWebDemo(o: WebDemoOptions): Promise<WebDemo> {
   const act = async (a: Action): Promise<string> => {
     switch (a.action) {
       case "kill-leader": {
-        // The agents' answers can lag on a busy machine: give them a moment to agree.
-        const leader = await cluster.waitFor("an agreed leader", () => cluster.leader(), 3_000, 50).catch(() => null);
+        // The leader that serves: the one the agents agree on, holding the IP. Between two leaders (an
+        // election, an assign in flight, a busy machine) give them a moment; then take the agreed one.
+        const serving = async () => {
+          const l = await cluster.leader();
+          return l && cluster.holder() === l ? l : null;
+        };
+        const leader = (await cluster.waitFor("the serving leader", serving, 3_000, 50).catch(() => null)) ?? (await cluster.leader());
         if (!leader) throw new HttpError(409, "no agreed leader right now: nothing to kill");
         const pid = cluster.killNode(leader, "SIGKILL");
         note(`kill -9 ${leader} (pid ${pid}), the leader`, "action");

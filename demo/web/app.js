@@ -143,7 +143,7 @@ function renderChart(state) {
   lanes.forEach((lane, i) => {
     const y = TOP + i * LANE;
     parts.push(svg("rect", { x: LEFT, y, width: W - LEFT - 8, height: LANE - 6, fill: i % 2 ? "#f7f8fa" : "#fbfcfd" }));
-    parts.push(svg("text", { x: LEFT - 8, y: y + LANE / 2, "text-anchor": "end", class: "lane-label" }, lane));
+    parts.push(svg("text", { x: LEFT - 8, y: y + LANE / 2, "text-anchor": "end", class: "lane-label", style: `fill: ${fill[lane]}` }, lane));
   });
   // Each request is a tick in the lane of the node that answered it, or in "failed".
   const width = Math.max(1.5, ((W - LEFT) * 50) / WINDOW_MS);

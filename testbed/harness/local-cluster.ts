@@ -102,6 +102,8 @@ export class LocalCluster extends ClusterViews {
   readonly reservedIp = RESERVED_IP;
   readonly nodes = new Map<string, NodeHandle>();
   private service: NetServer | null = null;
+  /** Scripts still running (their process groups), ended by close(). */
+  private readonly scripts = new Set<ChildProcess>();
   private closed = false;
   private constructor(
     readonly dir: string,
@@ -389,8 +391,10 @@ export class LocalCluster extends ClusterViews {
     onLine?: (line: string, stream: "out" | "err") => void,
   ): Promise<{ code: number; out: string; err: string }> {
     const h = this.node(id);
+    if (this.closed) return Promise.reject(new Error(`${id}: the cluster is closed`));
     return new Promise((done, fail) => {
       const p = spawn("/bin/sh", ["-c", script], { cwd: h.home, env: { ...process.env, FIPD_CONFIG: h.configPath }, detached: true });
+      this.scripts.add(p);
       const out = { out: "", err: "" };
       const pending = { out: "", err: "" };
       const take = (stream: "out" | "err") => (d: Buffer) => {
@@ -406,11 +410,7 @@ export class LocalCluster extends ClusterViews {
       p.stdout.on("data", take("out"));
       p.stderr.on("data", take("err"));
       const timer = setTimeout(() => {
-        try {
-          process.kill(-p.pid!, "SIGKILL");
-        } catch {
-          /* already gone */
-        }
+        killGroup(p);
         fail(new Error(`${id}: script still running after ${timeoutMs} ms; killed`));
       }, timeoutMs);
       p.on("error", (e) => {
@@ -418,6 +418,7 @@ export class LocalCluster extends ClusterViews {
         fail(e);
       });
       p.on("close", (code) => {
+        this.scripts.delete(p);
         clearTimeout(timer);
         done({ code: code ?? 1, ...out });
       });
@@ -459,6 +460,7 @@ export class LocalCluster extends ClusterViews {
 
   async close(): Promise<void> {
     this.closed = true;
+    for (const p of this.scripts) killGroup(p);
     for (const h of this.nodes.values()) if (h.restartTimer) clearTimeout(h.restartTimer);
     await Promise.all([...this.nodes.keys()].map((id) => this.stopNode(id, "SIGKILL").catch(() => undefined)));
     for (const h of this.nodes.values()) {
@@ -468,6 +470,15 @@ export class LocalCluster extends ClusterViews {
     await new Promise<void>((r) => (this.service ? this.service.close(() => r()) : r()));
     await this.emulator.close();
     if (!this.opts.keepDir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** SIGKILL a detached child and everything it started (its process group). */
+function killGroup(p: ChildProcess): void {
+  try {
+    process.kill(-p.pid!, "SIGKILL");
+  } catch {
+    /* already gone */
   }
 }
 
