@@ -5,7 +5,7 @@ import { defineConfig } from "vitest/config";
  * at a time, after `unit`: real fipd processes, HAProxy and network namespaces, whose timing a busy
  * two-core machine would otherwise disturb.
  */
-const serial = ["test/process/**/*.test.ts", "test/e2e/**/*.test.ts"];
+const serial = ["test/process/**/*.test.ts", "test/e2e/**/*.test.ts", "test/demo/**/*.test.ts"];
 
 export default defineConfig({
   test: {

@@ -14,7 +14,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { PEER_PORT } from "../agent/ports.js";
 import { HOST_IP, NetBed, RESERVED_IP, sh } from "../testbed/netbed/bed.js";
-import { startUdpRelay, type UdpRelay } from "./relay.js";
+import { startUdpRelay, type UdpRelay } from "../testbed/relay.js";
 import { renderSoakMarkdown } from "./report.js";
 
 const { values } = parseArgs({

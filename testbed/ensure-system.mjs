@@ -27,6 +27,8 @@ export const SYSTEM_TOOLS = [
   ["systemd-analyze", "systemd"],
   // test/process/unit-sandbox.test.ts: the unit's seccomp filters, built with libseccomp as systemd does.
   ["python3:seccomp", "python3-seccomp"],
+  // The web demo's browser test (test/demo) drives Debian's chromium; playwright-core never downloads one.
+  ["/usr/bin/chromium", "chromium"],
 ];
 
 const has = (bin) => {

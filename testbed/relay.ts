@@ -2,9 +2,10 @@
  * A userspace UDP relay that delays every datagram by `delayMs + uniform(-jitterMs, +jitterMs)` (at least 0), in
  * both directions, for test beds whose kernel has no netem. Each distinct client address:port gets its own
  * socket towards the target, so the target's replies can be relayed back to the right client. Datagrams may be
- * reordered; that is what jitter does.
+ * reordered; that is what jitter does. `drop` cuts clients off, for a partition without root: the loopback
+ * harness routes every peer datagram through one relay per node and drops a partitioned node's traffic.
  *
- * CLI: npx tsx bench/relay.ts --listen 127.0.0.1:7000 --target 127.0.0.1:7001 --delay 10 --jitter 20
+ * CLI: npx tsx testbed/relay.ts --listen 127.0.0.1:7000 --target 127.0.0.1:7001 --delay 10 --jitter 20
  */
 import { createSocket, type Socket } from "node:dgram";
 import { isIPv6 } from "node:net";
@@ -21,12 +22,18 @@ export interface RelayOptions {
   jitterMs: number;
   /** Uniform in [0, 1); Math.random by default. */
   random?: () => number;
+  /**
+   * Asked for every datagram when it arrives and again when it is due: true drops it (so a cut also
+   * drops what is in flight). `client` is the address:port the relay serves (the sender of a forwarded
+   * datagram, the receiver of a reply). Asked each time, so a caller can cut and heal while it runs.
+   */
+  drop?: (client: { address: string; port: number }) => boolean;
 }
 
 export interface UdpRelay {
   port: number;
   close(): Promise<void>;
-  stats(): { forwarded: number; replied: number };
+  stats(): { forwarded: number; replied: number; dropped: number };
 }
 
 export async function startUdpRelay(o: RelayOptions): Promise<UdpRelay> {
@@ -38,14 +45,22 @@ export async function startUdpRelay(o: RelayOptions): Promise<UdpRelay> {
   let closed = false;
   let forwarded = 0;
   let replied = 0;
+  let dropped = 0;
+  const dropping = (client: { address: string; port: number }) => {
+    if (!o.drop?.({ address: client.address, port: client.port })) return false;
+    dropped++;
+    return true;
+  };
 
   const delay = () => Math.max(0, o.delayMs + (random() * 2 - 1) * o.jitterMs);
 
   /**
    * Runs fn once at least ms of real time have passed. Timers run off the event loop's cached, millisecond-
-   * truncated clock and can fire a little early by performance.now(); re-arm for the remainder if so.
+   * truncated clock and can fire a little early by performance.now(); re-arm for the remainder if so. No delay
+   * (a relay that only cuts links) forwards at once: a timer per datagram would add latency for nothing.
    */
   const later = (ms: number, fn: () => void) => {
+    if (ms <= 0) return fn();
     const due = performance.now() + ms;
     const arm = (wait: number) => {
       const t = setTimeout(() => {
@@ -65,15 +80,16 @@ export async function startUdpRelay(o: RelayOptions): Promise<UdpRelay> {
   listen.on("error", ignore); // a relay for test beds: a failed send is a lost datagram, not a crash
 
   listen.on("message", (msg, rinfo) => {
-    if (closed) return;
+    if (closed || dropping(rinfo)) return;
     const key = `${rinfo.address}|${rinfo.port}`;
     let up = clients.get(key);
     if (!up) {
       const sock = createSocket({ type: targetType });
       sock.on("error", ignore);
       sock.on("message", (reply) => {
-        if (closed) return;
+        if (closed || dropping(rinfo)) return;
         later(delay(), () => {
+          if (dropping(rinfo)) return;
           listen.send(reply, rinfo.port, rinfo.address, (err) => {
             if (!err) replied++;
           });
@@ -83,6 +99,7 @@ export async function startUdpRelay(o: RelayOptions): Promise<UdpRelay> {
     }
     const s = up;
     later(delay(), () => {
+      if (dropping(rinfo)) return;
       // An unbound socket binds to an ephemeral port on its first send, and then receives the replies.
       s.send(msg, o.targetPort, o.targetAddress, (err) => {
         if (!err) forwarded++;
@@ -112,7 +129,7 @@ export async function startUdpRelay(o: RelayOptions): Promise<UdpRelay> {
 
   return {
     port,
-    stats: () => ({ forwarded, replied }),
+    stats: () => ({ forwarded, replied, dropped }),
     close() {
       if (closing) return closing;
       closed = true;
@@ -160,7 +177,7 @@ async function cli(): Promise<void> {
     },
     strict: true,
   });
-  const usage = "usage: npx tsx bench/relay.ts --listen HOST:PORT --target HOST:PORT [--delay MS] [--jitter MS]";
+  const usage = "usage: npx tsx testbed/relay.ts --listen HOST:PORT --target HOST:PORT [--delay MS] [--jitter MS]";
   if (values.help) {
     console.log(usage);
     return;

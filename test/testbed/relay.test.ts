@@ -1,7 +1,7 @@
 import { createSocket, type Socket } from "node:dgram";
 import { performance } from "node:perf_hooks";
 import { afterEach, describe, expect, it } from "vitest";
-import { parseHostPort, startUdpRelay } from "../../bench/relay.js";
+import { parseHostPort, startUdpRelay } from "../../testbed/relay.js";
 
 const sockets: Socket[] = [];
 const relays: Array<{ close(): Promise<void> }> = [];
@@ -61,7 +61,7 @@ describe("startUdpRelay", () => {
     expect(from).toBe(relay.port);
     expect(ms).toBeGreaterThanOrEqual(100);
     expect(ms).toBeLessThan(1000);
-    expect(relay.stats()).toEqual({ forwarded: 1, replied: 1 });
+    expect(relay.stats()).toEqual({ forwarded: 1, replied: 1, dropped: 0 });
   });
 
   it("with jitter: no loss, delays spread, each client gets its own replies", async () => {
@@ -106,7 +106,7 @@ describe("startUdpRelay", () => {
     await done;
     expect(rtt).toHaveLength(2 * perClient);
     expect(echo.received()).toBe(2 * perClient);
-    expect(relay.stats()).toEqual({ forwarded: 2 * perClient, replied: 2 * perClient });
+    expect(relay.stats()).toEqual({ forwarded: 2 * perClient, replied: 2 * perClient, dropped: 0 });
     const min = Math.min(...rtt);
     const max = Math.max(...rtt);
     expect(min).toBeGreaterThanOrEqual(10); // two legs of at least 5 ms
@@ -134,6 +134,46 @@ describe("startUdpRelay", () => {
     expect(await got).toBeLessThan(200);
   });
 
+  it("drop: a cut client's datagrams and the replies to it are dropped, others pass, and a heal restores it", async () => {
+    const echo = await echoServer();
+    const cut = new Set<number>();
+    const relay = await startUdpRelay({
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      targetAddress: "127.0.0.1",
+      targetPort: echo.port,
+      delayMs: 40,
+      jitterMs: 0,
+      drop: (c) => cut.has(c.port),
+    });
+    relays.push(relay);
+    const [a, b] = [await bound(), await bound()];
+    const heard = { a: [] as string[], b: [] as string[] };
+    a.on("message", (m) => heard.a.push(m.toString()));
+    b.on("message", (m) => heard.b.push(m.toString()));
+    // a is cut: its datagram never reaches the target; b's goes through.
+    cut.add(a.address().port);
+    a.send("a1", relay.port, "127.0.0.1");
+    b.send("b1", relay.port, "127.0.0.1");
+    await sleep(200);
+    expect(heard).toEqual({ a: [], b: ["b1"] });
+    expect(echo.received()).toBe(1);
+    // Healed: a's datagram goes through. Cut again while it is on its way: the target gets it,
+    // the reply to a is dropped on its way (the relay asks again when a datagram is due).
+    cut.clear();
+    a.send("a2", relay.port, "127.0.0.1");
+    await sleep(60); // past the first leg (40 ms), before the reply's (80 ms)
+    cut.add(a.address().port);
+    await sleep(200);
+    expect(echo.received()).toBe(2);
+    expect(heard.a).toEqual([]);
+    cut.clear();
+    a.send("a3", relay.port, "127.0.0.1");
+    await sleep(200);
+    expect(heard.a).toEqual(["a3"]);
+    expect(relay.stats()).toEqual({ forwarded: 3, replied: 2, dropped: 2 });
+  });
+
   it("close() clears pending datagrams and closes every socket", async () => {
     const before = await udpHandles();
     const echo = await echoServer();
@@ -159,7 +199,7 @@ describe("startUdpRelay", () => {
     expect(udpHandlesNow()).toBe(before + 2); // close() itself waits for the handles to go
     await sleep(60);
     expect(echo.received()).toBe(1);
-    expect(relay.stats()).toEqual({ forwarded: 1, replied: 1 });
+    expect(relay.stats()).toEqual({ forwarded: 1, replied: 1, dropped: 0 });
   });
 
   it("close() right after start, before any datagram", async () => {
