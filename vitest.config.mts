@@ -19,6 +19,7 @@ export default defineConfig({
           // A test asserts behaviour, not speed (benchmarks do that): the first test of a file that loads
           // the Pulumi SDK can take several seconds on a busy two-core machine.
           testTimeout: 30_000,
+          hookTimeout: 60_000,
           include: ["test/**/*.test.ts", "agent/**/*.test.ts", "components/**/*.test.ts"],
           exclude: serial,
           sequence: { groupOrder: 0 },

@@ -154,7 +154,9 @@ describe("fipd.service's sandbox (emulated without systemd)", () => {
     const launch = (h: NodeHandle, argv: string[]) => {
       const scratch = join(h.runDir, "..", "scratch");
       mkdirSync(scratch, { recursive: true });
-      const readOnly = [h.configPath, h.config.peerAuth!.keyFile!, h.config.api!.tokenFile!];
+      // The droplet-like layout lives under the cluster's directory in /tmp, which PrivateTmp hides:
+      // the agent's bundle (opt/) must be mounted in, as /opt/fipd is visible on a droplet.
+      const readOnly = [h.configPath, h.config.peerAuth!.keyFile!, h.config.api!.tokenFile!, join(h.home, "opt")];
       return sandboxCommand(argv, { ...AGENT, readOnly, readWrite: [h.runDir, h.stateDir], scratch });
     };
     const c = (cluster = await LocalCluster.start({ lbs: ["blue", "blue"], witness: true, agentOwner: AGENT, launch }));
