@@ -4,10 +4,13 @@
  * given the package directory), read the port it prints, and ask for the schema over gRPC with the
  * stubs @pulumi/pulumi ships.
  */
+import { load as parseYaml } from "js-yaml";
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { clusterConfig, type ClusterArgs } from "../../components/public.js";
 
 const root = join(__dirname, "..", "..");
 // The gRPC library and stubs as @pulumi/pulumi loads them (one grpc-js instance for both).
@@ -138,5 +141,34 @@ describe("the component package's schema (GetSchema on the running plugin)", () 
     expect(c.required.sort()).toEqual(["activeColor", "loadBalancers", "membershipVersion", "reservedIp"]);
     expect(c.properties.loadBalancers).toEqual(expect.objectContaining({ type: "array", items: { $ref: "#/types/ha-lb:index:LoadBalancerInfo" } }));
     expect(Object.keys(schema.types["ha-lb:index:LoadBalancerInfo"].properties).sort()).toEqual(["color", "name", "privateIp", "publicIp"]);
+  });
+});
+
+describe("examples/yaml/Pulumi.yaml", () => {
+  const doc = parseYaml(readFileSync(join(root, "examples", "yaml", "Pulumi.yaml"), "utf8")) as {
+    runtime: string;
+    packages: Record<string, string>;
+    resources: Record<string, { type: string; properties: Record<string, unknown> }>;
+    outputs: Record<string, string>;
+  };
+
+  it("uses the package from this repository, with inputs and outputs the schema has and values the component accepts", () => {
+    expect(doc.runtime).toBe("yaml");
+    expect(join(root, "examples", "yaml", doc.packages["ha-lb"])).toBe(join(root));
+    const used = Object.entries(doc.resources).filter(([, r]) => r.type.startsWith("ha-lb:"));
+    expect(used.map(([, r]) => r.type)).toEqual(["ha-lb:index:Cluster"]);
+    const [name, tier] = used[0];
+    const c = schema.resources[tier.type];
+    for (const k of Object.keys(tier.properties)) expect(Object.keys(c.inputProperties), k).toContain(k);
+    for (const k of c.requiredInputs) expect(Object.keys(tier.properties), k).toContain(k);
+    // The secrets come from secret config (`${…}`), never written in the file.
+    expect(tier.properties.agentToken).toBe("${agentToken}");
+    expect(tier.properties.sshPrivateKey).toBe("${sshPrivateKey}");
+    expect(() => clusterConfig(tier.properties as unknown as ClusterArgs)).not.toThrow();
+    for (const ref of Object.values(doc.outputs)) {
+      const m = /^\$\{(\w+)\.(\w+)\}$/.exec(ref);
+      expect(m?.[1], ref).toBe(name);
+      expect(Object.keys(c.properties), ref).toContain(m![2]);
+    }
   });
 });
