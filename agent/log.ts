@@ -85,9 +85,16 @@ export function createLogger(o: {
     }
   };
 
+  /** When the oldest open window ends: no line before then needs to look at the others. */
+  let nextEndMs = Infinity;
   const flushSuppressed = () => {
     const now = nowMs();
-    for (const [key, w] of windows) if (now - w.startMs >= LOG_WINDOW_MS) close(key, w);
+    if (now < nextEndMs) return;
+    nextEndMs = Infinity;
+    for (const [key, w] of windows) {
+      if (now - w.startMs >= LOG_WINDOW_MS) close(key, w);
+      else nextEndMs = Math.min(nextEndMs, w.startMs + LOG_WINDOW_MS);
+    }
     if (timer && ![...windows.values()].some((w) => w.suppressed > 0)) {
       clearInterval(timer);
       timer = null;
@@ -107,6 +114,7 @@ export function createLogger(o: {
         }
         w = { level: lvl, msg, startMs: nowMs(), written: 0, suppressed: 0 };
         windows.set(key, w);
+        nextEndMs = Math.min(nextEndMs, w.startMs + LOG_WINDOW_MS);
       }
       if (w.written >= LOG_BURST) {
         w.suppressed++;
