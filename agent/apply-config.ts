@@ -225,7 +225,8 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
       return;
     }
     if (isRecord(answer) && answer.ok === true) {
-      out.push("running agent reloaded the configuration");
+      const pending = Array.isArray(answer.restartPending) ? answer.restartPending.filter((k): k is string => typeof k === "string") : [];
+      out.push(`running agent reloaded the configuration${pending.length ? `; a restart is needed for ${pending.join(", ")}` : ""}`);
       return;
     }
     const why = isRecord(answer) && typeof answer.error === "string" ? answer.error : `unexpected answer ${JSON.stringify(answer).slice(0, 200)}`;

@@ -5,7 +5,7 @@
  * use the same library and schema, and test/config-file.test.ts proves the one reads what the other
  * writes.
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from "node:fs";
 import { CORE_SCHEMA, dump, load, YAMLException } from "js-yaml";
 import { ConfigError, parseAgentConfig, type AgentConfig } from "./config.js";
 import { printable, show } from "./schema.js";
@@ -15,22 +15,38 @@ export const MAX_CONFIG_BYTES = 256 * 1024;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** What a file that is not a regular file is, for the message that refuses it. */
+function kindOf(st: Stats): string {
+  if (st.isFile()) return "a regular file";
+  if (st.isDirectory()) return "a directory";
+  if (st.isFIFO()) return "a FIFO (named pipe)";
+  if (st.isCharacterDevice()) return "a character device";
+  if (st.isBlockDevice()) return "a block device";
+  if (st.isSocket()) return "a socket";
+  if (st.isSymbolicLink()) return "a symbolic link";
+  return "an unknown kind of file";
+}
+
 /**
- * The file's bytes, at most MAX_CONFIG_BYTES of them: a regular file is measured first, anything
- * else (a pipe from `<(…)`, a device) is read up to one byte past the limit.
+ * The file's bytes, at most MAX_CONFIG_BYTES of them. Only a regular file is read: a FIFO would
+ * block the reader until some writer comes (opened without blocking here, then refused), and a
+ * device such as /dev/zero never ends. The type is taken from the open descriptor (fstat), so a
+ * file swapped after a check cannot slip in, and at most MAX_CONFIG_BYTES + 1 bytes are read even
+ * when the file grows while it is read.
  */
 function readBounded(path: string): Buffer {
   const cannot = (e: unknown) => new ConfigError([`cannot read the file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`], path);
   const tooBig = (size: string) => new ConfigError([`is ${size} bytes; a config file is at most ${MAX_CONFIG_BYTES} bytes`], path);
   let fd: number;
   try {
-    fd = openSync(path, "r");
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
     throw cannot(e);
   }
   try {
     const st = fstatSync(fd);
-    if (st.isFile() && st.size > MAX_CONFIG_BYTES) throw tooBig(String(st.size));
+    if (!st.isFile()) throw new ConfigError([`is ${kindOf(st)}; expected a regular file (a YAML or JSON config file)`], path);
+    if (st.size > MAX_CONFIG_BYTES) throw tooBig(String(st.size));
     const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
     let n = 0;
     try {
@@ -111,8 +127,30 @@ function agentConfigFromBytes(bytes: Uint8Array, source: string): AgentConfig {
   return parseAgentConfig(doc, source);
 }
 
+/**
+ * The control socket's path must be free or hold a socket: fipd replaces a stale socket there at
+ * start, so a config naming another file (`/etc/shadow`) is refused before anything touches it.
+ * A path this process may not look at (a directory it cannot search) is left to the bind to judge.
+ */
+export function controlSocketProblem(socketPath: string): string | null {
+  let st: Stats;
+  try {
+    st = lstatSync(socketPath);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTDIR") return `controlSocket: a parent of ${printable(socketPath)} is not a directory; expected a path in a directory such as /run/fipd`;
+    return null;
+  }
+  if (st.isSocket()) return null;
+  return `controlSocket: ${printable(socketPath)} exists and is ${kindOf(st)}, not a socket; fipd never replaces it: remove it or choose another path`;
+}
+
+/** The config file as `fipd run` and `fipd check-config` read it: the file, its schema, and the control socket's path. */
 export function loadAgentConfigFile(path: string): AgentConfig {
-  return agentConfigFromBytes(readBounded(path), path);
+  const cfg = agentConfigFromBytes(readBounded(path), path);
+  const socket = controlSocketProblem(cfg.controlSocket);
+  if (socket) throw new ConfigError([socket], path);
+  return cfg;
 }
 
 /**

@@ -16,8 +16,11 @@ import {
   crossCheck,
   durationMs,
   formatIssues,
+  hostOrIp,
   integer,
+  ipAddress,
   ipv4,
+  isLoopbackHost,
   listOf,
   nodeId,
   nonEmptyString,
@@ -26,12 +29,23 @@ import {
   port,
   strictObject,
   url,
+  matching,
 } from "./schema.js";
 
 export const COLORS = ["blue", "green"] as const;
 export type Color = (typeof COLORS)[number];
 
 const path = nonEmptyString("a non-empty file path");
+const absolutePath = matching(/^\/[^\0]*$/, "an absolute path such as /run/fipd/fipd.sock");
+
+/** A URL's host without IPv6 brackets, lower case; "" when `text` is not a URL. */
+function hostOf(text: string): string {
+  try {
+    return new URL(text).hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  } catch {
+    return "";
+  }
+}
 
 /**
  * Election timing. Defaults give a failover of about 300 ms after a leader's death with 0 ms network
@@ -65,7 +79,7 @@ export const MemberSchema = v.pipe(
     /** Stable identifier; ties between equal priorities go to the lowest id. */
     id: nodeId,
     /** Address and port the peer transport reaches this member on (VPC address for LBs, public for the witness). */
-    address: nonEmptyString("a host name or address"),
+    address: hostOrIp,
     port: v.optional(port, PEER_PORT),
     /** `witness` votes but never leads. */
     role: v.optional(oneOf(["lb", "witness"]), "lb"),
@@ -103,7 +117,7 @@ export const AgentConfigSchema = v.pipe(
     listen: v.optional(
       strictObject({
         /** Address the peer transport binds (UDP). */
-        address: v.optional(nonEmptyString("an address to bind"), ANY_IPV4),
+        address: v.optional(ipAddress, ANY_IPV4),
         port: v.optional(port, PEER_PORT),
       }),
       {},
@@ -119,7 +133,10 @@ export const AgentConfigSchema = v.pipe(
     ),
     api: v.optional(
       strictObject({
+        /** https, or http on loopback; plain http elsewhere only with `allowInsecureHttp` (a test bed). */
         baseUrl: v.optional(url, "https://api.digitalocean.com"),
+        /** Test beds only: allow an http baseUrl on a non-loopback host (the token would cross the network in clear). */
+        allowInsecureHttp: v.optional(boolean, false),
         /** File holding the DigitalOcean token; fipd refuses to start if group or others can read it. */
         tokenFile: v.optional(path, "/etc/fipd/token"),
         /** Per-request timeout. */
@@ -142,7 +159,7 @@ export const AgentConfigSchema = v.pipe(
     ),
     health: v.optional(
       strictObject({
-        /** The local HAProxy health endpoint; must be on loopback. */
+        /** The local HAProxy health endpoint: http on loopback or on one of this droplet's own addresses. */
         url: v.optional(url, HAPROXY_HEALTH_URL),
         intervalMs: v.optional(durationMs(10, 60_000), 100),
         timeoutMs: v.optional(durationMs(10, 60_000), 250),
@@ -158,7 +175,7 @@ export const AgentConfigSchema = v.pipe(
       strictObject({
         /** Prometheus endpoint; loopback by default. Set enabled=false to turn it off. */
         enabled: v.optional(boolean, true),
-        address: v.optional(nonEmptyString("an address to bind"), LOOPBACK_IPV4),
+        address: v.optional(ipAddress, LOOPBACK_IPV4),
         port: v.optional(port, METRICS_PORT),
       }),
       {},
@@ -166,7 +183,7 @@ export const AgentConfigSchema = v.pipe(
     /** The election's term and vote, kept across restarts (no secret in it). */
     stateFile: v.optional(path, "/var/lib/fipd/state.json"),
     /** Unix socket for `fipd status|handover|maintenance`. */
-    controlSocket: v.optional(path, "/run/fipd/fipd.sock"),
+    controlSocket: v.optional(absolutePath, "/run/fipd/fipd.sock"),
     /** Log level for the JSON logs on stdout. */
     logLevel: v.optional(oneOf(["debug", "info", "warn", "error"]), "info"),
   }),
@@ -176,6 +193,36 @@ export const AgentConfigSchema = v.pipe(
       if (ids.has(m.id)) report(["members", i, "id"], `duplicate member id "${m.id}"`);
       ids.add(m.id);
     });
+  }),
+  // The token travels in the API's Authorization header: never in clear over a network.
+  crossCheck(
+    [
+      ["api", "baseUrl"],
+      ["api", "allowInsecureHttp"],
+    ],
+    (c, report) => {
+      const u = new URL(c.api.baseUrl);
+      if (u.protocol === "https:") return;
+      if (u.protocol !== "http:") report(["api", "baseUrl"], `must be an https URL, got the scheme "${u.protocol.slice(0, -1)}"`);
+      else if (!isLoopbackHost(u.hostname) && !c.api.allowInsecureHttp)
+        report(
+          ["api", "baseUrl"],
+          `must be https (the token would cross the network in clear), got http to ${u.hostname}; plain http is allowed on loopback, or with api.allowInsecureHttp: true in a test bed`,
+        );
+    },
+  ),
+  // The health check asks this droplet's HAProxy; another host's answer would make a dead LB eligible.
+  crossCheck([["health", "url"], ["nodeId"], ["members", "$", "id"], ["members", "$", "address"], ["listen", "address"]], (c, report) => {
+    const u = new URL(c.health.url);
+    if (u.protocol !== "http:") return report(["health", "url"], `must be an http URL (HAProxy's monitor-uri), got the scheme "${u.protocol.slice(0, -1)}"`);
+    const own = [c.members.find((m) => m.id === c.nodeId)?.address, c.listen.address].filter((a): a is string => !!a && a !== ANY_IPV4 && a !== "::");
+    const host = hostOf(c.health.url);
+    if (!isLoopbackHost(u.hostname) && !own.some((a) => a.toLowerCase() === host)) {
+      report(
+        ["health", "url"],
+        `must be on loopback (127.0.0.1, ::1, localhost) or one of this droplet's own addresses (${own.join(", ") || "none set"}), got ${host}`,
+      );
+    }
   }),
   crossCheck([["nodeId"], ["members", "$", "id"], ["members", "$", "role"], ["reservedIp"]], (c, report) => {
     const self = c.members.find((m) => m.id === c.nodeId);

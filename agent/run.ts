@@ -7,10 +7,11 @@ import { ConfigError, type AgentConfig } from "./config.js";
 import { loadAgentConfigFile } from "./config-file.js";
 import { Controller, type ControllerDeps } from "./controller.js";
 import { createLogger, type Logger } from "./log.js";
+import { restartPendingKeys } from "./reload-keys.js";
 import { createMetrics, startMetricsServer } from "./metrics.js";
 import { readPeerKeys, readSecretFile } from "./secrets.js";
 import { createPeerTransport } from "./transport.js";
-import { createHealthChecker } from "./health.js";
+import { createHealthChecker, type HealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
 import { BUILD_ID, buildId, createControlServer } from "./control.js";
@@ -92,6 +93,9 @@ export async function runAgent(configPath: string): Promise<number> {
   });
 
   let transportRef: Awaited<ReturnType<typeof createPeerTransport>> | null = null;
+  let health: HealthChecker | null = null;
+  let healthOnChange: ((healthy: boolean, detail: string) => void) | null = null;
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | null = null;
   const deps: ControllerDeps = {
     log,
     metrics,
@@ -138,25 +142,94 @@ export async function runAgent(configPath: string): Promise<number> {
       api,
       dropletId,
       startHealth: (c: AgentConfig, onChange: (healthy: boolean, detail: string) => void) => {
-        const h = createHealthChecker({ ...c.health, onChange });
-        h.start();
-        return h;
+        healthOnChange = onChange;
+        health = createHealthChecker({ ...c.health, onChange });
+        health.start();
+        // The controller stops whichever poller runs by then (a reload may have replaced it).
+        return { stop: () => health?.stop() };
       },
     });
   }
 
   const controller = new Controller(cfg, deps);
   const closers: Array<() => Promise<void> | void> = [];
+
+  /**
+   * The metrics listener moved to `next`: the new address is bound before the old one is let go,
+   * except where the two share a port (127.0.0.1 to 0.0.0.0, which the stack does), which only one
+   * socket may hold. If the new one cannot be bound, the old one is bound again. Null, or the reason.
+   */
+  const rebindMetrics = async (prev: AgentConfig["metrics"], next: AgentConfig["metrics"]): Promise<string | null> => {
+    const old = metricsServer;
+    if (!next.enabled) {
+      metricsServer = null;
+      await old?.close();
+      return null;
+    }
+    const bind = () => startMetricsServer(metrics, { address: next.address, port: next.port });
+    try {
+      metricsServer = await bind();
+      await old?.close();
+      return null;
+    } catch (e) {
+      if (!old || (e as NodeJS.ErrnoException).code !== "EADDRINUSE" || prev.port !== next.port) {
+        return `cannot listen on ${next.address}:${next.port} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+      }
+    }
+    await old.close();
+    try {
+      metricsServer = await bind();
+      return null;
+    } catch (e) {
+      metricsServer = await startMetricsServer(metrics, { address: prev.address, port: prev.port }).catch(() => null);
+      return `cannot listen on ${next.address}:${next.port} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})${metricsServer ? "" : "; the previous address could not be bound again either"}`;
+    }
+  };
+
+  /** Keys changed since start that only a restart applies (reload-keys.ts); `fipd status` shows them. */
+  let restartPending: string[] = [];
+  /**
+   * SIGHUP and `fipd reload`: the controller takes the config (or refuses it, changing nothing);
+   * then what lives here follows: log level, maintenance, health poller, metrics listener. The
+   * answer lists the keys that wait for a restart.
+   */
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<{ ok: true; restartPending: string[] } | { ok: false; error: string }> => {
+    const run = reloading.then(async () => {
+      const prev = controller.config;
+      const r = await controller.reload();
+      if (!r.ok) return r;
+      const next = controller.config;
+      log.setLevel(next.logLevel);
+      if (next.maintenance !== prev.maintenance) controller.setMaintenance(next.maintenance);
+      if (health && healthOnChange && JSON.stringify(next.health) !== JSON.stringify(prev.health)) {
+        health.stop();
+        health = createHealthChecker({ ...next.health, onChange: healthOnChange });
+        health.start();
+      }
+      restartPending = restartPendingKeys(cfg, next);
+      if (restartPending.length) log.warn("configuration reloaded; some changes wait for a restart", { restartPending });
+      if (JSON.stringify(next.metrics) !== JSON.stringify(prev.metrics)) {
+        const failed = await rebindMetrics(prev.metrics, next.metrics);
+        if (failed) {
+          log.error("metrics listener not moved", { error: failed });
+          return { ok: false as const, error: `metrics: ${failed}; the rest of the new configuration is applied` };
+        }
+      }
+      return { ok: true as const, restartPending };
+    });
+    // One reload at a time: two would race on the metrics listener.
+    reloading = run.catch(() => undefined);
+    return run;
+  };
   try {
     await controller.start();
-    if (cfg.metrics.enabled) {
-      const srv = await startMetricsServer(metrics, { address: cfg.metrics.address, port: cfg.metrics.port });
-      closers.push(() => srv.close());
-    }
+    if (cfg.metrics.enabled) metricsServer = await startMetricsServer(metrics, { address: cfg.metrics.address, port: cfg.metrics.port });
+    closers.push(() => metricsServer?.close());
     const control = await createControlServer(cfg.controlSocket, async (req) => {
       switch (req.cmd) {
         case "status":
-          return controller.status();
+          return { ...controller.status(), restartPending };
         case "handover":
           if (req.preferBuild !== undefined && !BUILD_ID.test(req.preferBuild))
             return { error: `preferBuild must be 16 lowercase hex digits, got ${JSON.stringify(req.preferBuild)}` };
@@ -173,7 +246,7 @@ export async function runAgent(configPath: string): Promise<number> {
           controller.setMaintenance(req.on);
           return { ok: true, maintenance: req.on };
         case "reload":
-          return controller.reload();
+          return reload();
         default:
           return { error: `unknown command ${(req as { cmd: string }).cmd}` };
       }
@@ -198,7 +271,7 @@ export async function runAgent(configPath: string): Promise<number> {
     };
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
-    process.on("SIGHUP", () => void controller.reload());
+    process.on("SIGHUP", () => void reload());
   });
 }
 

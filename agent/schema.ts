@@ -128,6 +128,39 @@ export const ipv4 = (() => {
   return v.pipe(v.string(m), v.ipv4(m), v.description(what));
 })();
 
+/** An IPv4 or IPv6 address, without brackets or zone: what a listener binds. */
+export const ipAddress = (() => {
+  const what = "an IP address such as 0.0.0.0, 127.0.0.1 or ::1";
+  const m = mustBe(what);
+  return v.pipe(v.string(m), v.ip(m), v.description(what));
+})();
+
+/** A host name in RFC 1123 syntax: dot-separated labels of a-z, 0-9 and '-' (not first or last), at most 253 characters. */
+const HOST_NAME = /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/** True for an IP address, or a host name whose last label is not all digits (`999.1.1.1` is a bad address, not a name). */
+export function isHostOrIp(s: string): boolean {
+  if (v.IP_REGEX.test(s)) return true;
+  return HOST_NAME.test(s) && !/(?:^|\.)[0-9]+\.?$/.test(s);
+}
+
+/** Where a peer is reached: an IP address or a host name (resolved when sending). */
+export const hostOrIp = (() => {
+  const what = "an IP address or a host name such as 10.10.0.2 or lb-1.example.com";
+  const m = mustBe(what);
+  return v.pipe(v.string(m), v.check(isHostOrIp, m), v.description(what));
+})();
+
+/**
+ * True when a URL's host (`new URL(…).hostname`, IPv6 in brackets) is this machine's loopback:
+ * `localhost`, 127.0.0.0/8 or ::1.
+ */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.toLowerCase().replace(/\.$/, "");
+  if (h === "localhost" || h === "[::1]") return true;
+  return v.IPV4_REGEX.test(h) && h.startsWith("127.");
+}
+
 /** An IPv4 CIDR: address / prefix length 0-32, as in firewall rules. */
 export const cidr4 = (() => {
   const what = "an IPv4 CIDR such as 198.51.100.0/24";

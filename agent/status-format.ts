@@ -19,7 +19,10 @@ export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; w
   return { ok: true };
 }
 
-export function formatStatus(s: StatusReport): string {
+/** What the agent's `status` answers: the controller's report, and the config keys that wait for a restart (agent/reload-keys.ts). */
+export type AgentStatus = StatusReport & { restartPending?: string[] };
+
+export function formatStatus(s: AgentStatus): string {
   const lines: string[] = [];
   lines.push(`node ${s.node}: ${s.role}, term ${s.term}, leader ${s.leader ?? "none"}${s.leaseValidForMs !== null ? `, lease ${s.leaseValidForMs} ms` : ""}`);
   lines.push(`health ${s.healthy ? "up" : "DOWN"}${s.maintenance ? ", MAINTENANCE" : ""}${s.shuttingDown ? ", shutting down" : ""}`);
@@ -48,5 +51,6 @@ export function formatStatus(s: StatusReport): string {
     lines.push(`last assign: ${a.outcome} in ${a.ms} ms${a.error ? `: ${a.error}` : ""}`);
   }
   if (s.ipKeeper?.lastError) lines.push(`last error: ${s.ipKeeper.lastError}`);
+  if (s.restartPending?.length) lines.push(`RESTART PENDING for ${s.restartPending.join(", ")}: a reload cannot apply them (systemctl restart fipd)`);
   return lines.join("\n") + "\n";
 }

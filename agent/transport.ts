@@ -24,6 +24,8 @@ import type { FipdMetrics } from "./metrics.js";
 import type { PeerKey } from "./secrets.js";
 
 const VERSION = 1;
+/** At most one warning per peer and kind of send failure in this long. */
+const SEND_WARN_INTERVAL_MS = 10_000;
 const TAG = 32;
 const WINDOW = 64n;
 
@@ -146,6 +148,8 @@ export async function createPeerTransport(o: {
   /** Per peer, the current key id it announced in its latest authenticated packet. */
   const peerCurrentKey = new Map<string, string>();
   const lastWarn = new Map<string, number>();
+  /** When each peer's send warning was last logged, by peer and kind (a few entries per member). */
+  const lastSendWarn = new Map<string, number>();
   const sock: Socket = createSocket({ type: o.listenAddress.includes(":") ? "udp6" : "udp4" });
 
   const drop = (reason: DropReason, detail: Record<string, unknown>) => {
@@ -208,7 +212,18 @@ export async function createPeerTransport(o: {
       const body = Buffer.from(JSON.stringify({ ...msg, $k: keys.current.id }), "utf8");
       const pkt = encodePacket(useOld ? keys.previous! : keys.current, bootId, counter, o.selfId, to, body);
       sock.send(pkt, m.port, m.address, (err) => {
-        if (err) o.metrics?.peerDropped.inc({ reason: "send-error" });
+        if (!err) return;
+        o.metrics?.peerDropped.inc({ reason: "send-error" });
+        // Named, and at most once per peer and kind every 10 s: a peer whose host name does not
+        // resolve fails every heartbeat, and would otherwise show only as a counter.
+        const code = (err as NodeJS.ErrnoException).code ?? "";
+        const unresolved = code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EAI_NONAME" || code === "EAI_FAIL";
+        const what = unresolved ? "cannot resolve a peer's address; its heartbeats are not sent" : "cannot send to a peer";
+        const now = Date.now();
+        if ((lastSendWarn.get(`${to} ${what}`) ?? -Infinity) + SEND_WARN_INTERVAL_MS <= now) {
+          lastSendWarn.set(`${to} ${what}`, now);
+          o.log.warn(what, { peer: to, address: m.address, port: m.port, error: code || err.message });
+        }
       });
     },
     updateMembers(next) {

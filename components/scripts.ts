@@ -9,7 +9,7 @@
  *             → applyConfigCommand (stdin: secret JSON) → rollingRestartScript (one droplet at a time)
  *             → leaderRestartScript (a no-op on a first deploy) → switchColorCheckScript once
  *   config change (activeColor, backends, peers):  haproxyInstallScript / applyConfigCommand again
- *             (reload, never a restart), then switchColorCheckScript once for the cluster
+ *             (reload; a restart only for the keys a reload cannot apply), then switchColorCheckScript once
  *   bundle change:  applyConfigCommand, then rollingRestartScript droplet by droplet (the leader
  *             waits), then leaderRestartScript droplet by droplet (restarts the leader, after a handover)
  *   delete:   deleteScript (hand over, leave eligibility, stop) before the droplet is deleted
@@ -108,8 +108,12 @@ ${o.service.install}
  * made it so, and changing userData would replace every droplet): fixed here, on every run
  * (idempotent). The files inside are apply-config's: secrets 0600 owned by the service user (the
  * agent refuses them readable by others), the config 0640 root:<its group>.
+ *
+ * A reload applies most keys; those it cannot (listen, api, metadata, paths: agent/reload-keys.ts)
+ * the agent lists as `restartPending`, and then the agent is restarted here (a leader hands over
+ * first) and the step waits for a healthy cluster, as a rolling restart does.
  */
-export function applyConfigCommand(sha256: string, so?: ScriptOptions): string {
+export function applyConfigCommand(sha256: string, so?: ScriptOptions, timeoutS = 120): string {
   const o = opts(so);
   return `set -eu
 if [ -L "${o.etcDir}" ]; then
@@ -120,6 +124,16 @@ mkdir -p "${o.etcDir}"
 chown root:root "${o.etcDir}"
 chmod 0755 "${o.etcDir}"
 "${o.node}" "${bundlePath(sha256, o.fipdDir)}" apply-config --dir "${o.etcDir}" --owner ${o.owner}
+${statusField(o)}
+pending=$(status_field restartPending)
+if [ -n "$pending" ] && ${o.service.isActive}; then
+  echo "ha-lb: the running agent needs a restart for: $pending"
+  if [ "$(status_field role)" = "leader" ]; then
+    "${o.fipd}" handover || echo "ha-lb: handover refused (no other eligible node?); SIGTERM will try again" >&2
+  fi
+  ${o.service.restart}
+  "${o.fipd}" status --wait-healthy --timeout ${timeoutS}
+fi
 `;
 }
 

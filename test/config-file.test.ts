@@ -1,6 +1,6 @@
 /** The agent's config file on disk: what it refuses (in one printable line) and that it reads what apply-config writes. */
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -85,12 +85,11 @@ describe("reading the config file", () => {
     expect(problems(file("big", "#".repeat(MAX_CONFIG_BYTES + 1)))).toEqual([
       `is ${MAX_CONFIG_BYTES + 1} bytes; a config file is at most ${MAX_CONFIG_BYTES} bytes`,
     ]);
-    expect(problems("/dev/zero")).toEqual([`is more than ${MAX_CONFIG_BYTES} bytes; a config file is at most ${MAX_CONFIG_BYTES} bytes`]);
     expect(problems(file("dup", valid + "nodeId: lb-2\n"))).toEqual(["not valid YAML or JSON (line 7, column 1): duplicated mapping key"]);
     expect(problems(file("broken", "members: [1\n"))[0]).toMatch(/^not valid YAML or JSON \(line 2, column 1\): /);
     expect(problems(file("list", "[1, 2]"))).toEqual(["(root): must be a mapping of settings such as nodeId and members, got a list of 2"]);
     expect(problems(join(dir, "missing"))).toEqual(["cannot read the file: ENOENT"]);
-    expect(problems(dir)).toEqual(["cannot read the file: EISDIR"]);
+    expect(problems(dir)).toEqual(["is a directory; expected a regular file (a YAML or JSON config file)"]);
   });
 
   it("keeps YAML 1.1 look-alikes as strings (the YAML 1.2 core schema): yes, on, dates", () => {
@@ -109,6 +108,56 @@ describe("reading the config file", () => {
       expect(stderr, what).not.toMatch(/[\p{C}\p{Zl}\p{Zp}](?<!\n)/u);
     }
   }, 60_000);
+});
+
+describe("what is not a config file", () => {
+  const checkConfig = (path: string) => spawnSync(process.execPath, [bundle, "check-config", path, "--schema-only"], { encoding: "utf8", timeout: 20_000 });
+
+  it("refuses a device such as /dev/zero by its type, before reading a byte", () => {
+    expect(problems("/dev/zero")).toEqual(["is a character device; expected a regular file (a YAML or JSON config file)"]);
+  });
+
+  it("refuses a FIFO at once, with no writer (it would block the reader), in check-config too", () => {
+    const fifo = join(dir, "fifo.yaml");
+    execFileSync("mkfifo", [fifo]);
+    // In a child process: a reader that opens the FIFO blocking would hang this test's worker for good.
+    const r = checkConfig(fifo);
+    expect(r.error, "check-config did not finish in 20 s").toBeUndefined();
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(`invalid configuration in ${fifo}:\n  is a FIFO (named pipe); expected a regular file (a YAML or JSON config file)\n`);
+  });
+
+  it("refuses a 45 MB file by its size, without reading it", () => {
+    const big = join(dir, "big.yaml");
+    writeFileSync(big, valid);
+    truncateSync(big, 45 * 1024 * 1024);
+    const before = process.memoryUsage().rss;
+    expect(problems(big)).toEqual([`is ${45 * 1024 * 1024} bytes; a config file is at most ${MAX_CONFIG_BYTES} bytes`]);
+    expect(process.memoryUsage().rss - before).toBeLessThan(20 * 1024 * 1024);
+  });
+
+  it("refuses a config whose control socket path holds a file that is not a socket (check-config and run)", () => {
+    const shadow = file("shadow", "root:*:19000:0:99999:7:::\n");
+    const link = join(dir, "link.sock");
+    symlinkSync(shadow, link);
+    const withSocket = (socket: string) => file("socket.yaml", `${valid}controlSocket: ${JSON.stringify(socket)}\n`);
+    expect(problems(withSocket("/etc/shadow"))).toEqual([
+      "controlSocket: /etc/shadow exists and is a regular file, not a socket; fipd never replaces it: remove it or choose another path",
+    ]);
+    expect(problems(withSocket(dir))[0]).toMatch(/^controlSocket: .* exists and is a directory, not a socket/);
+    expect(problems(withSocket(link))[0]).toMatch(/^controlSocket: .* exists and is a symbolic link, not a socket/);
+    expect(problems(withSocket(`${shadow}/fipd.sock`))[0]).toMatch(/^controlSocket: a parent of .* is not a directory/);
+    expect(loadAgentConfigFile(withSocket(join(dir, "free.sock"))).controlSocket).toBe(join(dir, "free.sock"));
+
+    const cfg = withSocket(shadow);
+    const check = checkConfig(cfg);
+    expect(check.status).toBe(2);
+    expect(check.stderr).toContain(`controlSocket: ${shadow} exists and is a regular file, not a socket`);
+    const run = spawnSync(process.execPath, [bundle, "run", "--config", cfg], { encoding: "utf8", timeout: 20_000 });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain(`fipd: refusing to start: invalid configuration in ${cfg}:\n  controlSocket: ${shadow} exists and is a regular file`);
+    expect(readFileSync(shadow, "utf8")).toBe("root:*:19000:0:99999:7:::\n");
+  });
 });
 
 /** Strings a YAML writer must quote, and a reader must not take for another type or for syntax. */
@@ -139,6 +188,28 @@ const tricky = fc.oneof(
   fc.string({ unit: "binary", minLength: 1, maxLength: 20 }),
 );
 
+/** Addresses and host names a YAML reader could take for another type (a number, a boolean, null, a time). */
+const hostLike = fc.oneof(
+  fc.constantFrom(
+    "yes",
+    "no",
+    "on",
+    "null",
+    "true",
+    "nan",
+    "infinity",
+    "1e3",
+    "0x10",
+    "0o17",
+    "::1",
+    "fe80::1",
+    "::ffff:10.0.0.1",
+    "10.10.0.2",
+    "lb-1.example.",
+  ),
+  fc.stringMatching(/^[a-z]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z][a-z0-9-]{0,5}[a-z0-9])?$/),
+);
+
 const agentConfigInput: fc.Arbitrary<AgentConfigInput> = fc
   .uniqueArray(fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,8}$/), { minLength: 1, maxLength: 5 })
   .chain((ids) =>
@@ -149,7 +220,7 @@ const agentConfigInput: fc.Arbitrary<AgentConfigInput> = fc
         ...ids.map((id) =>
           fc.record({
             id: fc.constant(id),
-            address: tricky,
+            address: hostLike,
             port: fc.integer({ min: 1, max: 65535 }),
             witness: fc.boolean(),
             color: fc.constantFrom("blue" as const, "green" as const),
@@ -158,7 +229,7 @@ const agentConfigInput: fc.Arbitrary<AgentConfigInput> = fc
         ),
       ),
       stateFile: tricky,
-      controlSocket: tricky,
+      controlSocket: tricky.filter((t) => !t.includes("\0")).map((t) => `/${t}`),
       tokenFile: tricky,
       maxClockDrift: fc.double({ min: 0, max: 0.1, noNaN: true }),
       maintenance: fc.boolean(),

@@ -37,4 +37,64 @@ describe("agent config", () => {
     expect(() => parseAgentConfig({ nodeId: "lb-blue-1", members })).toThrow(/reservedIp: is required on a load-balancer node/);
     expect(parseAgentConfig({ nodeId: "witness", members }).nodeId).toBe("witness");
   });
+
+  describe("addresses, URLs and paths", () => {
+    const lb = { nodeId: "lb-blue-1", reservedIp: "198.51.100.7", members };
+    const problems = (doc: Record<string, unknown>): string[] => {
+      try {
+        parseAgentConfig(doc, "fipd.yaml");
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        return (e as ConfigError).problems;
+      }
+      return [];
+    };
+
+    it("takes health over http on loopback or this droplet's own address, nothing else", () => {
+      for (const url of ["http://127.0.0.1:8405/healthz", "http://localhost:8405/", "http://[::1]:8405/healthz", "http://10.10.0.2:8405/healthz"]) {
+        expect(problems({ ...lb, health: { url } }), url).toEqual([]);
+      }
+      expect(problems({ ...lb, listen: { address: "10.10.0.9" }, health: { url: "http://10.10.0.9:8405/" } })).toEqual([]);
+      expect(problems({ ...lb, health: { url: "ftp://127.0.0.1/healthz" } })).toEqual([
+        'health.url: must be an http URL (HAProxy\'s monitor-uri), got the scheme "ftp"',
+      ]);
+      expect(problems({ ...lb, health: { url: "https://127.0.0.1:8405/healthz" } })[0]).toMatch(/^health.url: must be an http URL/);
+      expect(problems({ ...lb, health: { url: "http://10.10.0.3:8405/healthz" } })).toEqual([
+        "health.url: must be on loopback (127.0.0.1, ::1, localhost) or one of this droplet's own addresses (10.10.0.2), got 10.10.0.3",
+      ]);
+      expect(problems({ ...lb, health: { url: "http://example.com/healthz" } })[0]).toMatch(/^health.url: must be on loopback .* got example.com$/);
+    });
+
+    it("takes the API over https, or http on loopback, or http elsewhere only with allowInsecureHttp", () => {
+      expect(problems({ ...lb, api: { baseUrl: "https://api.digitalocean.com" } })).toEqual([]);
+      expect(problems({ ...lb, api: { baseUrl: "http://127.0.0.1:8080" } })).toEqual([]);
+      expect(problems({ ...lb, api: { baseUrl: "http://[::1]:8080" } })).toEqual([]);
+      expect(problems({ ...lb, api: { baseUrl: "http://api.example.com" } })).toEqual([
+        "api.baseUrl: must be https (the token would cross the network in clear), got http to api.example.com; plain http is allowed on loopback, or with api.allowInsecureHttp: true in a test bed",
+      ]);
+      expect(problems({ ...lb, api: { baseUrl: "http://203.0.113.253:8080", allowInsecureHttp: true } })).toEqual([]);
+      expect(problems({ ...lb, api: { baseUrl: "ftp://api.example.com" } })).toEqual(['api.baseUrl: must be an https URL, got the scheme "ftp"']);
+      expect(problems({ ...lb, api: { allowInsecureHttp: "yes" } })).toEqual(['api.allowInsecureHttp: must be true or false, got "yes"']);
+    });
+
+    it("takes IP addresses to bind and IPs or host names for members", () => {
+      expect(problems({ ...lb, listen: { address: "not an address" } })).toEqual([
+        'listen.address: must be an IP address such as 0.0.0.0, 127.0.0.1 or ::1, got "not an address"',
+      ]);
+      expect(problems({ ...lb, metrics: { address: "localhost" } })[0]).toMatch(/^metrics.address: must be an IP address/);
+      expect(problems({ ...lb, listen: { address: "::" }, metrics: { address: "::1" } })).toEqual([]);
+      const withAddress = (address: string) => ({ ...lb, members: [{ ...members[0], address }, ...members.slice(1)] });
+      for (const bad of ["@@@", "", "a b", "-lb.example.com", "lb..example.com", "999.1.1.1", "10.10.0", "x".repeat(64), "10.10.0.2:7946"]) {
+        expect(problems(withAddress(bad)), bad).toEqual([
+          expect.stringMatching(/^members\[0\]\.address: must be an IP address or a host name such as 10\.10\.0\.2 or lb-1\.example\.com, got "/),
+        ]);
+      }
+      for (const good of ["10.10.0.2", "lb-blue-1", "lb-1.example.com", "fd00::2", "LB.Example.com."]) expect(problems(withAddress(good)), good).toEqual([]);
+    });
+
+    it("takes an absolute control socket path only", () => {
+      expect(problems({ ...lb, controlSocket: "fipd.sock" })).toEqual(['controlSocket: must be an absolute path such as /run/fipd/fipd.sock, got "fipd.sock"']);
+      expect(problems({ ...lb, controlSocket: "/tmp/halb-x/fipd.sock" })).toEqual([]);
+    });
+  });
 });

@@ -2,7 +2,7 @@ import { createSocket } from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import type { PeerMessage } from "../agent/election/types.js";
-import { silentLogger } from "../agent/log.js";
+import { createLogger, silentLogger } from "../agent/log.js";
 import { createMetrics } from "../agent/metrics.js";
 import { acceptCounter, createPeerTransport, decodePacket, encodePacket, type PeerTransport } from "../agent/transport.js";
 
@@ -133,4 +133,35 @@ describe("peer transport", () => {
     expect(acceptCounter(st, 11n, 1n).ok).toBe(true);
     expect(decodePacket(Buffer.alloc(10))).toBeNull();
   });
+
+  it("names a peer whose address does not resolve in a warning, once per 10 s however many sends fail", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const metrics = createMetrics();
+    const t = await createPeerTransport({
+      selfId: "a",
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      // RFC 6761: .invalid never resolves.
+      members: [{ id: "lb-2", address: "lb-2.fipd-peer.invalid", port: 7946 }],
+      keys: { current: key(), previous: null },
+      onMessage: () => undefined,
+      log: createLogger({ level: "info", nodeId: "a", write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }),
+      metrics,
+    });
+    open.push(t);
+    for (let i = 0; i < 30; i++) t.send("lb-2", msg("a"));
+    const deadline = Date.now() + 10_000;
+    while ((await dropped(metrics, "send-error")) < 30 && Date.now() < deadline) await settle();
+    expect(await dropped(metrics, "send-error")).toBe(30);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: "warn",
+        msg: "cannot resolve a peer's address; its heartbeats are not sent",
+        peer: "lb-2",
+        address: "lb-2.fipd-peer.invalid",
+        port: 7946,
+        error: expect.stringMatching(/^(ENOTFOUND|EAI_AGAIN)$/),
+      }),
+    ]);
+  }, 20_000);
 });

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { BUNDLE, LocalCluster } from "../../testbed/harness/local-cluster.js";
+import { freePort } from "../../testbed/harness/ports.js";
 
 const run = promisify(execFile);
 async function fipd(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -37,6 +38,15 @@ afterEach(async () => {
   await cluster?.close();
   cluster = null;
 });
+
+/** The HTTP status of GET url, or the error code when nothing answers. */
+async function get(url: string): Promise<number | string> {
+  try {
+    return (await fetch(url, { signal: AbortSignal.timeout(2_000) })).status;
+  } catch (e) {
+    return ((e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).message) || "error";
+  }
+}
 
 describe("fipd operator interface", () => {
   it("check-config reports every problem with its path and exits 2", async () => {
@@ -179,4 +189,56 @@ describe("fipd operator interface", () => {
     writeFileSync(h.configPath, v5);
     expect(await c.request(leader, { cmd: "reload" })).toMatchObject({ ok: true });
   });
+
+  it("reload applies metrics (new port, then the stack's move to 0.0.0.0 on the same port), log level and health, and lists what waits for a restart", async () => {
+    cluster = await LocalCluster.start({ lbs: ["blue", "blue"], witness: true });
+    const c = cluster;
+    c.startAll();
+    await c.waitFor("a leader holding the IP", async () => {
+      const l = await c.leader();
+      return l && c.holder() === l ? l : null;
+    });
+    const h = c.node("lb-blue-1");
+    const reload = async (over: Partial<typeof h.config>) => {
+      h.config = { ...h.config, ...over };
+      c.writeConfig(h);
+      return (await c.request(h.id, { cmd: "reload" })) as { ok: boolean; error?: string; restartPending?: string[] };
+    };
+    const [p1, p2] = [await freePort(), await freePort()];
+
+    expect(await reload({ metrics: { enabled: true, address: "127.0.0.1", port: p1 } })).toEqual({ ok: true, restartPending: [] });
+    expect(await get(`http://127.0.0.1:${p1}/metrics`)).toBe(200);
+    expect(await reload({ metrics: { enabled: true, address: "127.0.0.1", port: p2 } })).toEqual({ ok: true, restartPending: [] });
+    expect(await get(`http://127.0.0.1:${p2}/metrics`)).toBe(200);
+    expect(await get(`http://127.0.0.1:${p1}/metrics`)).toBe("ECONNREFUSED");
+    expect(await reload({ metrics: { enabled: true, address: "0.0.0.0", port: p2 } })).toEqual({ ok: true, restartPending: [] });
+    expect(await get(`http://127.0.0.1:${p2}/metrics`)).toBe(200);
+    expect(await reload({ metrics: { enabled: false } })).toMatchObject({ ok: true });
+    expect(await get(`http://127.0.0.1:${p2}/metrics`)).toBe("ECONNREFUSED");
+
+    // logLevel: at "error", the next reload's "configuration reloaded" (info) is not written.
+    const reloadedLines = () => (readFileSync(join(c.dir, `${h.id}.log`), "utf8").match(/"msg":"configuration reloaded"/g) ?? []).length;
+    // (The log file is fed through a pipe: wait for each line rather than read at once.)
+    const before = reloadedLines();
+    await reload({ logLevel: "error" });
+    await c.waitFor("the reload to be logged (at info, before the level changes)", () => reloadedLines() === before + 1, 5_000);
+    await reload({ logLevel: "error", activeColor: "blue" });
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(reloadedLines()).toBe(before + 1);
+    await reload({ logLevel: "info" }); // logged before the level changes back
+    await reload({});
+    await c.waitFor("reloads to be logged again at info", () => reloadedLines() === before + 2, 5_000);
+
+    // health.url: the poller restarts on the new URL (nothing listens there: the node turns unhealthy).
+    const dead = await freePort();
+    await reload({ health: { url: `http://127.0.0.1:${dead}/healthz`, intervalMs: 100, timeoutMs: 250, rise: 2, fall: 2 } });
+    await c.waitFor("lb-blue-1 to report the new health URL down", async () => (await c.status(h.id))?.healthy === false, 10_000);
+
+    // A key a reload cannot apply: the answer and `fipd status` say it waits for a restart, until undone.
+    const api = h.config.api!;
+    expect(await reload({ api: { ...api, requestTimeoutMs: 3_000 } })).toEqual({ ok: true, restartPending: ["api.requestTimeoutMs"] });
+    const st = await fipd(["status", "--socket", h.socket]);
+    expect(st.stdout).toContain("RESTART PENDING for api.requestTimeoutMs: a reload cannot apply them (systemctl restart fipd)");
+    expect(await reload({ api })).toEqual({ ok: true, restartPending: [] });
+  }, 90_000);
 });

@@ -159,6 +159,36 @@ describe("deleteScript", () => {
   });
 });
 
+describe("applyConfigCommand: keys a reload cannot apply", () => {
+  it("restarts an agent that reports restartPending after the reload, a leader after a handover, and waits for a healthy cluster", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "leader", restartPending: ["listen.port"] });
+    writeFileSync(join(dir, "after-handover.json"), JSON.stringify({ role: "follower", restartPending: ["listen.port"] }));
+    const r = run(applyConfigCommand(SHA, { ...so, owner: "root" }, 45).replace(/^(mkdir|chown|chmod) .*$/gm, ":"));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain("ha-lb: the running agent needs a restart for: listen.port");
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual([
+      expect.stringMatching(/^fipd apply-config --dir .* --owner root$/),
+      "fipd handover",
+      "service restart",
+      "fipd status --wait-healthy --timeout 45",
+    ]);
+  });
+
+  it("does not restart when nothing is pending, or when the agent is not running", () => {
+    writeFileSync(join(dir, "active"), "");
+    status({ role: "follower", restartPending: [] });
+    expect(run(applyConfigCommand(SHA, so).replace(/^(mkdir|chown|chmod) .*$/gm, ":")).status).toBe(0);
+    rmSync(join(dir, "active"));
+    status({ role: "follower", restartPending: ["listen.port"] });
+    expect(run(applyConfigCommand(SHA, so).replace(/^(mkdir|chown|chmod) .*$/gm, ":")).status).toBe(0);
+    expect(log().filter((l) => !l.startsWith("fipd status --json"))).toEqual([
+      expect.stringMatching(/^fipd apply-config /),
+      expect.stringMatching(/^fipd apply-config /),
+    ]);
+  });
+});
+
 describe("applyConfigCommand with the real bundle", () => {
   it("makes the config directory root's (as droplets bootstrapped before left it: the service user's), then writes config and secrets from stdin, no secret on the command line", async () => {
     const bundle = await buildAgentBundle(bundlePath(SHA, join(dir, "opt")));

@@ -401,7 +401,8 @@ export class NetBed extends ClusterViews {
   agentConfig(n: BedNode): AgentConfigInput {
     return {
       ...this.planFor(n).agentConfig,
-      api: { baseUrl: `http://${HOST_IP}:${this.emulator.metadataServer.port}` },
+      // The emulator answers plain http on the bed's host address, which is not loopback inside a namespace.
+      api: { baseUrl: `http://${HOST_IP}:${this.emulator.metadataServer.port}`, allowInsecureHttp: true },
       controlSocket: join(n.dir, "fipd.sock"),
       stateFile: join(n.dir, "state.json"),
     };
