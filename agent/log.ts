@@ -3,10 +3,11 @@
  * named like a secret, or a string that looks like a DigitalOcean token, is redacted: a safety net
  * under the rule that secrets are never passed to the logger at all.
  */
-export type Level = "debug" | "info" | "warn" | "error";
-const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+export type Level = "debug" | "info" | "warn" | "error" | "crit";
+/** `crit` is the one line a fail-stop writes before the process exits; no configured level hides it. */
+const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40, crit: 50 };
 /** syslog priorities, so `journalctl -p warning` works on JSON lines too. */
-const PRIORITY: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+const PRIORITY: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3, crit: 2 };
 const SECRET_KEY = /token|secret|password|authorization|^key$|peerKey/i;
 const TOKEN_TEXT = /\b(dop|doo|dor)_v1_[a-f0-9]{16,}\b/gi;
 
@@ -15,6 +16,7 @@ export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
+  crit(msg: string, fields?: Record<string, unknown>): void;
   child(fields: Record<string, unknown>): Logger;
 }
 
@@ -47,9 +49,10 @@ export function createLogger(o: { level: Level; nodeId: string; write?: (line: s
     info: (m, f) => emit("info", m, f),
     warn: (m, f) => emit("warn", m, f),
     error: (m, f) => emit("error", m, f),
+    crit: (m, f) => emit("crit", m, f),
     child: (fields) => createLogger({ ...o, write, base: { ...o.base, ...fields } }),
   };
 }
 
 /** A logger that drops everything (tests, tools). */
-export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silentLogger };
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {}, crit() {}, child: () => silentLogger };
