@@ -10,7 +10,7 @@ import { Election, type PlantedBugs } from "../../agent/election/node.js";
 import type { DurableState, ElectionConfig, ElectionEvent, PeerMessage } from "../../agent/election/types.js";
 import { IpKeeper, type KeeperTimers, type MetadataReader, type ReservedIpApi } from "../../agent/ip-keeper.js";
 import { silentLogger } from "../../agent/log.js";
-import { ShellAssertionError, stepAndCarryOut, type KeeperPort } from "../../agent/shell.js";
+import { ShellAssertionError, stepAndCarryOut, type KeeperPort, type ShellPorts } from "../../agent/shell.js";
 import { Rng } from "./rng.js";
 
 export interface SimNode {
@@ -29,6 +29,8 @@ export interface SimNode {
   keeper: IpKeeper | null;
   /** The droplet this node runs on, for the simulated Reserved IP API. */
   dropletId: number;
+  /** The ports through which the shared shell carries out this process's outputs; null when down. */
+  shell: ShellPorts | null;
   group: number;
   /** The bundle this node runs; the shell stamps it on its statuses (rolling upgrades). */
   build?: string;
@@ -209,6 +211,7 @@ export class World {
       config: this.electionConfig(member.id),
       wakeGen: 0,
       keeper: null,
+      shell: null,
       dropletId: 1000 + this.nodes.size,
       group: 0,
     };
@@ -233,6 +236,7 @@ export class World {
     n.config = this.electionConfig(id);
     n.election = new Election(n.config, this.local(n), { random: () => this.rng.next(), bugs: this.opts.bugs, durable: this.disk.get(id) ?? null });
     n.keeper = n.member.role === "lb" ? this.newKeeper(n) : null;
+    n.shell = this.portsFor(n);
     this.log(`${id} starts (config v${n.config.membershipVersion})`);
     this.stepNode(n, { type: "tick", now: this.local(n) });
     if (n.member.role === "lb") this.stepNode(n, { type: "health", now: this.local(n), healthy: n.healthy });
@@ -246,6 +250,7 @@ export class World {
     n.election = null;
     n.keeper?.close();
     n.keeper = null;
+    n.shell = null;
     n.wakeGen++;
     this.log(`${id} crashes`);
   }
@@ -352,38 +357,46 @@ export class World {
     return { start: (t) => k.start(t), stop: () => {}, isAsserting: () => k.isAsserting(), holdsReservedIp: () => k.holdsReservedIp() };
   }
 
+  /** The shell's ports for a node's current process (built once per start: steps are the hot path). */
+  private portsFor(n: SimNode): ShellPorts {
+    const keeper = this.keeperPort(n.keeper);
+    return {
+      durable: { save: (state) => this.disk.set(n.id, state) },
+      transport: { send: (to, message) => this.transmit(n, to, message) },
+      keeper,
+      get build() {
+        return n.build;
+      },
+      skipKeeperCheck: this.opts.shellBugs?.keeperIgnoresStop,
+      schedule: (wakeAt) => {
+        if (!Number.isFinite(wakeAt)) return;
+        n.wakeGen++;
+        const at = Math.max(this.now, this.realOf(n, wakeAt));
+        this.queue.push({ at, seq: this.seq++, kind: "wake", node: n.id, gen: n.wakeGen, localAt: wakeAt });
+      },
+      hooks: {
+        startAsserting: (term) => {
+          this.opts.onStartAsserting?.(this, n);
+          this.log(`${n.id} starts asserting (term ${term})`);
+        },
+        stopAsserting: (term, reason) => this.log(`${n.id} stops asserting (term ${term}): ${reason}`),
+        roleChanged: (eff) => {
+          this.log(`${n.id} is ${eff.role} in term ${eff.term} (leader ${eff.leader ?? "none"}): ${eff.reason}`);
+          if (eff.role === "leader") {
+            const prev = this.leadersByTerm.get(eff.term);
+            if (prev !== undefined && prev !== n.id) throw new InvariantViolation("T1", `two leaders in term ${eff.term}: ${prev} and ${n.id}`);
+            this.leadersByTerm.set(eff.term, n.id);
+          }
+        },
+      },
+    };
+  }
+
   stepNode(n: SimNode, ev: ElectionEvent): void {
-    if (!n.alive || !n.election) return;
+    if (!n.alive || !n.election || !n.shell) return;
     this.steps++;
     try {
-      stepAndCarryOut(n.election, ev, {
-        durable: { save: (state) => this.disk.set(n.id, state) },
-        transport: { send: (to, message) => this.transmit(n, to, message) },
-        keeper: this.keeperPort(n.keeper),
-        build: n.build,
-        skipKeeperCheck: this.opts.shellBugs?.keeperIgnoresStop,
-        schedule: (wakeAt) => {
-          if (!Number.isFinite(wakeAt)) return;
-          n.wakeGen++;
-          const at = Math.max(this.now, this.realOf(n, wakeAt));
-          this.queue.push({ at, seq: this.seq++, kind: "wake", node: n.id, gen: n.wakeGen, localAt: wakeAt });
-        },
-        hooks: {
-          startAsserting: (term) => {
-            this.opts.onStartAsserting?.(this, n);
-            this.log(`${n.id} starts asserting (term ${term})`);
-          },
-          stopAsserting: (term, reason) => this.log(`${n.id} stops asserting (term ${term}): ${reason}`),
-          roleChanged: (eff) => {
-            this.log(`${n.id} is ${eff.role} in term ${eff.term} (leader ${eff.leader ?? "none"}): ${eff.reason}`);
-            if (eff.role === "leader") {
-              const prev = this.leadersByTerm.get(eff.term);
-              if (prev !== undefined && prev !== n.id) throw new InvariantViolation("T1", `two leaders in term ${eff.term}: ${prev} and ${n.id}`);
-              this.leadersByTerm.set(eff.term, n.id);
-            }
-          },
-        },
-      });
+      stepAndCarryOut(n.election, ev, n.shell);
     } catch (e) {
       // In production a broken shell assertion ends the process; here it is a violation found.
       if (e instanceof ShellAssertionError) throw new InvariantViolation(e.invariant, `${n.id}: ${e.message} (checked in the shell)`);
