@@ -242,7 +242,7 @@ export class Controller {
       this.timer = null;
       this.timerAt = Infinity;
       this.feed({ type: "tick", now: this.d.now() });
-      this.updatePeerGauges();
+      if (!this.closed) this.updatePeerGauges(); // not after a fail-stop: the state may be half-updated
     }, delay);
   }
 
