@@ -7,13 +7,14 @@
  * here. Nothing in this file decides who leads.
  */
 import { createElectionNode } from "./election/index.js";
-import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionOutput, ElectionSnapshot, PeerMessage } from "./election/types.js";
+import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionSnapshot, PeerMessage } from "./election/types.js";
 import type { AgentConfig, Member } from "./config.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
 import type { DurableStore } from "./durable-state.js";
 import { IpKeeper, type MetadataReader, type ReservedIpApi } from "./ip-keeper.js";
 import { membershipRefusal } from "./membership.js";
+import { stepAndCarryOut } from "./shell.js";
 
 /** What the controller needs from the outside world; production and tests supply their own. */
 export interface ControllerDeps {
@@ -31,6 +32,11 @@ export interface ControllerDeps {
   build?: string;
   /** Stable storage for the election's term and vote (absent: memory only, as in unit tests). */
   durable?: DurableStore;
+  /**
+   * Fail-stop: an exception in the core, a failed durable write or a broken assertion. Production
+   * writes one `crit` line and exits with status 70 (systemd restarts the unit); tests record it.
+   */
+  fatal(message: string, fields: Record<string, unknown>): void;
   /**
    * Re-read config, token and keys from disk (SIGHUP). Throws ConfigError/SecretFileError on bad
    * input. Nothing takes effect until `commit`, which the controller calls once it accepts the config.
@@ -167,52 +173,48 @@ export class Controller {
     this.d.log.info("fipd started", { role: this.self.role, color: this.self.color ?? null, members: this.cfg.members.map((m) => m.id) });
   }
 
-  /** Step the core with one event and carry out what it says. */
+  /**
+   * Step the core with one event and carry out what it says, through the one shell (agent/shell.ts)
+   * that the simulator runs too. Anything that throws here (the core, a durable write, an assertion)
+   * ends the process: running on with half-updated state is what lets a node assert the IP without a
+   * lease, or vote twice in a term. systemd restarts it, and the boot quiet period makes that safe.
+   */
   feed(ev: ElectionEvent): void {
     if (this.closed) return;
-    let out: ElectionOutput;
     try {
-      out = this.node.step(ev);
+      stepAndCarryOut(this.node, ev, {
+        durable: this.d.durable,
+        transport: this.transport,
+        keeper: this.keeper,
+        build: this.d.build,
+        schedule: (wakeAt) => this.schedule(wakeAt),
+        hooks: {
+          startAsserting: (term) => {
+            this.d.log.info("leading: asserting the reserved IP", { term });
+            this.d.metrics.asserting.set(1);
+          },
+          stopAsserting: (term, reason) => {
+            this.d.log.info("no longer asserting the reserved IP", { term, reason });
+            this.d.metrics.asserting.set(0);
+          },
+          roleChanged: (eff) => this.onRoleChanged(eff.role, eff.term, eff.leader, eff.reason),
+        },
+      });
     } catch (e) {
-      // The core is pure and tested; an exception here is a bug. Log it loudly and keep the process
-      // alive with the previous state rather than crash-looping every node at once.
-      this.d.log.error("election core threw; event ignored", { error: (e as Error).stack, event: ev.type });
-      return;
+      this.failStop(e, ev.type);
     }
-    this.apply(out);
   }
 
-  private apply(out: ElectionOutput): void {
-    const holds = this.keeper?.snapshot().onSelf === true;
-    // Durable first: no vote or candidacy leaves this process before it would survive a crash.
-    for (const eff of out.effects) if (eff.type === "persist") this.d.durable?.save(eff.state);
-    for (const { to, message } of out.send) {
-      if ("status" in message && message.status) {
-        message.status.holdsReservedIp = holds;
-        if (this.d.build) message.status.build = this.d.build;
-      }
-      this.transport.send(to, message);
-    }
-    for (const eff of out.effects) {
-      switch (eff.type) {
-        case "start-asserting":
-          this.d.log.info("leading: asserting the reserved IP", { term: eff.term });
-          this.d.metrics.asserting.set(1);
-          this.keeper?.start(eff.term);
-          break;
-        case "stop-asserting":
-          this.d.log.info("no longer asserting the reserved IP", { term: eff.term, reason: eff.reason });
-          this.d.metrics.asserting.set(0);
-          this.keeper?.stop(eff.reason);
-          break;
-        case "persist":
-          break; // done above, before sending
-        case "role-changed":
-          this.onRoleChanged(eff.role, eff.term, eff.leader, eff.reason);
-          break;
-      }
-    }
-    this.schedule(out.wakeAt);
+  /** Stop everything this process does, then hand over to `fatal`, which ends it. */
+  private failStop(e: unknown, event: string): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    // Stop pulling the IP at once: nothing after this point may act on the broken state.
+    this.keeper?.close();
+    this.health?.stop();
+    const err = e instanceof Error ? e : new Error(String(e));
+    this.d.fatal(`fipd stops: ${err.message}`, { event, error: err.name, stack: err.stack });
   }
 
   private onRoleChanged(role: string, term: number, leader: string | null, reason: string): void {
@@ -240,7 +242,7 @@ export class Controller {
       this.timer = null;
       this.timerAt = Infinity;
       this.feed({ type: "tick", now: this.d.now() });
-      this.updatePeerGauges();
+      if (!this.closed) this.updatePeerGauges(); // not after a fail-stop: the state may be half-updated
     }, delay);
   }
 

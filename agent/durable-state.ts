@@ -6,7 +6,8 @@
  *
  * The file holds no secret. Losing it is not a safety problem on its own (leases and the boot quiet
  * period keep two leases from overlapping); it only weakens the one-leader-per-term guarantee, so a
- * damaged file is reported and ignored rather than keeping the node down.
+ * damaged file is reported and ignored rather than keeping the node down. A failed write is another
+ * matter: the vote it records would leave unrecorded, so `save` throws and the agent stops.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
@@ -14,6 +15,7 @@ import type { DurableState } from "./election/types.js";
 
 export interface DurableStore {
   load(): DurableState | null;
+  /** Returns once the state is on disk; throws DurableStateError otherwise. */
   save(state: DurableState): void;
 }
 
@@ -72,7 +74,8 @@ export function fileDurableStore(file: string, onError: (message: string) => voi
           closeSync(dfd);
         }
       } catch (e) {
-        onError(`cannot write ${file}: ${(e as Error).message}`);
+        // Thrown, not reported: the vote of this step must not leave, and the agent stops (fail-stop).
+        throw new DurableStateError(`cannot write the election state ${file}: ${(e as Error).message}`);
       }
     },
   };

@@ -37,7 +37,19 @@ export interface IpKeeperOptions {
   onHolderChange?: (onSelf: boolean) => void;
   onAssign?: (outcome: "success" | "already" | "error" | "aborted", ms: number, error?: string) => void;
   now?: () => number;
+  /** Timers for the keeper's waits; the simulator passes its own, driven by simulated time. */
+  timers?: KeeperTimers;
 }
+
+export interface KeeperTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const realTimers: KeeperTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
 
 export interface IpKeeperState {
   asserting: boolean;
@@ -50,12 +62,12 @@ export interface IpKeeperState {
   lastError: string | null;
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
+const sleep = (timers: KeeperTimers, ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
+    const t = timers.setTimeout(done, ms);
     function done() {
-      clearTimeout(t);
+      timers.clearTimeout(t);
       signal.removeEventListener("abort", done);
       resolve();
     }
@@ -64,6 +76,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
 
 export class IpKeeper {
   private readonly now: () => number;
+  private readonly timers: KeeperTimers;
   private readonly state: IpKeeperState = {
     asserting: false,
     term: null,
@@ -82,6 +95,17 @@ export class IpKeeper {
 
   constructor(private readonly o: IpKeeperOptions) {
     this.now = o.now ?? (() => performance.now());
+    this.timers = o.timers ?? realTimers;
+  }
+
+  /** Whether this keeper is pulling the IP to its droplet now (the shell checks it against the core). */
+  isAsserting(): boolean {
+    return this.state.asserting;
+  }
+
+  /** Whether the IP is on this droplet, as last read (null: not known yet); stamped on statuses. */
+  holdsReservedIp(): boolean | null {
+    return this.state.onSelf;
   }
 
   snapshot(): IpKeeperState {
@@ -146,7 +170,7 @@ export class IpKeeper {
     while (!signal.aborted) {
       // The assert loop reads metadata itself while leading; do not double the reads.
       if (!this.state.asserting) await this.checkMetadata();
-      await sleep(this.o.checkIntervalMs, signal);
+      await sleep(this.timers, this.o.checkIntervalMs, signal);
     }
   }
 
@@ -166,11 +190,11 @@ export class IpKeeper {
           // The client already retried under its deadline; this is a longer pause so a broken
           // token or an API outage does not become a request storm.
           const pauseMs = Math.min(30_000, 1_000 * 2 ** Math.min(this.failures, 5));
-          await sleep(pauseMs, signal);
+          await sleep(this.timers, pauseMs, signal);
           continue;
         }
       }
-      await sleep(this.o.checkIntervalMs, signal);
+      await sleep(this.timers, this.o.checkIntervalMs, signal);
     }
   }
 

@@ -102,6 +102,12 @@ export async function runAgent(configPath: string): Promise<number> {
     now: () => performance.now(),
     build: runningBuild() ?? undefined,
     durable: fileDurableStore(cfg.stateFile, (message) => log.error("election state file", { error: message })),
+    fatal: (message, fields) => {
+      // EX_SOFTWARE. One line, then out: systemd restarts the unit, and the boot quiet period keeps
+      // the restarted process from backing anyone its predecessor may have promised.
+      log.crit(message, fields);
+      process.exit(70);
+    },
     startTransport: async (c, onMessage) => {
       transportRef = await createPeerTransport({
         selfId: c.nodeId,

@@ -8,7 +8,7 @@ import type { PlantedBugs } from "../../agent/election/node.js";
 import { bootQuietMs } from "../../agent/election/quorum.js";
 import { checkReachableMajority, checkSafety } from "../../testbed/sim/invariants.js";
 import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
-import { InvariantViolation, World } from "../../testbed/sim/world.js";
+import { InvariantViolation, World, type WorldOptions } from "../../testbed/sim/world.js";
 import { rollingOrder } from "../../components/rolling-order.js";
 
 const lb = (id: string, color: Color = "blue", priority = 100): Member => ({ id, address: "sim", port: 1, role: "lb", color, priority });
@@ -16,7 +16,14 @@ const witness: Member = { id: "w", address: "sim", port: 1, role: "witness", pri
 
 function world(
   members: Member[],
-  o: { bugs?: PlantedBugs; timing?: Partial<FailoverTiming>; rates?: Record<string, number>; delay?: number; extra?: Member[] } = {},
+  o: {
+    bugs?: PlantedBugs;
+    shellBugs?: WorldOptions["shellBugs"];
+    timing?: Partial<FailoverTiming>;
+    rates?: Record<string, number>;
+    delay?: number;
+    extra?: Member[];
+  } = {},
 ): World {
   const timing = { ...DEFAULT_TIMING, ...o.timing };
   const w = new World({
@@ -27,6 +34,7 @@ function world(
     actualDrift: 0,
     network: { loss: 0, minDelayMs: o.delay ?? 0.2, maxDelayMs: o.delay ?? 0.2, duplicate: 0 },
     bugs: o.bugs,
+    shellBugs: o.shellBugs,
     traceLimit: 200,
     afterStep: checkSafety,
     onStartAsserting: checkReachableMajority,
@@ -43,11 +51,14 @@ const leader = (w: World) => w.leaseHolders().map((n) => n.id)[0] ?? null;
 
 /** Run `fn` and return the invariant it violated, or null. */
 function violation(fn: () => void): string | null {
+  return violationOf(fn)?.invariant ?? null;
+}
+function violationOf(fn: () => void): InvariantViolation | null {
   try {
     fn();
     return null;
   } catch (e) {
-    if (e instanceof InvariantViolation) return e.invariant;
+    if (e instanceof InvariantViolation) return e;
     throw e;
   }
 }
@@ -372,6 +383,23 @@ describe("the invariants catch planted bugs", () => {
         w.runUntil(3_000);
       });
     expect(run({ noDriftMargin: true })).toBe("S1");
+    expect(run()).toBeNull();
+  });
+
+  it("an IP keeper that never stops: A1 is checked on the keeper the shell drives, not on the core", () => {
+    const run = (shellBugs?: WorldOptions["shellBugs"]) =>
+      violationOf(() => {
+        const w = world([lb("b1"), lb("b2"), lb("b3")], { shellBugs });
+        startAll(w, ["b1", "b2", "b3"]);
+        w.runUntil(1_500);
+        expect(leader(w)).toBe("b1");
+        // b1 loses its majority: the core steps down when the lease ends; the keeper must follow.
+        w.partition([["b1"], ["b2", "b3"]]);
+        w.runUntil(3_000);
+      });
+    const caught = run({ keeperIgnoresStop: true });
+    expect(caught?.invariant).toBe("A1");
+    expect(caught?.detail).toMatch(/^b1's IP keeper still asserts the IP after its step, without a valid lease/);
     expect(run()).toBeNull();
   });
 

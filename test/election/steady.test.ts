@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { Member } from "../../agent/config.js";
 import { checkReachableMajority, checkSafety } from "../../testbed/sim/invariants.js";
 import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
-import { World } from "../../testbed/sim/world.js";
+import { keeperAsserting, World } from "../../testbed/sim/world.js";
 
 const lb = (id: string): Member => ({ id, address: "sim", port: 1, role: "lb", color: "blue", priority: 100 });
 const members: Member[] = [lb("b1"), lb("b2"), lb("b3"), { id: "w", address: "sim", port: 1, role: "witness", priority: 100 }];
@@ -60,7 +60,7 @@ describe("steady state and failover budget", () => {
     let asserted: number | null = null;
     for (let t = t0; t <= t0 + 1_000 && asserted === null; t += 1) {
       w.runUntil(t);
-      const n = [...w.nodes.values()].find((x) => x.alive && x.asserting);
+      const n = [...w.nodes.values()].find((x) => x.alive && keeperAsserting(x));
       if (n) asserted = w.now - t0;
     }
     // Derivation: the promise ends leaseMs (300) after the last heartbeat (≤ 50 ms before the death),

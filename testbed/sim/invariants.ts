@@ -10,12 +10,13 @@
  *  T1  at most one leader per term among live processes (checked in World.stepNode as leaders appear);
  *  S3  a node with a valid lease is eligible: a member, an LB, healthy, not in maintenance, and of
  *      the color it believes in force;
- *  A1  a node that was told to assert the IP (start-asserting) still holds a valid lease whenever it
- *      takes a step: it stops asserting, at the latest, at the step where its lease runs out.
+ *  A1  a node whose IP keeper asserts the IP still holds a valid lease whenever it takes a step: the
+ *      keeper stops, at the latest, at the step where the lease runs out. Checked on the keeper's
+ *      state (the shipped IpKeeper, driven by the shipped shell), not on the core's snapshot.
  *
  * Liveness (L1) and the color rule (C1) are checked at the end of a run, after a calm period.
  */
-import { InvariantViolation, type SimNode, type World } from "./world.js";
+import { InvariantViolation, keeperAsserting, type SimNode, type World } from "./world.js";
 
 export function checkReachableMajority(world: World, node: SimNode): void {
   const t = world.timing;
@@ -46,8 +47,11 @@ export function checkSafety(world: World, stepped: SimNode): void {
       throw new InvariantViolation("S3", `${h.id} holds a lease but is not eligible (member ${p.member}, healthy ${h.healthy}, maintenance ${h.maintenance})`);
     if (p.color !== p.colorInForce) throw new InvariantViolation("S3", `${h.id} (${p.color}) holds a lease while it believes ${p.colorInForce} is in force`);
   }
-  if (stepped.alive && stepped.election && stepped.asserting) {
+  // On the IP keeper's own state (the production IpKeeper, driven by the shared shell), not on the
+  // core's view: what matters is whether the node still pulls the IP to itself.
+  if (stepped.alive && stepped.election && keeperAsserting(stepped)) {
     const p = stepped.election.probe(world.local(stepped));
-    if (!p.leaseValid) throw new InvariantViolation("A1", `${stepped.id} still asserts the IP after its step, without a valid lease (role ${p.role})`);
+    if (!p.leaseValid)
+      throw new InvariantViolation("A1", `${stepped.id}'s IP keeper still asserts the IP after its step, without a valid lease (role ${p.role})`);
   }
 }

@@ -8,6 +8,9 @@
 import type { Color, FailoverTiming, Member } from "../../agent/config.js";
 import { Election, type PlantedBugs } from "../../agent/election/node.js";
 import type { DurableState, ElectionConfig, ElectionEvent, PeerMessage } from "../../agent/election/types.js";
+import { IpKeeper, type KeeperTimers, type MetadataReader, type ReservedIpApi } from "../../agent/ip-keeper.js";
+import { silentLogger } from "../../agent/log.js";
+import { ShellAssertionError, stepAndCarryOut, type KeeperPort, type ShellPorts } from "../../agent/shell.js";
 import { Rng } from "./rng.js";
 
 export interface SimNode {
@@ -22,10 +25,14 @@ export interface SimNode {
   maintenance: boolean;
   config: ElectionConfig;
   wakeGen: number;
-  /** Whether the node has told us (effects) that it asserts the IP. */
-  asserting: boolean;
+  /** LB nodes: the real IP keeper of this process (simulated clock, timers and API); null when down. */
+  keeper: IpKeeper | null;
+  /** The droplet this node runs on, for the simulated Reserved IP API. */
+  dropletId: number;
+  /** The ports through which the shared shell carries out this process's outputs; null when down. */
+  shell: ShellPorts | null;
   group: number;
-  /** The bundle this node runs; stamped on its statuses as the controller does (rolling upgrades). */
+  /** The bundle this node runs; the shell stamps it on its statuses (rolling upgrades). */
   build?: string;
 }
 
@@ -105,7 +112,43 @@ export interface WorldOptions {
   onStartAsserting?: (world: World, node: SimNode) => void;
   /** Called after every node step: the invariant checks. Throw to stop the run. */
   afterStep?: (world: World, stepped: SimNode) => void;
+  /**
+   * Deliberate bugs in the shell's surroundings, to prove the invariants check what is carried out.
+   * `keeperIgnoresStop`: the IP keeper never stops asserting; the shell's own check is skipped so that
+   * the simulator's A1 (on the keeper's state) is what catches it.
+   */
+  shellBugs?: { keeperIgnoresStop?: boolean };
 }
+
+/** Whether a node's IP keeper is pulling the Reserved IP to it right now (what A1 is checked on). */
+export const keeperAsserting = (n: SimNode): boolean => n.keeper?.isAsserting() ?? false;
+
+/** The simulated cloud: where the Reserved IP is. Answers after `latencyMs` of simulated time. */
+class SimCloud {
+  holder: number | null = null;
+  constructor(
+    private readonly world: World,
+    private readonly latencyMs: number,
+  ) {}
+  private later<T>(value: () => T): Promise<T> {
+    return new Promise((resolve) => this.world.at(this.world.now + this.latencyMs, "cloud", () => resolve(value())));
+  }
+  metadata(dropletId: number, ip: string): MetadataReader {
+    return { reservedIpv4: () => this.later(() => ({ active: this.holder === dropletId, ipAddress: this.holder === dropletId ? ip : null })) };
+  }
+  api(): ReservedIpApi {
+    return {
+      getReservedIp: () => this.later(() => ({ dropletId: this.holder, locked: false })),
+      assign: (_ip, dropletId) =>
+        this.later(() => {
+          this.holder = dropletId;
+          return {};
+        }),
+    };
+  }
+}
+
+const SIM_RESERVED_IP = "192.0.2.10";
 
 export class World {
   readonly rng: Rng;
@@ -130,6 +173,7 @@ export class World {
   private readonly disk = new Map<string, DurableState>();
   /** "a>b" → the last real time a message from a was delivered to b: the S2 oracle's view of reachability. */
   private readonly delivered = new Map<string, number>();
+  private readonly cloud: SimCloud;
 
   constructor(readonly opts: WorldOptions) {
     this.rng = new Rng(opts.seed);
@@ -138,6 +182,7 @@ export class World {
     this.members = opts.members;
     this.activeColor = opts.activeColor;
     this.timing = opts.timing;
+    this.cloud = new SimCloud(this, 20);
   }
 
   log(text: string): void {
@@ -165,7 +210,9 @@ export class World {
       maintenance: false,
       config: this.electionConfig(member.id),
       wakeGen: 0,
-      asserting: false,
+      keeper: null,
+      shell: null,
+      dropletId: 1000 + this.nodes.size,
       group: 0,
     };
     this.nodes.set(n.id, n);
@@ -185,10 +232,11 @@ export class World {
     const n = this.nodes.get(id)!;
     if (n.alive) return;
     n.alive = true;
-    n.asserting = false;
     n.offset = this.rng.float(0, 1000) - n.rate * this.now; // local clock starts near 0..1000
     n.config = this.electionConfig(id);
     n.election = new Election(n.config, this.local(n), { random: () => this.rng.next(), bugs: this.opts.bugs, durable: this.disk.get(id) ?? null });
+    n.keeper = n.member.role === "lb" ? this.newKeeper(n) : null;
+    n.shell = this.portsFor(n);
     this.log(`${id} starts (config v${n.config.membershipVersion})`);
     this.stepNode(n, { type: "tick", now: this.local(n) });
     if (n.member.role === "lb") this.stepNode(n, { type: "health", now: this.local(n), healthy: n.healthy });
@@ -200,7 +248,9 @@ export class World {
     if (!n.alive) return;
     n.alive = false;
     n.election = null;
-    n.asserting = false;
+    n.keeper?.close();
+    n.keeper = null;
+    n.shell = null;
     n.wakeGen++;
     this.log(`${id} crashes`);
   }
@@ -277,35 +327,80 @@ export class World {
     this.queue.push({ at: realMs, seq: this.seq++, kind: "action", label, run });
   }
 
+  /** The production IpKeeper, on this node's clock, the world's timers and the simulated cloud. */
+  private newKeeper(n: SimNode): IpKeeper {
+    const timers: KeeperTimers = {
+      setTimeout: (fn, ms) => {
+        const handle = { cancelled: false };
+        this.at(this.now + ms / n.rate, "keeper timer", () => handle.cancelled || fn());
+        return handle;
+      },
+      clearTimeout: (h) => ((h as { cancelled: boolean }).cancelled = true),
+    };
+    return new IpKeeper({
+      reservedIp: SIM_RESERVED_IP,
+      dropletId: n.dropletId,
+      metadata: this.cloud.metadata(n.dropletId, SIM_RESERVED_IP),
+      api: this.cloud.api(),
+      log: silentLogger,
+      checkIntervalMs: 1_000,
+      verifyIntervalMs: 60_000,
+      assignDeadlineMs: 10_000,
+      now: () => this.local(n),
+      timers,
+    });
+  }
+
+  /** What the shell drives: the real keeper, or (planted bug) one that never stops. */
+  private keeperPort(k: IpKeeper | null): KeeperPort | null {
+    if (!k || !this.opts.shellBugs?.keeperIgnoresStop) return k;
+    return { start: (t) => k.start(t), stop: () => {}, isAsserting: () => k.isAsserting(), holdsReservedIp: () => k.holdsReservedIp() };
+  }
+
+  /** The shell's ports for a node's current process (built once per start: steps are the hot path). */
+  private portsFor(n: SimNode): ShellPorts {
+    const keeper = this.keeperPort(n.keeper);
+    return {
+      durable: { save: (state) => this.disk.set(n.id, state) },
+      transport: { send: (to, message) => this.transmit(n, to, message) },
+      keeper,
+      get build() {
+        return n.build;
+      },
+      skipKeeperCheck: this.opts.shellBugs?.keeperIgnoresStop,
+      schedule: (wakeAt) => {
+        if (!Number.isFinite(wakeAt)) return;
+        n.wakeGen++;
+        const at = Math.max(this.now, this.realOf(n, wakeAt));
+        this.queue.push({ at, seq: this.seq++, kind: "wake", node: n.id, gen: n.wakeGen, localAt: wakeAt });
+      },
+      hooks: {
+        startAsserting: (term) => {
+          this.opts.onStartAsserting?.(this, n);
+          this.log(`${n.id} starts asserting (term ${term})`);
+        },
+        stopAsserting: (term, reason) => this.log(`${n.id} stops asserting (term ${term}): ${reason}`),
+        roleChanged: (eff) => {
+          this.log(`${n.id} is ${eff.role} in term ${eff.term} (leader ${eff.leader ?? "none"}): ${eff.reason}`);
+          if (eff.role === "leader") {
+            const prev = this.leadersByTerm.get(eff.term);
+            if (prev !== undefined && prev !== n.id) throw new InvariantViolation("T1", `two leaders in term ${eff.term}: ${prev} and ${n.id}`);
+            this.leadersByTerm.set(eff.term, n.id);
+          }
+        },
+      },
+    };
+  }
+
   stepNode(n: SimNode, ev: ElectionEvent): void {
-    if (!n.alive || !n.election) return;
+    if (!n.alive || !n.election || !n.shell) return;
     this.steps++;
-    const out = n.election.step(ev);
-    for (const eff of out.effects) {
-      if (eff.type === "persist") {
-        this.disk.set(n.id, eff.state);
-      } else if (eff.type === "start-asserting") {
-        this.opts.onStartAsserting?.(this, n);
-        n.asserting = true;
-        this.log(`${n.id} starts asserting (term ${eff.term})`);
-      } else if (eff.type === "stop-asserting") {
-        n.asserting = false;
-        this.log(`${n.id} stops asserting (term ${eff.term}): ${eff.reason}`);
-      } else if (eff.type === "role-changed") {
-        this.log(`${n.id} is ${eff.role} in term ${eff.term} (leader ${eff.leader ?? "none"}): ${eff.reason}`);
-        if (eff.role === "leader") {
-          const key = eff.term;
-          const prev = this.leadersByTerm.get(key);
-          if (prev !== undefined && prev !== n.id) throw new InvariantViolation("T1", `two leaders in term ${eff.term}: ${prev} and ${n.id}`);
-          this.leadersByTerm.set(key, n.id);
-        }
-      }
-    }
-    for (const { to, message } of out.send) this.transmit(n, to, message);
-    if (Number.isFinite(out.wakeAt)) {
-      n.wakeGen++;
-      const at = Math.max(this.now, this.realOf(n, out.wakeAt));
-      this.queue.push({ at, seq: this.seq++, kind: "wake", node: n.id, gen: n.wakeGen, localAt: out.wakeAt });
+    try {
+      stepAndCarryOut(n.election, ev, n.shell);
+    } catch (e) {
+      // In production a broken shell assertion ends the process; here it is a violation found.
+      if (e instanceof ShellAssertionError) throw new InvariantViolation(e.invariant, `${n.id}: ${e.message} (checked in the shell)`);
+      throw e;
     }
     this.opts.afterStep?.(this, n);
   }
@@ -320,8 +415,8 @@ export class World {
     const copies = this.netRng.chance(net.duplicate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const at = this.now + this.netRng.float(net.minDelayMs, net.maxDelayMs) + (this.opts.extraDelayMs?.(from.id, to) ?? 0);
-      const stamped = from.build && "status" in message ? { ...message, status: { ...message.status, build: from.build } } : message;
-      this.queue.push({ at, seq: this.seq++, kind: "deliver", to, message: { ...stamped, from: from.id } as PeerMessage });
+      // The shell stamped status (build, holdsReservedIp) on the message before sending it.
+      this.queue.push({ at, seq: this.seq++, kind: "deliver", to, message: { ...message, from: from.id } as PeerMessage });
     }
   }
 
