@@ -13,7 +13,7 @@ import { createPeerTransport } from "./transport.js";
 import { createHealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
-import { BUILD_ID, buildId, createControlServer } from "./control.js";
+import { buildId, createControlServer } from "./control.js";
 import { createHash } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 
@@ -158,8 +158,7 @@ export async function runAgent(configPath: string): Promise<number> {
         case "status":
           return controller.status();
         case "handover":
-          if (req.preferBuild !== undefined && !BUILD_ID.test(req.preferBuild))
-            return { error: `preferBuild must be 16 lowercase hex digits, got ${JSON.stringify(req.preferBuild)}` };
+          // The request's shape (to a node id, preferBuild a build id) is checked by the control server.
           controller.handover(
             req.to,
             req.to ? `operator handover to ${req.to}` : req.preferBuild ? `operator handover (preferring build ${req.preferBuild})` : "operator handover",
