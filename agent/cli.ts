@@ -17,7 +17,7 @@ import { ConfigError, type AgentConfig } from "./config.js";
 import { loadAgentConfigFile } from "./config-file.js";
 import { runAgent } from "./run.js";
 import { BUILD_ID, controlRequest } from "./control.js";
-import { readPeerKeys, readSecretFile } from "./secrets.js";
+import { readPeerKeys, readSecretFile, redactDeep } from "./secrets.js";
 import { formatStatus, isClusterHealthy } from "./status-format.js";
 import { MAX_PAYLOAD_BYTES, applyConfig } from "./apply-config.js";
 import type { StatusReport } from "./controller.js";
@@ -122,7 +122,7 @@ async function waitHealthy(values: { socket?: string; config?: string; json?: bo
       last = (await controlRequest(socketPath(values), { cmd: "status" }, { timeoutMs: 2_000 })) as StatusReport;
       const verdict = isClusterHealthy(last);
       if (verdict.ok) {
-        process.stdout.write(values.json ? JSON.stringify(last, null, 2) + "\n" : formatStatus(last));
+        process.stdout.write(values.json ? JSON.stringify(redactDeep(last), null, 2) + "\n" : formatStatus(last));
         return 0;
       }
       why = verdict.why;
@@ -176,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
         return waitHealthy(values, t);
       }
       const st = (await request(values, { cmd: "status" })) as StatusReport;
-      process.stdout.write(values.json ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
+      process.stdout.write(values.json ? JSON.stringify(redactDeep(st), null, 2) + "\n" : formatStatus(st));
       return 0;
     }
     case "handover": {

@@ -8,7 +8,7 @@ import { loadAgentConfigFile } from "./config-file.js";
 import { Controller, type ControllerDeps } from "./controller.js";
 import { createLogger, type Logger } from "./log.js";
 import { createMetrics, startMetricsServer } from "./metrics.js";
-import { readPeerKeys, readSecretFile } from "./secrets.js";
+import { readPeerKeys, readSecretFile, redactDeep, redactErrors } from "./secrets.js";
 import { createPeerTransport } from "./transport.js";
 import { createHealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
@@ -77,19 +77,24 @@ export async function runAgent(configPath: string): Promise<number> {
   let keys = secrets.keys;
 
   const metadata = createMetadataClient({ baseUrl: cfg.metadata.baseUrl, timeoutMs: cfg.metadata.requestTimeoutMs });
-  const api = createReservedIpClient({
-    baseUrl: cfg.api.baseUrl,
-    getToken: () => {
-      if (!token) throw new Error("no API token loaded");
-      return token;
-    },
-    requestTimeoutMs: cfg.api.requestTimeoutMs,
-    onRequest: (info) => {
-      metrics.apiRequests.inc({ method: info.method, route: info.route, status: String(info.status) });
-      metrics.apiLatency.observe({ route: info.route }, info.ms / 1000);
-      if (info.status === 429) metrics.apiRateLimited.inc();
-    },
-  });
+  // An error that quotes a request (fetch quotes a bad header whole) must not carry the token into
+  // logs or `fipd status`: every error out of the API client is redacted here, where the token is known.
+  const api = redactErrors(
+    createReservedIpClient({
+      baseUrl: cfg.api.baseUrl,
+      getToken: () => {
+        if (!token) throw new Error("no API token loaded");
+        return token;
+      },
+      requestTimeoutMs: cfg.api.requestTimeoutMs,
+      onRequest: (info) => {
+        metrics.apiRequests.inc({ method: info.method, route: info.route, status: String(info.status) });
+        metrics.apiLatency.observe({ route: info.route }, info.ms / 1000);
+        if (info.status === 429) metrics.apiRateLimited.inc();
+      },
+    }),
+    () => [token],
+  );
 
   let transportRef: Awaited<ReturnType<typeof createPeerTransport>> | null = null;
   const deps: ControllerDeps = {
@@ -156,7 +161,8 @@ export async function runAgent(configPath: string): Promise<number> {
     const control = await createControlServer(cfg.controlSocket, async (req) => {
       switch (req.cmd) {
         case "status":
-          return controller.status();
+          // Status leaves the process (the deploy scripts print it, Pulumi stores it): redacted like the logs.
+          return redactDeep(controller.status(), [token]);
         case "handover":
           // The request's shape (to a node id, preferBuild a build id) is checked by the control server.
           controller.handover(
