@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 
-const ROOT = join(import.meta.dirname, "..");
+const ROOT = join(__dirname, "..");
 
 /** The files under `dir` (relative to the repository), at most `max` of them. */
 function filesUnder(dir: string, max = 2_000): string[] {
