@@ -81,21 +81,26 @@ export function readSecretFile(path: string, what: string): string {
 
 /** `client` with the message of every error its methods throw passed through `redact`. */
 export function redactErrors<T extends object>(client: T, secrets: () => readonly (string | null)[]): T {
-  const out = {} as Record<string, unknown>;
-  for (const [name, fn] of Object.entries(client)) {
-    out[name] =
-      typeof fn !== "function"
-        ? fn
-        : async (...args: unknown[]) => {
-            try {
-              return await (fn as (...a: unknown[]) => Promise<unknown>).apply(client, args);
-            } catch (e) {
-              if (e instanceof Error) e.message = redact(e.message, secrets());
-              throw e;
-            }
-          };
-  }
-  return out as T;
+  const scrub = (e: unknown) => {
+    if (e instanceof Error) e.message = redact(e.message, secrets());
+    return e;
+  };
+  // A proxy, so methods on a prototype are covered too, and a synchronous method stays synchronous.
+  return new Proxy(client, {
+    get(target, name, receiver) {
+      const member: unknown = Reflect.get(target, name, receiver);
+      if (typeof member !== "function") return member;
+      return (...args: unknown[]) => {
+        let result: unknown;
+        try {
+          result = (member as (...a: unknown[]) => unknown).apply(target, args);
+        } catch (e) {
+          throw scrub(e);
+        }
+        return result instanceof Promise ? result.catch((e: unknown) => Promise.reject(scrub(e))) : result;
+      };
+    },
+  });
 }
 
 export interface PeerKey {
