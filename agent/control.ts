@@ -146,6 +146,8 @@ function serveConnection(sock: Socket, handler: (req: ControlRequest) => Promise
   };
   const armIdle = () => {
     clearTimeout(idle);
+    // A running request is not idleness: next() arms the timer again once it has answered.
+    if (running) return;
     idle = setTimeout(() => refuse(`idle for ${idleTimeoutMs} ms without a request; closing`), idleTimeoutMs);
   };
   const next = async () => {

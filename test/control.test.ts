@@ -217,6 +217,26 @@ describe("control connection bounds", () => {
     expect(await controlRequest(path, { cmd: "reload" }, { timeoutMs: 2_000 })).toEqual({ ok: true });
   });
 
+  it("does not time out a pipelined request that waits behind a slow one", async () => {
+    dir = mkdtempSync(join(tmpdir(), "halb-control-"));
+    const path = join(dir, "fipd.sock");
+    const server = await createControlServer(path, (req) => new Promise((r) => setTimeout(() => r({ ok: true, cmd: req.cmd }), 300)), {
+      idleTimeoutMs: 100,
+    });
+    closeServer = () => server.close();
+    const c = rawClient(path);
+    await c.connected;
+    await c.write('{"cmd":"reload"}\n');
+    await pause(50);
+    await c.write('{"cmd":"status"}\n');
+    expect(await until(() => c.answers.length >= 2)).toBe(true);
+    expect(c.answers.slice(0, 2)).toEqual([
+      { ok: true, cmd: "reload" },
+      { ok: true, cmd: "status" },
+    ]);
+    c.sock.destroy();
+  });
+
   it("the client fails at once when the agent closes without an answer", async () => {
     dir = mkdtempSync(join(tmpdir(), "halb-control-"));
     const path = join(dir, "fipd.sock");
