@@ -77,24 +77,22 @@ export async function runAgent(configPath: string): Promise<number> {
   let keys = secrets.keys;
 
   const metadata = createMetadataClient({ baseUrl: cfg.metadata.baseUrl, timeoutMs: cfg.metadata.requestTimeoutMs });
+  const unredactedApi = createReservedIpClient({
+    baseUrl: cfg.api.baseUrl,
+    getToken: () => {
+      if (!token) throw new Error("no API token loaded");
+      return token;
+    },
+    requestTimeoutMs: cfg.api.requestTimeoutMs,
+    onRequest: (info) => {
+      metrics.apiRequests.inc({ method: info.method, route: info.route, status: String(info.status) });
+      metrics.apiLatency.observe({ route: info.route }, info.ms / 1000);
+      if (info.status === 429) metrics.apiRateLimited.inc();
+    },
+  });
   // An error that quotes a request (fetch quotes a bad header whole) must not carry the token into
   // logs or `fipd status`: every error out of the API client is redacted here, where the token is known.
-  const api = redactErrors(
-    createReservedIpClient({
-      baseUrl: cfg.api.baseUrl,
-      getToken: () => {
-        if (!token) throw new Error("no API token loaded");
-        return token;
-      },
-      requestTimeoutMs: cfg.api.requestTimeoutMs,
-      onRequest: (info) => {
-        metrics.apiRequests.inc({ method: info.method, route: info.route, status: String(info.status) });
-        metrics.apiLatency.observe({ route: info.route }, info.ms / 1000);
-        if (info.status === 429) metrics.apiRateLimited.inc();
-      },
-    }),
-    () => [token],
-  );
+  const api = redactErrors(unredactedApi, () => [token]);
 
   let transportRef: Awaited<ReturnType<typeof createPeerTransport>> | null = null;
   const deps: ControllerDeps = {
