@@ -184,7 +184,10 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   try {
     doc = JSON.parse(stdinText);
   } catch (e) {
-    throw new Error(`stdin is not JSON: ${(e as Error).message}`);
+    // Not the parser's message: Node quotes the text around the error, here the token or a key.
+    throw new Error(
+      `stdin is not JSON (${stdinText.length} characters${/ at position \d+/.exec((e as Error).message)?.[0] ?? ""}); expected the payload document`,
+    );
   }
   const { problems, ok: v } = validate(doc, o.dir);
   if (problems.length || !v) throw new Error(`bad apply-config payload; nothing was written:\n  ${problems.join("\n  ")}`);

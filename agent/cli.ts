@@ -17,8 +17,9 @@ import { ConfigError, type AgentConfig } from "./config.js";
 import { loadAgentConfigFile } from "./config-file.js";
 import { runAgent } from "./run.js";
 import { BUILD_ID, controlRequest } from "./control.js";
-import { readPeerKeys, readSecretFile } from "./secrets.js";
+import { readPeerKeys, readSecretFile, redactDeep } from "./secrets.js";
 import { formatStatus, isClusterHealthy } from "./status-format.js";
+import { printable } from "./schema.js";
 import { MAX_PAYLOAD_BYTES, applyConfig } from "./apply-config.js";
 import type { StatusReport } from "./controller.js";
 
@@ -122,7 +123,7 @@ async function waitHealthy(values: { socket?: string; config?: string; json?: bo
       last = (await controlRequest(socketPath(values), { cmd: "status" }, { timeoutMs: 2_000 })) as StatusReport;
       const verdict = isClusterHealthy(last);
       if (verdict.ok) {
-        process.stdout.write(values.json ? JSON.stringify(last, null, 2) + "\n" : formatStatus(last));
+        process.stdout.write(values.json ? JSON.stringify(redactDeep(last), null, 2) + "\n" : formatStatus(last));
         return 0;
       }
       why = verdict.why;
@@ -136,26 +137,37 @@ async function waitHealthy(values: { socket?: string; config?: string; json?: bo
   return 1;
 }
 
+/**
+ * `--timeout -1` as `--timeout=-1`: parseArgs refuses an option value that starts with a dash as
+ * "ambiguous"; for what reads as a negative number, the option's own check says what is wrong.
+ */
+function joinNegativeNumbers(args: string[], valued: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (valued.has(args[i]) && /^-[\d.]/.test(args[i + 1] ?? "")) out.push(`${args[i]}=${args[++i]}`);
+    else out.push(args[i]);
+  }
+  return out;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: {
-      config: { type: "string", short: "c" },
-      socket: { type: "string" },
-      json: { type: "boolean" },
-      "wait-healthy": { type: "boolean" },
-      timeout: { type: "string" },
-      to: { type: "string" },
-      "prefer-build": { type: "string" },
-      "schema-only": { type: "boolean" },
-      dir: { type: "string" },
-      owner: { type: "string" },
-      "no-reload": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  const options = {
+    config: { type: "string", short: "c" },
+    socket: { type: "string" },
+    json: { type: "boolean" },
+    "wait-healthy": { type: "boolean" },
+    timeout: { type: "string" },
+    to: { type: "string" },
+    "prefer-build": { type: "string" },
+    "schema-only": { type: "boolean" },
+    dir: { type: "string" },
+    owner: { type: "string" },
+    "no-reload": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  } as const;
+  const valued = new Set(Object.entries(options).flatMap(([name, o]) => (o.type === "string" ? [`--${name}`] : [])));
+  const { values, positionals } = parseArgs({ args: joinNegativeNumbers(rest, valued), allowPositionals: true, options });
   if (values.help || !cmd || cmd === "help" || cmd === "--help" || cmd === "-h") {
     process.stdout.write(USAGE + "\n");
     return cmd ? 0 : 2;
@@ -170,13 +182,15 @@ export async function main(argv: string[]): Promise<number> {
     case "run":
       return runAgent(values.config ?? DEFAULT_CONFIG);
     case "status": {
+      if (values.timeout !== undefined && !values["wait-healthy"]) throw new UsageError("--timeout applies only with --wait-healthy");
       if (values["wait-healthy"]) {
         const t = Number(values.timeout ?? "120");
-        if (!Number.isFinite(t) || t <= 0) throw new UsageError(`--timeout must be a positive number of seconds, got "${values.timeout}"`);
+        if (!Number.isFinite(t) || t <= 0)
+          throw new UsageError(`--timeout: expected a positive number of seconds, got ${values.timeout ? printable(values.timeout, 40) : "nothing"}`);
         return waitHealthy(values, t);
       }
       const st = (await request(values, { cmd: "status" })) as StatusReport;
-      process.stdout.write(values.json ? JSON.stringify(st, null, 2) + "\n" : formatStatus(st));
+      process.stdout.write(values.json ? JSON.stringify(redactDeep(st), null, 2) + "\n" : formatStatus(st));
       return 0;
     }
     case "handover": {

@@ -9,12 +9,12 @@ import { Controller, type ControllerDeps } from "./controller.js";
 import { createLogger, type Logger } from "./log.js";
 import { restartPendingKeys } from "./reload-keys.js";
 import { createMetrics, startMetricsServer } from "./metrics.js";
-import { readPeerKeys, readSecretFile } from "./secrets.js";
+import { readPeerKeys, readSecretFile, redactDeep, redactErrors } from "./secrets.js";
 import { createPeerTransport } from "./transport.js";
 import { createHealthChecker, type HealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
-import { BUILD_ID, buildId, createControlServer } from "./control.js";
+import { buildId, createControlServer } from "./control.js";
 import { createHash } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 
@@ -78,7 +78,7 @@ export async function runAgent(configPath: string): Promise<number> {
   let keys = secrets.keys;
 
   const metadata = createMetadataClient({ baseUrl: cfg.metadata.baseUrl, timeoutMs: cfg.metadata.requestTimeoutMs });
-  const api = createReservedIpClient({
+  const unredactedApi = createReservedIpClient({
     baseUrl: cfg.api.baseUrl,
     getToken: () => {
       if (!token) throw new Error("no API token loaded");
@@ -91,6 +91,9 @@ export async function runAgent(configPath: string): Promise<number> {
       if (info.status === 429) metrics.apiRateLimited.inc();
     },
   });
+  // An error that quotes a request (fetch quotes a bad header whole) must not carry the token into
+  // logs or `fipd status`: every error out of the API client is redacted here, where the token is known.
+  const api = redactErrors(unredactedApi, () => [token]);
 
   let transportRef: Awaited<ReturnType<typeof createPeerTransport>> | null = null;
   let health: HealthChecker | null = null;
@@ -235,10 +238,10 @@ export async function runAgent(configPath: string): Promise<number> {
     const control = await createControlServer(cfg.controlSocket, async (req) => {
       switch (req.cmd) {
         case "status":
-          return { ...controller.status(), restartPending };
+          // Status leaves the process (the deploy scripts print it, Pulumi stores it): redacted like the logs.
+          return redactDeep({ ...controller.status(), restartPending }, [token]);
         case "handover":
-          if (req.preferBuild !== undefined && !BUILD_ID.test(req.preferBuild))
-            return { error: `preferBuild must be 16 lowercase hex digits, got ${JSON.stringify(req.preferBuild)}` };
+          // The request's shape (to a node id, preferBuild a build id) is checked by the control server.
           controller.handover(
             req.to,
             req.to ? `operator handover to ${req.to}` : req.preferBuild ? `operator handover (preferring build ${req.preferBuild})` : "operator handover",

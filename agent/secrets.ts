@@ -17,7 +17,50 @@ export class SecretFileError extends Error {}
 export function parseSecret(text: string, what: string, where: string): string {
   const value = text.trim();
   if (!value) throw new SecretFileError(`the ${what} ${where} is empty`);
+  // A secret goes into an HTTP header and key files: a line break or a control character inside
+  // makes fetch throw an error that quotes the whole header. Refused here, named by position only.
+  const bad = /[^\x21-\x7e]/.exec(value);
+  if (bad) {
+    const code = bad[0].codePointAt(0)!;
+    const kind =
+      code === 0x0a || code === 0x0d
+        ? "a line break"
+        : code === 0x20 || code === 0x09
+          ? "a space or tab"
+          : code < 0x20 || code === 0x7f
+            ? "a control character"
+            : "not ASCII";
+    throw new SecretFileError(
+      `the ${what} ${where} must be one line of printable ASCII without spaces; character ${bad.index + 1} of ${value.length} is ${kind} (U+${code.toString(16).toUpperCase().padStart(4, "0")})`,
+    );
+  }
   return value;
+}
+
+/** What a DigitalOcean token looks like: a safety net for secrets that were not passed to `redact`. */
+export const TOKEN_TEXT = /\b(dop|doo|dor)_v1_[a-f0-9]{16,}\b/gi;
+/** Shorter "secrets" are not searched for: replacing every "ab" in a message would say more than it hides. */
+const MIN_REDACTED_CHARS = 8;
+
+/**
+ * `text` with every occurrence of each known secret, and anything that looks like a DigitalOcean
+ * token, replaced by "[redacted]". For text that leaves the process: error messages kept for
+ * `fipd status` (and printed by the deploy scripts, so stored by Pulumi), and logs.
+ */
+export function redact(text: string, secrets: readonly (string | null | undefined)[] = []): string {
+  let out = text;
+  for (const s of secrets) if (s && s.length >= MIN_REDACTED_CHARS) out = out.split(s).join("[redacted]");
+  return out.replace(TOKEN_TEXT, "[redacted]");
+}
+
+/** `redact` on every string inside a JSON-like value (a status report), to a bounded depth. */
+export function redactDeep<T>(value: T, secrets: readonly (string | null | undefined)[] = [], depth = 0): T {
+  if (typeof value === "string") return redact(value, secrets) as T;
+  if (depth > 8 || value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) return value.map((x: unknown) => redactDeep(x, secrets, depth + 1)) as T;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(value)) out[k] = redactDeep(x, secrets, depth + 1);
+  return out as T;
 }
 
 export function readSecretFile(path: string, what: string): string {
@@ -34,6 +77,30 @@ export function readSecretFile(path: string, what: string): string {
     );
   }
   return parseSecret(readFileSync(path, "utf8"), what, `file ${path}`);
+}
+
+/** `client` with the message of every error its methods throw passed through `redact`. */
+export function redactErrors<T extends object>(client: T, secrets: () => readonly (string | null)[]): T {
+  const scrub = (e: unknown) => {
+    if (e instanceof Error) e.message = redact(e.message, secrets());
+    return e;
+  };
+  // A proxy, so methods on a prototype are covered too, and a synchronous method stays synchronous.
+  return new Proxy(client, {
+    get(target, name, receiver) {
+      const member: unknown = Reflect.get(target, name, receiver);
+      if (typeof member !== "function") return member;
+      return (...args: unknown[]) => {
+        let result: unknown;
+        try {
+          result = (member as (...a: unknown[]) => unknown).apply(target, args);
+        } catch (e) {
+          throw scrub(e);
+        }
+        return result instanceof Promise ? result.catch((e: unknown) => Promise.reject(scrub(e))) : result;
+      };
+    },
+  });
 }
 
 export interface PeerKey {

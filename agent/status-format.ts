@@ -1,5 +1,13 @@
 /** Human-readable `fipd status`, and the verdict `--wait-healthy` waits for. */
 import type { StatusReport } from "./controller.js";
+import { printable } from "./schema.js";
+import { redact } from "./secrets.js";
+
+/**
+ * An error kept by the agent, as status prints it: one printable line, redacted like the logs. The
+ * agent already redacts the token it knows; this net catches what looks like one (an old agent).
+ */
+const shown = (error: string) => printable(redact(error));
 
 export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; why: string } {
   if (s.shuttingDown) return { ok: false, why: "this agent is shutting down" };
@@ -48,9 +56,9 @@ export function formatStatus(s: AgentStatus): string {
   }
   if (s.ipKeeper?.lastAssign) {
     const a = s.ipKeeper.lastAssign;
-    lines.push(`last assign: ${a.outcome} in ${a.ms} ms${a.error ? `: ${a.error}` : ""}`);
+    lines.push(`last assign: ${a.outcome} in ${a.ms} ms${a.error ? `: ${shown(a.error)}` : ""}`);
   }
-  if (s.ipKeeper?.lastError) lines.push(`last error: ${s.ipKeeper.lastError}`);
+  if (s.ipKeeper?.lastError) lines.push(`last error: ${shown(s.ipKeeper.lastError)}`);
   if (s.restartPending?.length) lines.push(`RESTART PENDING for ${s.restartPending.join(", ")}: a reload cannot apply them (systemctl restart fipd)`);
   return lines.join("\n") + "\n";
 }

@@ -109,7 +109,7 @@ describe("fipd operator interface", () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("--prefer-build takes a build id of 16 lowercase hex digits");
     expect(await c.request(leader, { cmd: "handover", preferBuild: "v2" })).toMatchObject({
-      error: expect.stringContaining("preferBuild must be 16 lowercase hex digits"),
+      error: expect.stringContaining("bad handover request: preferBuild: must be a build id: 16 lowercase hex digits"),
     });
     expect(await c.leader()).toBe(leader);
 

@@ -1,0 +1,152 @@
+/**
+ * The API token never leaves the agent: refused when malformed at load, redacted from API errors,
+ * from `fipd status` (text and JSON) and from apply-config's refusals (which the deploy prints).
+ */
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { applyConfig } from "../agent/apply-config.js";
+import type { StatusReport } from "../agent/controller.js";
+import { createReservedIpClient } from "../agent/do-client.js";
+import { parsePeerKey, readSecretFile, redact, redactDeep, redactErrors } from "../agent/secrets.js";
+import { formatStatus } from "../agent/status-format.js";
+
+const HALF_A = "dop_v1_" + "a1".repeat(16);
+const HALF_B = "b2".repeat(16);
+/** A token file with a line break inside: today's loader keeps it, and fetch then quotes it in its error. */
+const TOKEN_WITH_NEWLINE = `${HALF_A}\n${HALF_B}`;
+
+let dir = "";
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const tokenFile = (content: string) => {
+  dir = mkdtempSync(join(tmpdir(), "halb-secrets-"));
+  const p = join(dir, "token");
+  writeFileSync(p, content);
+  chmodSync(p, 0o600);
+  return p;
+};
+
+describe("the token when it is loaded", () => {
+  it("refuses a token with a line break inside, naming the place and never the value", () => {
+    const p = tokenFile(TOKEN_WITH_NEWLINE + "\n");
+    let message = "";
+    try {
+      readSecretFile(p, "token");
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toBe(`the token file ${p} must be one line of printable ASCII without spaces; character 40 of 72 is a line break (U+000A)`);
+    expect(message).not.toContain(HALF_A.slice(7));
+    expect(message).not.toContain(HALF_B);
+  });
+
+  it.each([
+    ["a space", "dop_v1_ab cd", "character 10 of 12 is a space or tab (U+0020)"],
+    ["a tab", "ab\tcd", "character 3 of 5 is a space or tab (U+0009)"],
+    ["a control character", "ab\u0001cd", "character 3 of 5 is a control character (U+0001)"],
+    ["DEL", "ab\u007fcd", "character 3 of 5 is a control character (U+007F)"],
+    ["a carriage return", "ab\rcd", "character 3 of 5 is a line break (U+000D)"],
+    ["non-ASCII", "abécd", "character 3 of 5 is not ASCII (U+00E9)"],
+  ])("refuses %s inside", (_what, token, detail) => {
+    const p = tokenFile(token + "\n");
+    expect(() => readSecretFile(p, "token")).toThrow(`the token file ${p} must be one line of printable ASCII without spaces; ${detail}`);
+  });
+
+  it("accepts a real-looking token with its trailing newline, and base64 peer keys", () => {
+    const token = "dop_v1_" + "0123456789abcdef".repeat(4);
+    expect(readSecretFile(tokenFile(token + "\n"), "token")).toBe(token);
+    expect(parsePeerKey("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=\n", "in test").key.length).toBe(32);
+  });
+});
+
+describe("redaction", () => {
+  it("an API error that quotes the token (a token loaded before this check) comes out redacted", async () => {
+    const client = () =>
+      createReservedIpClient({ baseUrl: "http://127.0.0.1:9", getToken: () => TOKEN_WITH_NEWLINE, requestTimeoutMs: 2_000, random: () => 0 });
+    // The leak this guards against: fetch refuses the header and quotes it whole.
+    const raw = await client()
+      .getReservedIp("198.51.100.7")
+      .then(
+        () => "",
+        (e: Error) => e.message,
+      );
+    expect(raw).toContain(TOKEN_WITH_NEWLINE);
+    const safe = await redactErrors(client(), () => [TOKEN_WITH_NEWLINE])
+      .getReservedIp("198.51.100.7")
+      .then(
+        () => "",
+        (e: Error) => e.message,
+      );
+    expect(safe).toContain("[redacted]");
+    expect(safe).not.toContain(HALF_A.slice(7));
+    expect(safe).not.toContain(HALF_B);
+  });
+
+  it("replaces known secrets and anything shaped like a DigitalOcean token, and leaves short strings alone", () => {
+    expect(redact("auth failed for s3cret-value-1 and dop_v1_" + "f".repeat(64), ["s3cret-value-1", "ab", null])).toBe(
+      "auth failed for [redacted] and [redacted]",
+    );
+  });
+
+  const report = (error: string): StatusReport => ({
+    node: "b1",
+    role: "leader",
+    term: 3,
+    leader: "b1",
+    asserting: true,
+    leaseValidForMs: 900,
+    healthy: true,
+    maintenance: false,
+    colorInForce: "blue",
+    requestedColor: "blue",
+    pendingSwitch: null,
+    membershipVersion: 1,
+    jointOldMembers: null,
+    majorityReachable: true,
+    members: [],
+    reservedIp: null,
+    ipKeeper: {
+      asserting: true,
+      term: 3,
+      onSelf: false,
+      lastMetadataCheckAt: null,
+      lastApiVerifyAt: null,
+      assignInFlight: false,
+      lastAssign: { outcome: "error", ms: 3, at: 1, error },
+      lastError: `assign: ${error}`,
+    },
+    shuttingDown: false,
+    uptimeS: 10,
+    build: null,
+  });
+  const headerError = (token: string) => `POST /v2/reserved_ips/{ip}/actions: Headers.append: "Bearer ${token}" is an invalid header value.`;
+
+  it("fipd status prints no token, and each error on its one line", () => {
+    const token = "dop_v1_" + "c3".repeat(32);
+    const out = formatStatus(report(headerError(`${token}\nlast error: forged line`)));
+    expect(out).not.toContain(token);
+    expect(out).toContain('last assign: error in 3 ms: POST /v2/reserved_ips/{ip}/actions: Headers.append: "Bearer [redacted]\\u{a}last error: forged line"');
+    expect(out.split("\n").filter((l) => l.startsWith("last error:"))).toHaveLength(1);
+  });
+
+  it("the agent's status answer (fipd status --json, the deploy scripts) carries no known secret", () => {
+    const token = "not-a-do-shaped-token-0123";
+    const st = redactDeep(report(headerError(token)), [token]);
+    expect(JSON.stringify(st)).not.toContain(token);
+    expect(st.ipKeeper?.lastError).toBe(`assign: ${headerError("[redacted]")}`);
+    expect(st.term).toBe(3);
+  });
+
+  it("apply-config's refusal of a payload that is not JSON quotes none of it (the deploy prints it, Pulumi stores it)", async () => {
+    dir = mkdtempSync(join(tmpdir(), "halb-secrets-"));
+    const token = "dop_v1_" + "d4".repeat(32);
+    const err = await applyConfig(`{"config": {}, "token": ${token}}`, { dir: join(dir, "etc"), reload: false }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/^stdin is not JSON \(\d+ characters\); expected the payload document$/);
+    expect(err?.message).not.toContain("dop_v1");
+  });
+});
