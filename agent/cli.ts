@@ -21,6 +21,7 @@ import { readPeerKeys, readSecretFile } from "./secrets.js";
 import { formatStatus, isClusterHealthy } from "./status-format.js";
 import { MAX_PAYLOAD_BYTES, applyConfig } from "./apply-config.js";
 import type { StatusReport } from "./controller.js";
+import { majorityOf } from "./election/quorum.js";
 
 declare const FIPD_VERSION: string | undefined;
 export const VERSION = typeof FIPD_VERSION === "string" ? FIPD_VERSION : "dev";
@@ -108,7 +109,7 @@ function checkConfig(file: string, schemaOnly: boolean): number {
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
   const voters = cfg.members.length;
   process.stdout.write(
-    `${file}: ok (node ${cfg.nodeId}, ${self.role}${self.color ? " " + self.color : ""}, ${voters} voters, majority ${Math.floor(voters / 2) + 1}, active color ${cfg.activeColor})\n`,
+    `${file}: ok (node ${cfg.nodeId}, ${self.role}${self.color ? " " + self.color : ""}, ${voters} voters, majority ${majorityOf(voters)}, active color ${cfg.activeColor})\n`,
   );
   return 0;
 }
