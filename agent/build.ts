@@ -28,7 +28,9 @@ export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs"))
     minifySyntax: true,
     legalComments: "inline",
     sourcemap: false,
-    define: { FIPD_VERSION: JSON.stringify(version) },
+    // `__SIM__: false` compiles the simulator-only code out of the election core (the planted bugs
+    // and probe(), see agent/election/sim-only.ts); minifySyntax folds the branches and drops them.
+    define: { FIPD_VERSION: JSON.stringify(version), __SIM__: "false" },
     banner: { js: "#!/usr/bin/env node" },
     logLevel: "warning",
   });

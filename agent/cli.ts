@@ -22,6 +22,7 @@ import { formatStatus, isClusterHealthy } from "./status-format.js";
 import { printable } from "./schema.js";
 import { MAX_PAYLOAD_BYTES, applyConfig } from "./apply-config.js";
 import type { StatusReport } from "./controller.js";
+import { majorityOf } from "./election/quorum.js";
 
 declare const FIPD_VERSION: string | undefined;
 export const VERSION = typeof FIPD_VERSION === "string" ? FIPD_VERSION : "dev";
@@ -109,7 +110,7 @@ function checkConfig(file: string, schemaOnly: boolean): number {
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
   const voters = cfg.members.length;
   process.stdout.write(
-    `${file}: ok (node ${cfg.nodeId}, ${self.role}${self.color ? " " + self.color : ""}, ${voters} voters, majority ${Math.floor(voters / 2) + 1}, active color ${cfg.activeColor})\n`,
+    `${file}: ok (node ${cfg.nodeId}, ${self.role}${self.color ? " " + self.color : ""}, ${voters} voters, majority ${majorityOf(voters)}, active color ${cfg.activeColor})\n`,
   );
   return 0;
 }

@@ -218,6 +218,22 @@ export function strictObject<const E extends v.ObjectEntries>(entries: E) {
   return v.pipe(notList, object);
 }
 
+/**
+ * An object that ignores and removes unknown keys (valibot `object`), for messages between builds:
+ * a newer build may add a field that an older one must skip. A missing key says what it must be,
+ * like `strictObject`; `what` names the object in any other message.
+ */
+export function openObject<const E extends v.ObjectEntries>(entries: E, what: string) {
+  return v.object(entries, (issue) => {
+    const at = issue.path?.[issue.path.length - 1];
+    if (at?.origin === "key") {
+      const desc = v.getDescription(entries[String(at.key)]);
+      return `is required${desc ? ` (${desc})` : ""}`;
+    }
+    return `must be ${what}, got ${show(issue.input)}`;
+  });
+}
+
 type PathKey = string | number;
 
 /** True when no issue lies on, above or under `read` ("$" matches any index of a list). */

@@ -14,11 +14,14 @@
  *   a 64-packet sliding window (as IPsec and WireGuard do). A new boot id from a sender starts a new
  *   window; boot ids start with the sender's boot time in seconds, so an earlier incarnation's packets
  *   are refused, and the election's terms make any that slip through harmless.
- * - Bad packets are dropped and counted, never thrown.
+ * - Bad packets are dropped and counted, never thrown. An authenticated body must match its kind's
+ *   schema (agent/messages.ts): unknown kinds and malformed fields are dropped and counted too
+ *   (reasons `unknown-kind`, `schema`), extra fields from a newer build are ignored.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { createSocket, type Socket } from "node:dgram";
 import type { PeerMessage } from "./election/types.js";
+import { parsePeerMessage } from "./messages.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
 import type { PeerKey } from "./secrets.js";
@@ -53,7 +56,7 @@ interface ReplayState {
   bitmap: bigint;
 }
 
-export type DropReason = "malformed" | "unknown-key" | "bad-mac" | "unknown-sender" | "wrong-receiver" | "replay";
+export type DropReason = "malformed" | "unknown-key" | "bad-mac" | "unknown-sender" | "wrong-receiver" | "replay" | "unknown-kind" | "schema";
 
 export function encodePacket(key: PeerKey, bootId: bigint, counter: bigint, sender: string, receiver: string, body: Buffer): Buffer {
   const kid = Buffer.from(key.id, "ascii");
@@ -174,20 +177,20 @@ export async function createPeerTransport(o: {
     const r = acceptCounter(replay.get(p.sender), p.bootId, p.counter);
     if (!r.ok) return drop("replay", { sender: p.sender });
     replay.set(p.sender, r.state);
-    let msg: PeerMessage;
+    let body: unknown;
     try {
-      msg = JSON.parse(p.body.toString("utf8")) as PeerMessage;
-      if (typeof msg !== "object" || msg === null || typeof msg.kind !== "string") throw new Error("not a message");
+      body = JSON.parse(p.body.toString("utf8"));
     } catch {
       return drop("malformed", { sender: p.sender });
     }
-    const announced = (msg as { $k?: unknown }).$k;
-    if (typeof announced === "string") peerCurrentKey.set(p.sender, announced);
-    delete (msg as { $k?: unknown }).$k;
-    // The authenticated header names the sender; the body cannot claim to be someone else.
-    msg.from = p.sender;
+    const announced = typeof body === "object" && body !== null ? (body as { $k?: unknown }).$k : undefined;
+    if (typeof announced === "string" && announced.length <= 255) peerCurrentKey.set(p.sender, announced);
+    // Only a message that matches its kind's schema reaches the core (agent/messages.ts); the
+    // authenticated header names the sender, so the body cannot claim to be someone else.
+    const parsed = parsePeerMessage(body, p.sender);
+    if (!parsed.ok) return drop(parsed.reason, { sender: p.sender, kind: parsed.kind, problems: parsed.problems.slice(0, 3) });
     try {
-      o.onMessage(p.sender, msg);
+      o.onMessage(p.sender, parsed.message);
     } catch (e) {
       o.log.error("peer message handler failed", { error: (e as Error).message });
     }

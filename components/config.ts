@@ -6,6 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as v from "valibot";
 import { FailoverTimingSchema } from "../agent/config.js";
+import { majorityOf } from "../agent/election/quorum.js";
 import { boolean, check, cidr4, integer, ipv4, listOf, matching, nonEmptyString, oneOf, port, problemsOf, secret, strictObject } from "../agent/schema.js";
 
 const region = matching(/^[a-z]{3}\d$/, "a DigitalOcean region slug such as nyc3, fra1 or sgp1");
@@ -103,7 +104,7 @@ export function parseStackConfig(raw: Record<string, unknown>): { config: StackC
     errors.push(`ha-lb:activeColor: ${c.activeColor} has no droplets (colors.${c.activeColor}.count is 0); expected a color with count ≥ 1`);
   const lbs = c.colors.blue.count + c.colors.green.count;
   const voters = lbs + (c.witnessRegion ? 1 : 0);
-  const majority = Math.floor(voters / 2) + 1;
+  const majority = majorityOf(voters);
   if (lbs >= 2 && voters - 1 < majority) {
     errors.push(
       `ha-lb:witnessRegion: ${lbs} load balancers and no witness cannot survive the loss of one (${voters} voters need ${majority}); set ha-lb:witnessRegion (a small droplet in another region) or add a load balancer`,

@@ -34,6 +34,16 @@ describe("agent bundle", () => {
     for (const r of requires) expect(builtins.has(r.replace(/^node:/, "")), `require("${r}") is not a Node built-in`).toBe(true);
   });
 
+  it("carries no simulator-only code: the planted bugs and probe() are compiled out (agent/election/node.ts, SIM)", () => {
+    for (const name of ["PlantedBugs", "noDriftMargin", "minorityLeader", "noJointMajority", "noBootQuiet", "noDurableState", "__SIM__"]) {
+      expect(text, `${name} is in the bundle`).not.toContain(name);
+    }
+    // probe as a method, a property or a key (health.ts has a local variable of that name, which may stay).
+    expect(text).not.toMatch(/(?:^\s*|[.'"]|function\s+)probe\b/m);
+    // The core itself is there: the check above is not passing on an empty bundle.
+    expect(text).toContain("lease expired: no acknowledgement from a majority in time");
+  });
+
   it("embeds no path of this checkout, so every machine builds the same bytes from the same sources", () => {
     expect(text).not.toContain(resolve(__dirname, ".."));
   });

@@ -67,6 +67,24 @@ describe("peer transport", () => {
     expect(await dropped(metrics, "unknown-key")).toBe(1);
   });
 
+  it("drops authenticated messages that fail their kind's schema, counted by reason; extra fields are removed, not fatal", async () => {
+    const k = key();
+    const { b, got, metrics } = await pair({ current: k, previous: null });
+    const raw = createSocket("udp4");
+    let counter = 0n;
+    const send = (body: object) =>
+      new Promise<void>((r) => raw.send(encodePacket(k, 9n, ++counter, "a", "b", Buffer.from(JSON.stringify(body))), b.port, "127.0.0.1", () => r()));
+    await send({ kind: "prevote-request", from: "a", nextTerm: 5 }); // issue 12: no status
+    await send({ kind: "prevote-request", from: "a", nextTerm: "5", status: {} });
+    await send({ kind: "gossip", from: "a" });
+    await send({ ...msg("a"), epoch: 3, $k: k.id }); // a newer build's extra field
+    await settle();
+    raw.close();
+    expect(await dropped(metrics, "schema")).toBe(2);
+    expect(await dropped(metrics, "unknown-kind")).toBe(1);
+    expect(got).toEqual([{ from: "a", msg: msg("a") }]);
+  });
+
   it("accepts the previous key during a key roll, and rejects replays", async () => {
     const oldKey = key();
     const newKey = key();

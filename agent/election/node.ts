@@ -8,6 +8,7 @@
  */
 import type { Color, Member } from "../config.js";
 import { bootQuietMs, hasMajorityInAll, leaderLeaseMs, majorityAckTime, majorityOf } from "./quorum.js";
+import { SIM } from "./sim-only.js";
 import { bestOfColor, colorMayLead, compareRank, preferringBuild, rankedEligible, whyNoneOfColor, type PeerView } from "./rank.js";
 import type {
   ElectionConfig,
@@ -24,8 +25,8 @@ import type {
 } from "./types.js";
 
 /**
- * Deliberate bugs, only for proving that the simulator's invariants catch them. Never set in
- * production (the controller never passes options).
+ * Deliberate bugs, only for proving that the simulator's invariants catch them. Compiled out of the
+ * agent bundle (see agent/election/sim-only.ts); every use reads `SIM && this.bugs.…`.
  */
 export interface PlantedBugs {
   /** Leader lease as long as the followers' promise: ignores clock-rate differences. */
@@ -78,6 +79,19 @@ function seededRandom(seedText: string): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** The safety-relevant state, for the simulator's per-step invariant checks (`Election.probe`). */
+export interface ElectionProbe {
+  role: Role;
+  term: number;
+  leaseValid: boolean;
+  leaseValidUntil: number | null;
+  asserting: boolean;
+  eligible: boolean;
+  color: Color | null;
+  colorInForce: Color;
+  member: boolean;
 }
 
 export class Election implements ElectionNode {
@@ -141,7 +155,7 @@ export class Election implements ElectionNode {
     this.cfg = config;
     this.now = now;
     this.random = opts.random ?? seededRandom(config.nodeId);
-    this.bugs = opts.bugs ?? {};
+    this.bugs = SIM ? (opts.bugs ?? {}) : {};
     this.role = this.selfMember()?.role === "witness" ? "witness" : "follower";
     this.colorInForce = config.activeColor;
     this.requestedColor = config.activeColor;
@@ -149,9 +163,9 @@ export class Election implements ElectionNode {
     // until a leader says so, so until then this node learns old lists from its peers.
     this.committedVersion = config.membershipVersion <= 1 ? config.membershipVersion : 0;
     for (const m of config.members) this.known.set(m.id, m);
-    this.bootQuietUntil = this.bugs.noBootQuiet ? now : now + bootQuietMs(config.timing.leaseMs, config.timing.maxClockDrift);
+    this.bootQuietUntil = SIM && this.bugs.noBootQuiet ? now : now + bootQuietMs(config.timing.leaseMs, config.timing.maxClockDrift);
     this.nextBeaconAt = now;
-    if (opts.durable && !this.bugs.noDurableState) {
+    if (opts.durable && !(SIM && this.bugs.noDurableState)) {
       this.term = this.persistedTerm = opts.durable.term;
       this.votedFor = this.persistedVote = opts.durable.votedFor;
     }
@@ -228,31 +242,32 @@ export class Election implements ElectionNode {
     };
   }
 
-  /** A cheap read of the safety-relevant state, for the simulator's per-step invariant checks. */
-  probe(now: number): {
-    role: Role;
-    term: number;
-    leaseValid: boolean;
-    leaseValidUntil: number | null;
-    asserting: boolean;
-    eligible: boolean;
-    color: Color | null;
-    colorInForce: Color;
-    member: boolean;
-  } {
-    const t = Math.max(now, this.now);
-    const leaseValid = this.role === "leader" && this.leaseValidUntil !== null && t < this.leaseValidUntil;
-    return {
-      role: this.role,
-      term: this.term,
-      leaseValid,
-      leaseValidUntil: this.leaseValidUntil,
-      asserting: this.asserting,
-      eligible: this.eligible(),
-      color: this.selfMember()?.color ?? null,
-      colorInForce: this.colorInForce,
-      member: this.isMember(),
-    };
+  /**
+   * A cheap read of the safety-relevant state, for the simulator's per-step invariant checks. Not in
+   * the agent bundle (undefined there): it is defined in the static block below only when `SIM`.
+   */
+  declare readonly probe: (now: number) => ElectionProbe;
+
+  static {
+    if (SIM) {
+      Object.defineProperty(Election.prototype, "probe", {
+        value: function probe(this: Election, now: number): ElectionProbe {
+          const t = Math.max(now, this.now);
+          const leaseValid = this.role === "leader" && this.leaseValidUntil !== null && t < this.leaseValidUntil;
+          return {
+            role: this.role,
+            term: this.term,
+            leaseValid,
+            leaseValidUntil: this.leaseValidUntil,
+            asserting: this.asserting,
+            eligible: this.eligible(),
+            color: this.selfMember()?.color ?? null,
+            colorInForce: this.colorInForce,
+            member: this.isMember(),
+          };
+        },
+      });
+    }
   }
 
   // ---------------------------------------------------------------- views and helpers
@@ -281,7 +296,7 @@ export class Election implements ElectionNode {
 
   /** The lists whose majorities are needed: the current one, plus earlier uncommitted ones. */
   private quorumLists(): NodeId[][] {
-    if (this.bugs.noJointMajority) return [this.memberIds()];
+    if (SIM && this.bugs.noJointMajority) return [this.memberIds()];
     return [this.memberIds(), ...this.jointLists];
   }
 
@@ -456,10 +471,10 @@ export class Election implements ElectionNode {
     const lists = this.quorumLists();
     let start = Infinity;
     for (const list of lists) {
-      const needed = this.bugs.minorityLeader ? Math.max(1, majorityOf(list.length) - 1) : majorityOf(list.length);
+      const needed = SIM && this.bugs.minorityLeader ? Math.max(1, majorityOf(list.length) - 1) : majorityOf(list.length);
       start = Math.min(start, majorityAckTime(list, ackTime, needed));
     }
-    const length = this.bugs.noDriftMargin ? this.timing.leaseMs : leaderLeaseMs(this.timing.leaseMs, this.timing.maxClockDrift);
+    const length = SIM && this.bugs.noDriftMargin ? this.timing.leaseMs : leaderLeaseMs(this.timing.leaseMs, this.timing.maxClockDrift);
     return start + length;
   }
 
@@ -605,7 +620,7 @@ export class Election implements ElectionNode {
 
   /** Whether `granted` is enough to proceed: a majority of every list in use (joint consensus). */
   private votesSuffice(granted: ReadonlySet<NodeId>): boolean {
-    if (!this.bugs.minorityLeader) return hasMajorityInAll(this.quorumLists(), granted);
+    if (!(SIM && this.bugs.minorityLeader)) return hasMajorityInAll(this.quorumLists(), granted);
     // The planted bug: one vote fewer than a majority suffices.
     return this.quorumLists().every((list) => list.filter((id) => granted.has(id)).length >= Math.max(1, majorityOf(list.length) - 1));
   }

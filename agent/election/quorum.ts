@@ -3,7 +3,10 @@
  */
 import type { NodeId } from "./types.js";
 
-/** How many voters of a list form a majority. */
+/**
+ * How many voters of a list form a majority. The one home of this rule: the core, the simulator's
+ * invariants, the stack's config check and `fipd check-config` all use it.
+ */
 export const majorityOf = (n: number): number => Math.floor(n / 2) + 1;
 
 /** True if `granted` holds a majority of every list (joint consensus needs all of them). */

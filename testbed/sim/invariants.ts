@@ -16,6 +16,7 @@
  *
  * Liveness (L1) and the color rule (C1) are checked at the end of a run, after a calm period.
  */
+import { majorityOf } from "../../agent/election/quorum.js";
 import { InvariantViolation, keeperAsserting, type SimNode, type World } from "./world.js";
 
 export function checkReachableMajority(world: World, node: SimNode): void {
@@ -25,7 +26,7 @@ export function checkReachableMajority(world: World, node: SimNode): void {
   const reached = members.filter(
     (id) => id === node.id || (world.now - world.lastDelivered(id, node.id) <= window && world.now - world.lastDelivered(node.id, id) <= window),
   );
-  if (reached.length <= members.length / 2) {
+  if (reached.length < majorityOf(members.length)) {
     throw new InvariantViolation(
       "S2",
       `${node.id} starts asserting but reached only {${reached.join(",")}} of {${members.join(",")}} in the last ${window.toFixed(0)} ms`,
