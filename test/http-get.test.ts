@@ -3,6 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { HttpGetError, httpGet } from "../agent/http-get.js";
+import { createMetadataClient } from "../agent/metadata.js";
 import { freePort } from "../testbed/harness/ports.js";
 
 let server: Server | null = null;
@@ -41,5 +42,26 @@ describe("httpGet", () => {
     const err = await httpGet(`${base}/`, 200).catch((e: unknown) => e);
     expect((err as HttpGetError).reason).toBe("no answer within 200 ms");
     expect(performance.now() - t0).toBeLessThan(2_000);
+  });
+
+  it("the metadata client refuses an answer over 64 KiB, and stops reading it", async () => {
+    let sent = 0;
+    const base = await serve((req, res) => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      const chunk = Buffer.alloc(16 * 1024, "1");
+      const pump = () => {
+        while (sent < 100 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once("drain", pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    const md = createMetadataClient({ baseUrl: base, timeoutMs: 5_000 });
+    const err = await md.dropletId().catch((e: unknown) => e);
+    expect(String(err)).toBe(`Error: metadata ${base}/metadata/v1/id: body larger than 65536 bytes`);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(sent).toBeLessThan(20 * 1024 * 1024);
   });
 });
