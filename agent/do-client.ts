@@ -24,6 +24,9 @@ import { apiWaitMs } from "./api-wait.js";
 import { HttpGetError, httpRequest, type HttpResult } from "./http-get.js";
 import { check, formatIssues, printable } from "./schema.js";
 
+/** One request budget per process, whatever number of clients is made (api-budget.ts). */
+const processBudget = new TokenBucket();
+
 /** The largest API answer read; the reserved-IP answers are about 2 KiB. */
 export const MAX_API_BODY_BYTES = 1024 * 1024;
 
@@ -96,14 +99,14 @@ export function createReservedIpClient(o: {
   onRequest?: (i: RequestInfo) => void;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   random?: () => number;
-  /** The process's request budget; run.ts makes one client, so one budget per process. */
+  /** Default: the process's one budget, shared by every client in the process. Tests give their own. */
   budget?: TokenBucket;
   /** Wall clock (epoch ms), for `ratelimit-reset` and HTTP dates. */
   wallNow?: () => number;
   maxBodyBytes?: number;
 }): ReservedIpClient {
   const base = o.baseUrl.replace(/\/+$/, "");
-  const budget = o.budget ?? new TokenBucket();
+  const budget = o.budget ?? processBudget;
   const wallNow = o.wallNow ?? Date.now;
   // Keep-alive: a failover makes several requests within seconds; one TLS handshake serves them.
   // Idle sockets close after 4 s, before any server's idle timeout can race a reuse.

@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import { TokenBucket } from "../agent/api-budget.js";
 import { createReservedIpClient, DoApiError, MAX_API_BODY_BYTES } from "../agent/do-client.js";
 
 const IP = "198.51.100.100";
@@ -23,7 +24,7 @@ async function serve(handler: (req: IncomingMessage, res: ServerResponse) => voi
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 const client = (baseUrl: string, requestTimeoutMs = 1_000) =>
-  createReservedIpClient({ baseUrl, getToken: () => "dop_v1_test", requestTimeoutMs, random: () => 0 });
+  createReservedIpClient({ budget: new TokenBucket(), baseUrl, getToken: () => "dop_v1_test", requestTimeoutMs, random: () => 0 });
 const json = (res: ServerResponse, status: number, body: unknown) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
 
 describe("API answers from a hostile server", () => {

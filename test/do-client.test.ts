@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { TokenBucket } from "../agent/api-budget.js";
 import { createReservedIpClient, DoApiError } from "../agent/do-client.js";
 import { startEmulator, type Emulator } from "../testbed/emulator/index.js";
 
@@ -13,7 +14,7 @@ async function setup(actionDelayMs = 0) {
   emu = await startEmulator({ tokens: [TOKEN], actionDelayMs });
   emu.addReservedIp({ ip: "198.51.100.100", region: "nyc3" });
   const d = emu.addDroplet({ name: "lb1", region: "nyc3", publicIpv4: "203.0.113.11", privateIpv4: "192.0.2.11", anchorIpv4: "198.51.100.11" });
-  const client = createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 2000, random: () => 0.5 });
+  const client = createReservedIpClient({ budget: new TokenBucket(), baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 2000, random: () => 0.5 });
   return { emu, client, dropletId: d.id };
 }
 
@@ -42,7 +43,7 @@ describe("reserved IP client", () => {
 
   it("fails fast on a bad token, without the token in the error", async () => {
     const { emu, dropletId } = await setup();
-    const client = createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => "dop_v1_wrong", requestTimeoutMs: 2000 });
+    const client = createReservedIpClient({ budget: new TokenBucket(), baseUrl: emu.apiUrl, getToken: () => "dop_v1_wrong", requestTimeoutMs: 2000 });
     const err = await client.assign("198.51.100.100", dropletId, { deadlineMs: 10_000 }).catch((e) => e);
     expect(err).toBeInstanceOf(DoApiError);
     expect(err.status).toBe(401);
@@ -58,7 +59,11 @@ describe("reserved IP client", () => {
     await expect(p).rejects.toThrow(/lost lease/);
     emu.faults.set({ status: 500, count: 100 });
     await expect(
-      createReservedIpClient({ baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 500 }).assign("198.51.100.100", dropletId, { deadlineMs: 1_500 }),
+      createReservedIpClient({ budget: new TokenBucket(), baseUrl: emu.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 500 }).assign(
+        "198.51.100.100",
+        dropletId,
+        { deadlineMs: 1_500 },
+      ),
     ).rejects.toThrow(/did not complete within 1500 ms/);
   });
 });
@@ -112,5 +117,17 @@ describe("reserved IP client under a rate-limit storm", () => {
     stop.abort(new Error("test over")); // the queued reads end now
     await Promise.all(reads);
     expect(api.requestLog().length).toBeLessThanOrEqual(11);
+  });
+
+  it("clients made without a budget share the process's one budget", async () => {
+    const { emu: api } = await setup();
+    const stop = new AbortController();
+    const a = createReservedIpClient({ baseUrl: api.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 2000 });
+    const b = createReservedIpClient({ baseUrl: api.apiUrl, getToken: () => TOKEN, requestTimeoutMs: 2000 });
+    const reads = Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).getReservedIp("198.51.100.100", stop.signal).catch(() => undefined));
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(api.requestLog().length).toBeLessThanOrEqual(10);
+    stop.abort(new Error("test over"));
+    await Promise.all(reads);
   });
 });

@@ -6,7 +6,8 @@
  *    another action gets 422 "The reserved IP already has a pending event.";
  *  - 250 requests a minute per token (configurable), `ratelimit-*` headers on every answer, 429 with
  *    `retry-after` past the limit;
- *  - injectable faults (any status for the next N matching requests) and latency;
+ *  - injectable faults (any status for the next N matching requests, or for a time, with extra
+ *    headers such as a past `ratelimit-reset`) and latency;
  *  - metadata per droplet: under /droplets/<id>/metadata/v1/... or, at /metadata/v1/..., by the
  *    caller's source address or an `X-Droplet-Id` header (for the network-namespace tests);
  *  - a hook when an assign completes, so a test network can move the address (1:1 NAT).
