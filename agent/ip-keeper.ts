@@ -277,6 +277,7 @@ export class IpKeeper {
       this.o.onAssign?.(aborted ? "aborted" : "error", ms, msg);
       if (!aborted) {
         this.failures++;
+        this.assignedUnconfirmed = false; // the API did not confirm this one: a plain retry, not a disagreement
         this.state.lastError = `assign: ${msg}`;
         this.o.log.error("assigning the reserved IP failed", { error: msg, ms, failures: this.failures });
       }
