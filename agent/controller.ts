@@ -158,6 +158,7 @@ export class Controller {
           this.d.log.info(onSelf ? "reserved IP is now on this droplet" : "reserved IP is not on this droplet", { ip: this.cfg.reservedIp });
         },
         onAssign: (outcome) => this.d.metrics.assigns.inc({ outcome }),
+        onMetadataDisagreement: () => this.d.metrics.metadataDisagreements.inc(),
       });
       this.keeper.watch();
       this.health =

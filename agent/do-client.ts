@@ -2,21 +2,42 @@
  * The DigitalOcean reserved-IP client: read, and assign-and-wait, within the API's manners.
  *
  * - One assign in flight at a time; a second caller gets the first one's promise.
- * - 422 ("pending event", the IP `locked`): re-read the IP (done if it is already ours), then retry
- *   with backoff. 429: wait `retry-after` (or until `ratelimit-reset`). 5xx, timeouts, network errors:
- *   jittered exponential backoff. 401/403/404: fail at once, they will not heal by retrying.
+ * - Every request goes through `call`, the one place that talks to the API: it takes a token from
+ *   the process's request budget (api-budget.ts) first, so no path can outrun it.
+ * - 422 ("pending event", the IP `locked`): re-read the IP (done if it is already ours), then retry.
+ *   429, 5xx, timeouts, network errors: retry after the wait api-wait.ts gives (at least 1 s,
+ *   `retry-after` or `ratelimit-reset` honoured, at most 10 s while the IP is unserved).
+ *   401/403/404: fail at once, they will not heal by retrying.
+ * - Answers are bounded (1 MiB, counted while streaming; the whole body within the request
+ *   deadline, a stalled body is a network error) and their shapes validated: a 200 that is not what
+ *   the API documents is a precise error, not a TypeError.
  * - The action is followed with a schedule that starts fast and backs off; a 404 on the action just
  *   after the POST means "not queryable yet": read the IP instead.
  * - Everything runs under one deadline and the caller's AbortSignal (leadership lost ⇒ stop at once).
  * - The token comes from `getToken()` on every request (rotation by reload) and is never in an error.
  */
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import * as v from "valibot";
+import { TokenBucket } from "./api-budget.js";
+import { apiWaitMs } from "./api-wait.js";
+import { HttpGetError, httpRequest, type HttpResult } from "./http-get.js";
+import { check, formatIssues, printable } from "./schema.js";
+
+/** One request budget per process, whatever number of clients is made (api-budget.ts). */
+const processBudget = new TokenBucket();
+
+/** The largest API answer read; the reserved-IP answers are about 2 KiB. */
+export const MAX_API_BODY_BYTES = 1024 * 1024;
+
 export class DoApiError extends Error {
   constructor(
     readonly status: number,
     readonly id: string,
     message: string,
     readonly route: string,
-    readonly retryAfterMs: number | null = null,
+    /** `retry-after` and `ratelimit-reset` of the answer, for the wait policy. */
+    readonly headers: { retryAfter: string | null; ratelimitReset: string | null } = { retryAfter: null, ratelimitReset: null },
   ) {
     super(`${route}: ${status ? `HTTP ${status} ${id}: ` : ""}${message}`);
   }
@@ -34,12 +55,25 @@ export interface RequestInfo {
 
 export interface ReservedIpClient {
   getReservedIp(ip: string, signal?: AbortSignal): Promise<{ dropletId: number | null; locked: boolean }>;
-  assign(
-    ip: string,
-    dropletId: number,
-    opts: { deadlineMs: number; signal?: AbortSignal },
-  ): Promise<{ alreadyAssigned: boolean; actionId: number | null; requests: number }>;
+  assign(ip: string, dropletId: number, opts: AssignOptions): Promise<{ alreadyAssigned: boolean; actionId: number | null; requests: number }>;
 }
+
+export interface AssignOptions {
+  deadlineMs: number;
+  signal?: AbortSignal;
+  /** The IP is not served (metadata says it is not here): no retry wait longer than 10 s. */
+  unserved?: boolean;
+}
+
+// The shapes fipd reads (the rest of each answer is ignored).
+const dropletIdSchema = v.pipe(v.number(), v.integer(), v.minValue(1));
+const reservedIpAnswer = v.object({
+  reserved_ip: v.object({ droplet: v.nullish(v.object({ id: dropletIdSchema })), locked: v.boolean() }),
+});
+const actionAnswer = v.object({
+  action: v.object({ id: dropletIdSchema, status: v.picklist(["in-progress", "completed", "errored"]) }),
+});
+const errorAnswer = v.object({ id: v.optional(v.string()), message: v.optional(v.string()) });
 
 const defaultSleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -65,66 +99,83 @@ export function createReservedIpClient(o: {
   onRequest?: (i: RequestInfo) => void;
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   random?: () => number;
+  /** Default: the process's one budget, shared by every client in the process. Tests give their own. */
+  budget?: TokenBucket;
+  /** Wall clock (epoch ms), for `ratelimit-reset` and HTTP dates. */
+  wallNow?: () => number;
+  maxBodyBytes?: number;
 }): ReservedIpClient {
   const base = o.baseUrl.replace(/\/+$/, "");
+  const budget = o.budget ?? processBudget;
+  const wallNow = o.wallNow ?? Date.now;
+  // Keep-alive: a failover makes several requests within seconds; one TLS handshake serves them.
+  // Idle sockets close after 4 s, before any server's idle timeout can race a reuse.
+  const agent = base.startsWith("https:")
+    ? new HttpsAgent({ keepAlive: true, maxSockets: 2, timeout: 4_000 })
+    : new HttpAgent({ keepAlive: true, maxSockets: 2, timeout: 4_000 });
   const sleep = o.sleep ?? defaultSleep;
   const random = o.random ?? Math.random;
   let inFlight: Promise<{ alreadyAssigned: boolean; actionId: number | null; requests: number }> | null = null;
 
-  async function call<T>(method: string, path: string, route: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: T }> {
+  async function call<S extends v.GenericSchema>(
+    method: string,
+    path: string,
+    route: string,
+    body: unknown,
+    schema: S,
+    signal?: AbortSignal,
+  ): Promise<v.InferOutput<S>> {
+    const what = `${method} ${route}`;
+    // The budget first: a request that has to wait for a token waits here, abortably.
+    const budgetWaitMs = budget.reserve();
+    if (budgetWaitMs > 0) await sleep(budgetWaitMs, signal);
     const started = performance.now();
-    const signals = [AbortSignal.timeout(o.requestTimeoutMs), ...(signal ? [signal] : [])];
-    let res: Response;
+    let res: HttpResult;
     try {
-      res = await fetch(base + path, {
+      res = await httpRequest(base + path, {
         method,
         headers: { authorization: `Bearer ${o.getToken()}`, "content-type": "application/json", accept: "application/json" },
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.any(signals),
+        timeoutMs: o.requestTimeoutMs,
+        maxBytes: o.maxBodyBytes ?? MAX_API_BODY_BYTES,
+        signal,
+        agent,
       });
     } catch (e) {
       o.onRequest?.({ method, route, status: 0, ms: performance.now() - started });
       if (signal?.aborted) throw signal.reason ?? e;
-      const err = e as Error & { cause?: { code?: string } };
-      throw new DoApiError(
-        0,
-        "network",
-        err.name === "TimeoutError" ? `no answer within ${o.requestTimeoutMs} ms` : (err.cause?.code ?? err.message),
-        `${method} ${route}`,
-      );
+      // Only the short reason (a code, "no answer within N ms"): never a header or the token.
+      throw new DoApiError(0, "network", e instanceof HttpGetError ? e.reason : printable((e as Error).message), what);
     }
-    const text = await res.text();
     o.onRequest?.({ method, route, status: res.status, ms: performance.now() - started });
-    let json: unknown = null;
+    let json: unknown = undefined;
     try {
-      json = text ? JSON.parse(text) : null;
+      json = res.body ? JSON.parse(res.body) : undefined;
     } catch {
-      /* not JSON: keep null */
+      /* not JSON: undefined */
     }
-    if (!res.ok) {
-      const err = (json ?? {}) as { id?: string; message?: string };
-      let retryAfterMs: number | null = null;
-      const ra = res.headers.get("retry-after");
-      const reset = res.headers.get("ratelimit-reset");
-      if (ra && Number.isFinite(Number(ra))) retryAfterMs = Number(ra) * 1000;
-      else if (reset && Number.isFinite(Number(reset))) retryAfterMs = Math.max(0, Number(reset) * 1000 - Date.now());
-      throw new DoApiError(res.status, err.id ?? "error", err.message ?? (text.slice(0, 200) || res.statusText), `${method} ${route}`, retryAfterMs);
+    if (res.status < 200 || res.status > 299) {
+      const err = v.safeParse(errorAnswer, json);
+      const id = err.success && err.output.id ? printable(err.output.id, 60) : "error";
+      const message = err.success && err.output.message ? err.output.message : res.body || "no body";
+      throw new DoApiError(res.status, id, printable(message, 200), what, {
+        retryAfter: res.header("retry-after"),
+        ratelimitReset: res.header("ratelimit-reset"),
+      });
     }
-    return { status: res.status, json: json as T };
+    if (json === undefined)
+      throw new DoApiError(res.status, "bad_answer", `expected a JSON body, got ${res.body ? "text that is not JSON" : "an empty body"}`, what);
+    const r = check(schema, json);
+    if (!r.ok) throw new DoApiError(res.status, "bad_answer", `unexpected answer: ${formatIssues(r.issues).slice(0, 3).join("; ")}`, what);
+    return r.value;
   }
 
   async function getReservedIp(ip: string, signal?: AbortSignal) {
-    const { json } = await call<{ reserved_ip: { droplet: { id: number } | null; locked: boolean } }>(
-      "GET",
-      `/v2/reserved_ips/${ip}`,
-      "/v2/reserved_ips/{ip}",
-      undefined,
-      signal,
-    );
+    const json = await call("GET", `/v2/reserved_ips/${ip}`, "/v2/reserved_ips/{ip}", undefined, reservedIpAnswer, signal);
     return { dropletId: json.reserved_ip.droplet?.id ?? null, locked: json.reserved_ip.locked };
   }
 
-  async function assignOnce(ip: string, dropletId: number, opts: { deadlineMs: number; signal?: AbortSignal }) {
+  async function assignOnce(ip: string, dropletId: number, opts: AssignOptions) {
     const deadline = performance.now() + opts.deadlineMs;
     const signal = opts.signal;
     let requests = 0;
@@ -132,8 +183,7 @@ export function createReservedIpClient(o: {
     const remaining = () => deadline - performance.now();
     const backoff = async (err: DoApiError) => {
       attempt++;
-      const expo = Math.min(8_000, 250 * 2 ** Math.min(attempt, 6));
-      const wait = err.status === 429 && err.retryAfterMs !== null ? err.retryAfterMs : expo / 2 + random() * (expo / 2);
+      const wait = apiWaitMs({ status: err.status, headers: err.headers, attempt, nowMs: wallNow(), unserved: opts.unserved ?? false, random: random() });
       if (wait >= remaining()) throw new Error(`assign did not complete within ${opts.deadlineMs} ms (last error: ${err.message})`);
       await sleep(wait, signal);
     };
@@ -148,11 +198,12 @@ export function createReservedIpClient(o: {
       let actionId: number;
       try {
         requests++;
-        const { json } = await call<{ action: { id: number } }>(
+        const json = await call(
           "POST",
           `/v2/reserved_ips/${ip}/actions`,
           "/v2/reserved_ips/{ip}/actions",
           { type: "assign", droplet_id: dropletId },
+          actionAnswer,
           signal,
         );
         actionId = json.action.id;
@@ -176,13 +227,7 @@ export function createReservedIpClient(o: {
         if (remaining() <= 0) throw new Error(`assign did not complete within ${opts.deadlineMs} ms (action ${actionId} still in progress)`);
         try {
           requests++;
-          const { json } = await call<{ action: { status: string } }>(
-            "GET",
-            `/v2/reserved_ips/${ip}/actions/${actionId}`,
-            "/v2/reserved_ips/{ip}/actions/{id}",
-            undefined,
-            signal,
-          );
+          const json = await call("GET", `/v2/reserved_ips/${ip}/actions/${actionId}`, "/v2/reserved_ips/{ip}/actions/{id}", undefined, actionAnswer, signal);
           if (json.action.status === "completed") break;
           if (json.action.status === "errored") throw new DoApiError(500, "action_errored", `action ${actionId} errored`, "assign");
         } catch (e) {

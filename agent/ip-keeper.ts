@@ -10,9 +10,15 @@
  *  - every `verifyIntervalMs`: one API read, in case metadata lags or lies.
  * Followers also read metadata (free) so that every node can report who holds the IP.
  *
+ * If metadata keeps saying "not here" after an assign the API confirmed (seen: metadata and API
+ * disagree), re-assigning on every check only burns the shared rate limit: the keeper re-assigns
+ * with backoff (5 s, doubling to 60 s), says so in one log line per episode and counts it
+ * (`onMetadataDisagreement`).
+ *
  * Losing the lease aborts an in-flight assignment at once: a node that is no longer sure it leads
  * must not keep pulling the IP towards itself.
  */
+import { apiWaitMs } from "./api-wait.js";
 import type { Logger } from "./log.js";
 
 export interface MetadataReader {
@@ -21,7 +27,7 @@ export interface MetadataReader {
 
 export interface ReservedIpApi {
   getReservedIp(ip: string): Promise<{ dropletId: number | null; locked: boolean }>;
-  assign(ip: string, dropletId: number, opts: { deadlineMs: number; signal?: AbortSignal }): Promise<unknown>;
+  assign(ip: string, dropletId: number, opts: { deadlineMs: number; signal?: AbortSignal; unserved?: boolean }): Promise<unknown>;
 }
 
 export interface IpKeeperOptions {
@@ -36,6 +42,8 @@ export interface IpKeeperOptions {
   /** Called whenever this droplet's view of "the IP is on me" changes. */
   onHolderChange?: (onSelf: boolean) => void;
   onAssign?: (outcome: "success" | "already" | "error" | "aborted", ms: number, error?: string) => void;
+  /** Metadata said "not here" after an assign the API confirmed (once per deferred re-assign). */
+  onMetadataDisagreement?: () => void;
   now?: () => number;
   /** Timers for the keeper's waits; the simulator passes its own, driven by simulated time. */
   timers?: KeeperTimers;
@@ -50,6 +58,10 @@ const realTimers: KeeperTimers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
+
+/** Re-assigns while metadata disagrees with a confirmed assign: 5 s after it, doubling to 60 s. */
+export const DISAGREEMENT_FIRST_MS = 5_000;
+export const DISAGREEMENT_MAX_MS = 60_000;
 
 export interface IpKeeperState {
   asserting: boolean;
@@ -92,6 +104,10 @@ export class IpKeeper {
   /** Aborts the follower-side metadata watch loop on close. */
   private readonly lifetime = new AbortController();
   private failures = 0;
+  /** The last assign succeeded and metadata has not said "here" since. */
+  private assignedUnconfirmed = false;
+  /** In a disagreement episode: re-assigns done in it, and when the next one may go. */
+  private disagreement: { reassigns: number; nextAt: number; since: number; logged: boolean } | null = null;
 
   constructor(private readonly o: IpKeeperOptions) {
     this.now = o.now ?? (() => performance.now());
@@ -123,6 +139,8 @@ export class IpKeeper {
     this.state.asserting = true;
     this.state.term = term;
     this.failures = 0;
+    this.assignedUnconfirmed = false;
+    this.disagreement = null;
     this.leadership = new AbortController();
     void this.assertLoop(this.leadership.signal);
   }
@@ -180,6 +198,8 @@ export class IpKeeper {
       await this.checkMetadata();
       if (signal.aborted) return;
       let needAssign = this.state.onSelf !== true;
+      if (!needAssign) this.endDisagreement();
+      else if (this.assignedUnconfirmed) needAssign = this.reassignDespiteApi();
       if (!needAssign && this.now() >= nextVerifyAt) {
         nextVerifyAt = this.now() + this.o.verifyIntervalMs;
         needAssign = !(await this.verifyThroughApi());
@@ -189,13 +209,47 @@ export class IpKeeper {
         if (!ok && !signal.aborted) {
           // The client already retried under its deadline; this is a longer pause so a broken
           // token or an API outage does not become a request storm.
-          const pauseMs = Math.min(30_000, 1_000 * 2 ** Math.min(this.failures, 5));
+          const pauseMs = apiWaitMs({ status: 0, attempt: this.failures, nowMs: Date.now(), unserved: this.state.onSelf !== true, random: Math.random() });
           await sleep(this.timers, pauseMs, signal);
           continue;
         }
       }
       await sleep(this.timers, this.o.checkIntervalMs, signal);
     }
+  }
+
+  /**
+   * Metadata says "not here" although the last assign was confirmed by the API. Metadata may lag
+   * the assign by a few seconds, so the first re-assign waits 5 s, then the waits double to 60 s.
+   * True if a re-assign is due now.
+   */
+  private reassignDespiteApi(): boolean {
+    const now = this.now();
+    if (!this.disagreement) this.disagreement = { reassigns: 0, nextAt: now + DISAGREEMENT_FIRST_MS, since: now, logged: false };
+    const d = this.disagreement;
+    if (now < d.nextAt) return false;
+    d.reassigns++;
+    d.nextAt = now + Math.min(DISAGREEMENT_MAX_MS, DISAGREEMENT_FIRST_MS * 2 ** d.reassigns);
+    this.o.onMetadataDisagreement?.();
+    if (!d.logged) {
+      d.logged = true;
+      this.o.log.warn("metadata says the reserved IP is not on this droplet although the API assigned it here; re-assigning with backoff up to 60 s", {
+        ip: this.o.reservedIp,
+        sinceMs: Math.round(now - d.since),
+      });
+    }
+    return true;
+  }
+
+  private endDisagreement(): void {
+    this.assignedUnconfirmed = false;
+    if (this.disagreement?.logged) {
+      this.o.log.info("metadata agrees again: the reserved IP is on this droplet", {
+        afterMs: Math.round(this.now() - this.disagreement.since),
+        reassigns: this.disagreement.reassigns,
+      });
+    }
+    this.disagreement = null;
   }
 
   /** True if the API agrees the IP is on this droplet. */
@@ -215,17 +269,29 @@ export class IpKeeper {
   private async assign(signal: AbortSignal): Promise<boolean> {
     const started = this.now();
     this.state.assignInFlight = true;
-    this.o.log.info("assigning the reserved IP to this droplet", { ip: this.o.reservedIp, dropletId: this.o.dropletId, term: this.state.term });
+    // Within a disagreement episode its one warning speaks for the re-assigns.
+    const quiet = this.disagreement !== null;
+    this.o.log[quiet ? "debug" : "info"]("assigning the reserved IP to this droplet", {
+      ip: this.o.reservedIp,
+      dropletId: this.o.dropletId,
+      term: this.state.term,
+    });
     try {
-      const outcome = await this.o.api.assign(this.o.reservedIp, this.o.dropletId, { deadlineMs: this.o.assignDeadlineMs, signal });
+      const outcome = await this.o.api.assign(this.o.reservedIp, this.o.dropletId, {
+        deadlineMs: this.o.assignDeadlineMs,
+        signal,
+        unserved: this.state.onSelf !== true,
+      });
       const ms = Math.round(this.now() - started);
       const already = typeof outcome === "object" && outcome !== null && (outcome as { alreadyAssigned?: boolean }).alreadyAssigned === true;
       this.state.lastAssign = { outcome: already ? "already" : "success", ms, at: this.now() };
       this.o.onAssign?.(already ? "already" : "success", ms);
-      this.o.log.info("reserved IP is on this droplet", { ms, outcome: already ? "already" : "assigned" });
+      this.o.log[quiet ? "debug" : "info"]("reserved IP is on this droplet", { ms, outcome: already ? "already" : "assigned" });
       this.failures = 0;
       this.state.lastError = null;
-      this.setOnSelf(true);
+      this.assignedUnconfirmed = true;
+      // While metadata disagrees, "on self" stays metadata's view (no flip and log per re-assign).
+      if (!quiet) this.setOnSelf(true);
       return true;
     } catch (e) {
       const ms = Math.round(this.now() - started);
@@ -235,6 +301,7 @@ export class IpKeeper {
       this.o.onAssign?.(aborted ? "aborted" : "error", ms, msg);
       if (!aborted) {
         this.failures++;
+        this.assignedUnconfirmed = false; // the API did not confirm this one: a plain retry, not a disagreement
         this.state.lastError = `assign: ${msg}`;
         this.o.log.error("assigning the reserved IP failed", { error: msg, ms, failures: this.failures });
       }

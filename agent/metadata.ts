@@ -17,7 +17,8 @@ export function createMetadataClient(o: { baseUrl: string; timeoutMs: number }):
     const url = `${base}/metadata/v1/${path}`;
     let res: GetResult;
     try {
-      res = await httpGet(url, o.timeoutMs);
+      // 64 KiB at most: every answer here is a short line; a larger one is refused, not read.
+      res = await httpGet(url, o.timeoutMs, "error");
     } catch (e) {
       throw new Error(`metadata ${url}: ${e instanceof HttpGetError ? e.reason : (e as Error).message}`);
     }

@@ -26,6 +26,11 @@ export function createMetrics() {
       registers: r,
     }),
     apiRateLimited: new Counter({ name: "fipd_api_rate_limited_total", help: "429 answers from the API", registers: r }),
+    metadataDisagreements: new Counter({
+      name: "fipd_metadata_disagreements_total",
+      help: "Re-assigns because metadata said the reserved IP is not here after the API assigned it here",
+      registers: r,
+    }),
     peerRtt: new Gauge({ name: "fipd_peer_rtt_seconds", help: "Heartbeat round trip to a peer", labelNames: ["peer"], registers: r }),
     peerLoss: new Gauge({ name: "fipd_peer_loss_ratio", help: "Share of a peer's expected heartbeats not received", labelNames: ["peer"], registers: r }),
     peerReachable: new Gauge({ name: "fipd_peer_reachable", help: "1 if the peer was heard within a lease", labelNames: ["peer"], registers: r }),

@@ -6,7 +6,8 @@
  *    another action gets 422 "The reserved IP already has a pending event.";
  *  - 250 requests a minute per token (configurable), `ratelimit-*` headers on every answer, 429 with
  *    `retry-after` past the limit;
- *  - injectable faults (any status for the next N matching requests) and latency;
+ *  - injectable faults (any status for the next N matching requests, or for a time, with extra
+ *    headers such as a past `ratelimit-reset`) and latency;
  *  - metadata per droplet: under /droplets/<id>/metadata/v1/... or, at /metadata/v1/..., by the
  *    caller's source address or an `X-Droplet-Id` header (for the network-namespace tests);
  *  - a hook when an assign completes, so a test network can move the address (1:1 NAT).
@@ -22,7 +23,12 @@ export interface AssignEvent {
 }
 export interface Fault {
   status: number;
-  count: number;
+  /** How many matching requests get the fault (default: all of them while `forMs` lasts). */
+  count?: number;
+  /** The fault lasts this long from `faults.set` (a timed outage), as well as at most `count` requests. */
+  forMs?: number;
+  /** Extra or replacing response headers, e.g. a `ratelimit-reset` in the past or far ahead. */
+  headers?: Record<string, string>;
   /** Substring of "METHOD /path" that selects requests (default: every API request). */
   match?: string;
   retryAfterS?: number;
@@ -88,7 +94,7 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
   const actions = new Map<number, ActionState>();
   const log: LoggedRequest[] = [];
   const recent = new Map<string, number[]>(); // token → request times (ms)
-  let faults: Fault[] = [];
+  let faults: Array<Fault & { count: number; until: number }> = [];
   const hooks: Array<(ev: AssignEvent) => void | Promise<void>> = opts.onAssign ? [opts.onAssign] : [];
   const timers = new Set<NodeJS.Timeout>();
   let nextDropletId = 500_000_001;
@@ -151,7 +157,7 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
     times.push(now);
     const headers = rl(perMinute - times.length);
 
-    const fault = faults.find((f) => f.count > 0 && matches(f.match, `${method} ${path}`));
+    const fault = faults.find((f) => f.count > 0 && now < f.until && matches(f.match, `${method} ${path}`));
     if (fault) {
       fault.count--;
       if (fault.latencyMs) await new Promise((r) => setTimeout(r, fault.latencyMs));
@@ -168,6 +174,7 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
         send(res, fault.status, fault.body ?? errorBody(id, message), {
           ...headers,
           ...(fault.retryAfterS !== undefined ? { "retry-after": String(fault.retryAfterS) } : {}),
+          ...fault.headers,
         });
         return fault.status;
       }
@@ -400,7 +407,8 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
     },
     faults: {
       set(f) {
-        faults.push({ ...f });
+        if (f.count === undefined && f.forMs === undefined) throw new Error("emulator fault: give a count, a duration (forMs) or both");
+        faults.push({ ...f, count: f.count ?? Number.POSITIVE_INFINITY, until: f.forMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + f.forMs });
       },
       clear() {
         faults = [];
