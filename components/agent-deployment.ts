@@ -13,6 +13,8 @@ export interface AgentDeploymentArgs {
   readonly host: pulumi.Input<string>;
   /** Secret: the SSH key the commands connect with. */
   readonly privateKey: pulumi.Input<string>;
+  /** The droplet's SSH host public key (authorized_keys form, host-key.ts): every connection pins it. */
+  readonly hostKey: pulumi.Input<string>;
   /** Changes when the droplet is replaced: every command then runs again on the new one. */
   readonly dropletId: pulumi.Input<string>;
   /** The bundle built by agent/build.ts; deployed under its content hash. */
@@ -57,8 +59,10 @@ export class AgentDeployment extends pulumi.ComponentResource {
 
   constructor(name: string, a: AgentDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:AgentDeployment", name, {}, opts);
-    // A fresh droplet may take a while to answer SSH: retry dialing for about 10 minutes.
-    const connection = { host: a.host, user: "root", privateKey: pulumi.secret(a.privateKey), dialErrorLimit: 40 };
+    // A fresh droplet may take a while to answer SSH, and to present its pinned host key (cloud-init
+    // installs it first thing; a dial that sees another key fails and is retried): retry dialing for
+    // about 10 minutes.
+    const connection = { host: a.host, user: "root", privateKey: pulumi.secret(a.privateKey), hostKey: a.hostKey, dialErrorLimit: 40 };
     const p = { parent: this };
     const sha = a.bundle.sha256;
     const unit = UNIT_TEXT();

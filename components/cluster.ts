@@ -236,7 +236,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
       c.activeColor,
     );
     for (const { i } of order) {
-      const { spec, droplet } = lbs.droplets[i];
+      const { spec, droplet, hostKey } = lbs.droplets[i];
       const d = planned(spec.name);
       const dep = new AgentDeployment(
         `${name}-agent-${spec.name}`,
@@ -244,6 +244,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           role: "lb",
           host: droplet.ipv4Address,
           privateKey: a.sshPrivateKey,
+          hostKey: hostKey.publicKeyOpenssh,
           dropletId: droplet.id,
           bundle: a.bundle,
           ...shipped(d),
@@ -265,6 +266,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           role: "witness",
           host: witness.droplet.ipv4Address,
           privateKey: a.sshPrivateKey,
+          hostKey: witness.hostKey.publicKeyOpenssh,
           dropletId: witness.droplet.id,
           bundle: a.bundle,
           ...shipped(planned(witnessName)),
@@ -291,7 +293,13 @@ export class HaLbCluster extends pulumi.ComponentResource {
       this.switchCheck = new command.remote.Command(
         `${name}-switch-check`,
         {
-          connection: { host: first.droplet.ipv4Address, user: "root", privateKey: pulumi.secret(a.sshPrivateKey), dialErrorLimit: 40 },
+          connection: {
+            host: first.droplet.ipv4Address,
+            user: "root",
+            privateKey: pulumi.secret(a.sshPrivateKey),
+            hostKey: first.hostKey.publicKeyOpenssh,
+            dialErrorLimit: 40,
+          },
           create: switchColorCheckScript(c.activeColor),
           triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {}), ...lbs.droplets.map((d) => d.droplet.id)],
         },
