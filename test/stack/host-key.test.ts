@@ -2,6 +2,7 @@
  * SSH host keys under mocks: the stack generates one per droplet, userData installs it (and only as
  * a secret), every remote command pins it, and the metadata guard comes with it.
  */
+import { spawnSync } from "node:child_process";
 import { beforeAll, describe, expect, it } from "vitest";
 import { HOST_KEY_PATH } from "../../components/cloud-init.js";
 import { METADATA_GUARD_UNIT, metadataGuardLoader, metadataGuardRuleset } from "../../components/metadata-guard.js";
@@ -63,6 +64,25 @@ describe("SSH host keys", () => {
     // Nowhere in plain text: inputs of every resource, outputs.
     const plain = JSON.stringify(r.resources.map((x) => plainView(x.inputs))) + JSON.stringify(r.outputs);
     expect(plain).not.toContain("HOSTKEYSECRET");
+  });
+
+  it("userData is a valid bash script whose heredocs give back the key files exactly", () => {
+    for (const d of droplets(r)) {
+      const text = userData(d);
+      const syntax = spawnSync("bash", ["-n"], { input: text, encoding: "utf8", timeout: 10_000 });
+      expect(syntax.stderr, d.name).toBe("");
+      expect(syntax.status, d.name).toBe(0);
+      // Run only the two heredocs, with the paths moved to stdout: what lands in the files.
+      const own = mockHostKey(`${d.name}-ssh-host-key`);
+      const heredoc = (marker: string) => text.slice(text.indexOf(`<<'${marker}'`), text.indexOf(`\n${marker}\n`) + marker.length + 2);
+      for (const [marker, want] of [
+        ["HALB_HOST_KEY_EOF", own.privateKeyOpenssh],
+        ["HALB_HOST_PUB_EOF", own.publicKeyOpenssh],
+      ]) {
+        const out = spawnSync("bash", ["-c", `cat ${heredoc(marker)}`], { encoding: "utf8", timeout: 10_000 });
+        expect(out.stdout, `${d.name} ${marker}`).toBe(want);
+      }
+    }
   });
 
   it("userData installs the metadata guard (ruleset, loader, boot unit) on every droplet", () => {
