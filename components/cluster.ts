@@ -2,7 +2,7 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { METRICS_PORT, PEER_PORT } from "../agent/ports.js";
-import { AgentDeployment } from "./agent-deployment.js";
+import { AgentDeployment, DIAL_ERROR_LIMIT } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
 import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
@@ -298,7 +298,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
             user: "root",
             privateKey: pulumi.secret(a.sshPrivateKey),
             hostKey: first.hostKey.publicKeyOpenssh,
-            dialErrorLimit: 40,
+            dialErrorLimit: DIAL_ERROR_LIMIT,
           },
           create: switchColorCheckScript(c.activeColor),
           triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {}), ...lbs.droplets.map((d) => d.droplet.id)],
