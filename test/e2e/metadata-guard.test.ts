@@ -18,7 +18,7 @@ const STRANGER = 54321;
  * another host; here it shares the loopback, so the client binds another source address, or the
  * reset, addressed to the metadata address too, would meet the guard itself).
  */
-const CLIENT_IPV4 = "192.0.2.10";
+const CLIENT_IPV4 = "203.0.113.250";
 let dir = "";
 let server: ChildProcess | undefined;
 
