@@ -1,8 +1,18 @@
 /** The metadata-service guard's nftables text, checked by nft itself (check mode: nothing is loaded). */
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { METADATA_IPV4 } from "../../agent/ports.js";
-import { METADATA_GUARD_SET, METADATA_GUARD_TABLE, metadataGuardLoader, metadataGuardRuleset } from "../../components/metadata-guard.js";
+import {
+  METADATA_GUARD_LOADER_PATH,
+  METADATA_GUARD_SET,
+  METADATA_GUARD_TABLE,
+  METADATA_GUARD_UNIT,
+  metadataGuardLoader,
+  metadataGuardRuleset,
+  metadataGuardUnit,
+} from "../../components/metadata-guard.js";
 
 const nftCheck = (text: string) => spawnSync("nft", ["-c", "-f", "-"], { input: text, encoding: "utf8", timeout: 10_000 });
 
@@ -34,5 +44,23 @@ describe("the metadata guard ruleset", () => {
   it("the loader lets in root, fipd and do-agent only, and refuses what is not a user name", () => {
     expect(metadataGuardLoader()).toMatch(/for u in fipd do-agent; do/);
     expect(() => metadataGuardLoader(["fipd; rm -rf /"])).toThrow(/is not a user name/);
+  });
+
+  it("the boot unit passes systemd-analyze verify (with the loader at a path that exists here)", () => {
+    const dir = mkdtempSync("/tmp/halb-mdg-unit-");
+    try {
+      const loader = join(dir, "loader");
+      writeFileSync(loader, metadataGuardLoader(), { mode: 0o755 });
+      const unit = join(dir, METADATA_GUARD_UNIT);
+      const text = metadataGuardUnit();
+      expect(text).toContain(`ExecStart=${METADATA_GUARD_LOADER_PATH}\n`);
+      writeFileSync(unit, text.replace(`ExecStart=${METADATA_GUARD_LOADER_PATH}`, `ExecStart=${loader}`));
+      const r = spawnSync("systemd-analyze", ["verify", unit], { encoding: "utf8", timeout: 30_000 });
+      expect(r.error, "systemd-analyze must be installed").toBeUndefined();
+      expect(r.stderr).toBe("");
+      expect(r.status).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
