@@ -13,6 +13,8 @@ export interface AgentDeploymentArgs {
   readonly host: pulumi.Input<string>;
   /** Secret: the SSH key the commands connect with. */
   readonly privateKey: pulumi.Input<string>;
+  /** The droplet's SSH host public key (authorized_keys form, host-key.ts): every connection pins it. */
+  readonly hostKey: pulumi.Input<string>;
   /** Changes when the droplet is replaced: every command then runs again on the new one. */
   readonly dropletId: pulumi.Input<string>;
   /** The bundle built by agent/build.ts; deployed under its content hash. */
@@ -30,6 +32,16 @@ export interface AgentDeploymentArgs {
   /** Seconds a restarted agent has to see the cluster healthy again before the deploy fails. */
   readonly healthyTimeoutS?: number;
 }
+
+/**
+ * How many failed dials a droplet's commands retry. A fresh droplet may take a while to answer SSH,
+ * and then to present its pinned host key: cloud-init installs it first thing in userData, and
+ * until then a dial sees the image's key and fails. @pulumi/command 1.2.1 retries every dial error
+ * (connection.go dialWithRetry; the SDK's retry.Until: 100 ms, x1.5, at most 5 s apart), so a fast
+ * failure (refused, wrong host key) is retried for about 10 minutes; a dial that times out takes
+ * its 15 s (perDialTimeout) each time.
+ */
+export const DIAL_ERROR_LIMIT = 120;
 
 export const UNIT_TEXT = () => readFileSync(join(__dirname, "assets", "fipd.service"), "utf8");
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
@@ -57,8 +69,7 @@ export class AgentDeployment extends pulumi.ComponentResource {
 
   constructor(name: string, a: AgentDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:AgentDeployment", name, {}, opts);
-    // A fresh droplet may take a while to answer SSH: retry dialing for about 10 minutes.
-    const connection = { host: a.host, user: "root", privateKey: pulumi.secret(a.privateKey), dialErrorLimit: 40 };
+    const connection = { host: a.host, user: "root", privateKey: pulumi.secret(a.privateKey), hostKey: a.hostKey, dialErrorLimit: DIAL_ERROR_LIMIT };
     const p = { parent: this };
     const sha = a.bundle.sha256;
     const unit = UNIT_TEXT();

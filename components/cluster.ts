@@ -2,7 +2,7 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { METRICS_PORT, PEER_PORT } from "../agent/ports.js";
-import { AgentDeployment } from "./agent-deployment.js";
+import { AgentDeployment, DIAL_ERROR_LIMIT } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
 import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
@@ -236,7 +236,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
       c.activeColor,
     );
     for (const { i } of order) {
-      const { spec, droplet } = lbs.droplets[i];
+      const { spec, droplet, hostKey } = lbs.droplets[i];
       const d = planned(spec.name);
       const dep = new AgentDeployment(
         `${name}-agent-${spec.name}`,
@@ -244,6 +244,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           role: "lb",
           host: droplet.ipv4Address,
           privateKey: a.sshPrivateKey,
+          hostKey: hostKey.publicKeyOpenssh,
           dropletId: droplet.id,
           bundle: a.bundle,
           ...shipped(d),
@@ -265,6 +266,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           role: "witness",
           host: witness.droplet.ipv4Address,
           privateKey: a.sshPrivateKey,
+          hostKey: witness.hostKey.publicKeyOpenssh,
           dropletId: witness.droplet.id,
           bundle: a.bundle,
           ...shipped(planned(witnessName)),
@@ -291,7 +293,13 @@ export class HaLbCluster extends pulumi.ComponentResource {
       this.switchCheck = new command.remote.Command(
         `${name}-switch-check`,
         {
-          connection: { host: first.droplet.ipv4Address, user: "root", privateKey: pulumi.secret(a.sshPrivateKey), dialErrorLimit: 40 },
+          connection: {
+            host: first.droplet.ipv4Address,
+            user: "root",
+            privateKey: pulumi.secret(a.sshPrivateKey),
+            hostKey: first.hostKey.publicKeyOpenssh,
+            dialErrorLimit: DIAL_ERROR_LIMIT,
+          },
           create: switchColorCheckScript(c.activeColor),
           triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {}), ...lbs.droplets.map((d) => d.droplet.id)],
         },

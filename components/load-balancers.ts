@@ -1,6 +1,7 @@
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
-import { bootstrapUserData } from "./cloud-init.js";
+import type * as tls from "@pulumi/tls";
+import { hostKeyFor, hostKeyUserData } from "./host-key.js";
 
 export type Color = "blue" | "green";
 
@@ -33,13 +34,14 @@ export interface LoadBalancersArgs {
  * changing those replaces no droplet.
  */
 export class LoadBalancers extends pulumi.ComponentResource {
-  readonly droplets: Array<{ spec: LbNodeSpec; droplet: digitalocean.Droplet }>;
+  /** Per droplet: its spec, the droplet, and its SSH host key (installed by userData, pinned by every connection). */
+  readonly droplets: Array<{ spec: LbNodeSpec; droplet: digitalocean.Droplet; hostKey: tls.PrivateKey }>;
 
   constructor(name: string, args: LoadBalancersArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:LoadBalancers", name, {}, opts);
-    this.droplets = args.nodes.map((spec) => ({
-      spec,
-      droplet: new digitalocean.Droplet(
+    this.droplets = args.nodes.map((spec) => {
+      const hostKey = hostKeyFor(spec.name, { parent: this });
+      const droplet = new digitalocean.Droplet(
         spec.name,
         {
           name: spec.name,
@@ -52,13 +54,14 @@ export class LoadBalancers extends pulumi.ComponentResource {
           ipv6: false,
           gracefulShutdown: true,
           tags: [...args.tags, args.colorTags[spec.color]],
-          userData: bootstrapUserData("lb"),
+          userData: hostKeyUserData("lb", hostKey),
         },
         // A replacement droplet is created (and configured) before the old one is deleted, so the
         // IP always has a home; the old one's agent hands over first (AgentDeployment's delete).
         { parent: this, deleteBeforeReplace: false },
-      ),
-    }));
+      );
+      return { spec, droplet, hostKey };
+    });
     this.registerOutputs({ names: this.droplets.map((d) => d.spec.name) });
   }
 }

@@ -1,6 +1,7 @@
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
-import { bootstrapUserData } from "./cloud-init.js";
+import type * as tls from "@pulumi/tls";
+import { hostKeyFor, hostKeyUserData } from "./host-key.js";
 
 /** The smallest droplet size: the witness only votes. */
 export const WITNESS_SIZE = "s-1vcpu-512mb-10gb";
@@ -19,8 +20,11 @@ export interface WitnessArgs {
 /** A small droplet in another region that votes but never leads. Peers reach it over the internet. */
 export class Witness extends pulumi.ComponentResource {
   readonly droplet: digitalocean.Droplet;
+  /** Its SSH host key (installed by userData, pinned by every connection). */
+  readonly hostKey: tls.PrivateKey;
   constructor(name: string, args: WitnessArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:Witness", name, {}, opts);
+    this.hostKey = hostKeyFor(args.name, { parent: this });
     this.droplet = new digitalocean.Droplet(
       args.name,
       {
@@ -31,9 +35,10 @@ export class Witness extends pulumi.ComponentResource {
         sshKeys: args.sshKeys,
         monitoring: true,
         tags: args.tags,
-        userData: bootstrapUserData("witness"),
+        userData: hostKeyUserData("witness", this.hostKey),
       },
-      { parent: this },
+      // As for the LBs: the replacement first, then the old droplet's agent retires (hands over).
+      { parent: this, deleteBeforeReplace: false },
     );
     this.registerOutputs({ name: args.name });
   }

@@ -70,6 +70,18 @@ let sha = "";
 let bundleFile = BUNDLE;
 
 describe("the stack's generated commands over SSH, in Pulumi's order", () => {
+  it("every connection pins the droplet's own host key, as the stack's hostKey does: another key is refused before any command runs", async () => {
+    const ok = await ssh.runPinnedTo("lb-blue-1", "lb-blue-1", "echo pinned");
+    expect(ok).toMatchObject({ code: 0, out: "pinned\n" });
+    expect(ssh.hostKey("lb-blue-1")).toMatch(/^ssh-ed25519 [A-Za-z0-9+/]+=*$/);
+    expect(ssh.hostKey("lb-blue-1")).not.toBe(ssh.hostKey("lb-blue-2"));
+    // lb-blue-2's key expected at lb-blue-1's address (someone else answering there): refused.
+    const wrong = await ssh.runPinnedTo("lb-blue-1", "lb-blue-2", "echo should-not-run");
+    expect(wrong.code).toBe(255);
+    expect(wrong.out).toBe("");
+    expect(wrong.err).toMatch(/host key .*changed|Host key verification failed/i);
+  });
+
   it("first deploy: bundle, HAProxy, config and secrets on stdin, rolling start, color check", async () => {
     sha = sha256(BUNDLE);
     for (const id of ORDER) {

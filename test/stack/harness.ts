@@ -1,5 +1,6 @@
 /** Run the Pulumi program under mocks and collect every resource it declares. */
 import * as pulumi from "@pulumi/pulumi";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { vi } from "vitest";
@@ -11,6 +12,8 @@ export interface Declared {
   inputs: Record<string, any>;
   /** Set for reads (`Resource.get`). */
   id?: string;
+  /** The state the mock answered with (inputs plus the mocked outputs). */
+  state?: Record<string, unknown>;
 }
 
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
@@ -34,6 +37,13 @@ export const BASE_CONFIG: Record<string, string> = {
   "ha-lb:agentToken": "dop_v1_0123456789abcdef0123456789abcdefTOKENSECRET",
 };
 
+const b64sha = (s: string) => createHash("sha256").update(s).digest("base64");
+/** The mocked tls.PrivateKey (ED25519) of a resource name, in OpenSSH forms: deterministic, so two runs agree. */
+export const mockHostKey = (resourceName: string) => ({
+  privateKeyOpenssh: `-----BEGIN OPENSSH PRIVATE KEY-----\nHOSTKEYSECRET${b64sha(`private ${resourceName}`)}\n-----END OPENSSH PRIVATE KEY-----\n`,
+  publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${b64sha(`public ${resourceName}`)}\n`,
+});
+
 const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
 
 /** Mocks the provider; returns the list every declared resource lands in. `localCommand` gives a command:local:Command's stdout. */
@@ -43,8 +53,8 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
   await pulumi.runtime.setMocks(
     {
       newResource(a) {
-        resources.push({ type: a.type, name: a.name, inputs: a.inputs, id: a.id });
         const state: Record<string, unknown> = { ...a.inputs };
+        resources.push({ type: a.type, name: a.name, inputs: a.inputs, id: a.id, state });
         if (a.type === "digitalocean:index/droplet:Droplet") {
           ip++;
           state.ipv4Address = `203.0.113.${ip}`;
@@ -53,6 +63,7 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
         // A read (`ReservedIp.get`, adopting an address) arrives with its id: the IP itself.
         if (a.type === "digitalocean:index/reservedIp:ReservedIp") Object.assign(state, { ipAddress: a.id || "198.51.100.7", region: "nyc3" });
         if (a.type === "random:index/randomBytes:RandomBytes") state.hex = `${a.name.endsWith("0") ? "aa" : "bb"}`.repeat(32);
+        if (a.type === "tls:index/privateKey:PrivateKey") Object.assign(state, mockHostKey(a.name));
         if (a.type === "command:local:Command") state.stdout = localCommand ? localCommand(a) : "1767225600";
         return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
       },

@@ -9,6 +9,8 @@ import { loadStackConfig } from "../../components/config.js";
 import { BASE_CONFIG, setupMocks } from "./harness.js";
 
 const deps = new Map<string, string[]>();
+/** Per droplet: its deleteBeforeReplace option. */
+const deleteFirst = new Map<string, boolean | undefined>();
 const named = (r: pulumi.Resource) => (r as unknown as { __name: string }).__name;
 
 beforeAll(async () => {
@@ -17,6 +19,7 @@ beforeAll(async () => {
   const { config } = loadStackConfig((k) => raw[`ha-lb:${k}`]);
   const record: pulumi.ResourceTransformation = (a) => {
     deps.set(a.name, ((a.opts.dependsOn ?? []) as pulumi.Resource[]).map(named));
+    if (a.type === "digitalocean:index/droplet:Droplet") deleteFirst.set(a.name, (a.opts as pulumi.CustomResourceOptions).deleteBeforeReplace);
     return undefined;
   };
   const cluster = new HaLbCluster(
@@ -59,6 +62,13 @@ describe("rolling restarts", () => {
     const d = deps.get("ha-lb-switch-check")!;
     for (const n of ["prod-lb-blue-1", "prod-lb-green-2", "witness"])
       expect(d).toEqual(expect.arrayContaining([`ha-lb-agent-${n}-config`, `ha-lb-agent-${n}-restart`]));
+  });
+
+  it("a replaced droplet (new image, or new userData: the host-key upgrade) is created before the old one is deleted, the witness too", () => {
+    // The new droplet is configured and joins (joint consensus) while the old one still serves; the
+    // old one's retire step then hands over before it is deleted.
+    expect([...deleteFirst.keys()].sort()).toEqual(["prod-lb-blue-1", "prod-lb-blue-2", "prod-lb-green-1", "prod-lb-green-2", "prod-witness"]);
+    for (const [name, v] of deleteFirst) expect(v, name).toBe(false);
   });
 
   it("the retire (handover before delete) step depends on the restart, so it is deleted before the droplet", () => {

@@ -1,7 +1,9 @@
 /**
  * SSH into the test bed's droplets, the way `@pulumi/command`'s remote.Command and CopyToRemote
  * reach real droplets: an sshd per droplet namespace (on its public address), a key pair made for
- * the run, the generated scripts run as the remote command with their stdin.
+ * the run, the generated scripts run as the remote command with their stdin. Each droplet has its own
+ * host key, and every connection pins it (a known_hosts file, strict checking, only the Ed25519
+ * algorithm), as the stack's `hostKey` makes the provider do.
  *
  * The droplets share this host's filesystem, so each gets its own directories (ScriptOptions) and a
  * service manager made of shell snippets (no systemd in a namespace): a pidfile, SIGTERM, a bounded
@@ -20,6 +22,10 @@ export interface SshBed {
   /** Copy a local file to the droplet, as CopyToRemote does. */
   copy(id: string, local: string, remote: string): Promise<void>;
   agentPid(id: string): number | null;
+  /** The droplet's host public key (authorized_keys form), as the stack's `hostKey`. */
+  hostKey(id: string): string;
+  /** Run a command on `id`, pinning the host key of `pinnedId` instead (to show a wrong key is refused). */
+  runPinnedTo(id: string, pinnedId: string, script: string): Promise<{ code: number; out: string; err: string }>;
   close(): Promise<void>;
 }
 
@@ -28,8 +34,19 @@ export async function startSsh(bed: NetBed): Promise<SshBed> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const key = join(dir, "id_ed25519");
   sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
-  sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "host_ed25519")]);
   writeFileSync(join(dir, "authorized_keys"), readFileSync(`${key}.pub`), { mode: 0o600 });
+  // One host key per droplet; each connection gets a known_hosts file holding only the key it pins.
+  const hostKeyFile = (id: string) => join(dir, `host_ed25519_${id}`);
+  const hostKeys = new Map<string, string>();
+  for (const n of bed.nodes.values()) {
+    sh("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "", "-f", hostKeyFile(n.id)]);
+    hostKeys.set(n.id, readFileSync(`${hostKeyFile(n.id)}.pub`, "utf8").trim());
+  }
+  const pin = (address: string, pinnedId: string) => {
+    const file = join(dir, `known_hosts_${address}_${pinnedId}`);
+    writeFileSync(file, `${address} ${hostKeys.get(pinnedId)}\n`, { mode: 0o600 });
+    return file;
+  };
   // sshd's privilege-separation directory; created only if missing, and then removed again.
   const madeRunSshd = !existsSync("/run/sshd");
   if (madeRunSshd) mkdirSync("/run/sshd", { mode: 0o755 });
@@ -48,7 +65,7 @@ export async function startSsh(bed: NetBed): Promise<SshBed> {
       "-o",
       "Port=22",
       "-o",
-      `HostKey=${join(dir, "host_ed25519")}`,
+      `HostKey=${hostKeyFile(n.id)}`,
       "-o",
       `AuthorizedKeysFile=${join(dir, "authorized_keys")}`,
       "-o",
@@ -67,15 +84,21 @@ export async function startSsh(bed: NetBed): Promise<SshBed> {
     for (let i = 0; i < 50 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 20));
     sshdPids.push(Number(readFileSync(pidFile, "utf8").trim()));
   }
-  const sshArgs = (host: string) => [
+  const sshArgs = (host: string, knownHostsFile: string) => [
     "-i",
     key,
     "-o",
     "BatchMode=yes",
     "-o",
-    "StrictHostKeyChecking=no",
+    "StrictHostKeyChecking=yes",
     "-o",
-    "UserKnownHostsFile=/dev/null",
+    `UserKnownHostsFile=${knownHostsFile}`,
+    "-o",
+    "GlobalKnownHostsFile=/dev/null",
+    "-o",
+    "HostKeyAlgorithms=ssh-ed25519",
+    "-o",
+    "CheckHostIP=no",
     "-o",
     "LogLevel=ERROR",
     "-o",
@@ -122,18 +145,27 @@ export async function startSsh(bed: NetBed): Promise<SshBed> {
       const n = bed.node(id);
       // The fipd CLI inside the scripts finds this droplet's config through FIPD_CONFIG.
       const remote = `export FIPD_CONFIG="${join(n.dir, "etc", "fipd.yaml")}"; mkdir -p "${join(n.dir, "opt")}" "${join(n.dir, "bin")}"\n${script}`;
-      return shAsync("ssh", [...sshArgs(n.publicIp), remote], stdin ?? "", timeoutMs);
+      return shAsync("ssh", [...sshArgs(n.publicIp, pin(n.publicIp, id)), remote], stdin ?? "", timeoutMs);
     },
     async copy(id, local, remote) {
       const n = bed.node(id);
       const r = await shAsync(
         "ssh",
-        [...sshArgs(n.publicIp), `mkdir -p "$(dirname "${remote}")" && cat > "${remote}.part" && mv "${remote}.part" "${remote}"`],
+        [...sshArgs(n.publicIp, pin(n.publicIp, id)), `mkdir -p "$(dirname "${remote}")" && cat > "${remote}.part" && mv "${remote}.part" "${remote}"`],
         readFileSync(local, "utf8"),
       );
       if (r.code !== 0) throw new Error(`copy to ${id}:${remote} failed: ${r.err}`);
     },
     agentPid,
+    hostKey: (id) => {
+      const k = hostKeys.get(id);
+      if (!k) throw new Error(`ssh bed: no droplet ${id}`);
+      return k;
+    },
+    async runPinnedTo(id, pinnedId, script) {
+      const n = bed.node(id);
+      return shAsync("ssh", [...sshArgs(n.publicIp, pin(n.publicIp, pinnedId)), script], "", 30_000);
+    },
     async close() {
       for (const n of bed.nodes.values()) {
         const pid = agentPid(n.id);
