@@ -11,6 +11,7 @@
 import type { AgentConfigInput, Color, Member } from "../agent/config.js";
 import { ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import type { HaproxyOptions } from "./haproxy.js";
+import type { Frontend, Pool } from "./lb-config.js";
 
 /**
  * A node id is the droplet's name plus its droplet ID. A replaced droplet (new image or size) keeps
@@ -30,8 +31,13 @@ export interface PlanConfig {
   readonly metricsCidrs: readonly string[];
   /** Timing overrides; the agent's defaults otherwise. */
   readonly failover?: AgentConfigInput["failover"];
-  readonly listenPorts: readonly number[];
-  readonly backends: readonly string[];
+  /** The short form (the bed uses it): one pool behind http frontends. */
+  readonly listenPorts?: readonly number[];
+  readonly backends?: readonly string[];
+  /** The long form (lb-config.ts); PublicStackConfig always has it, the short form normalized. */
+  readonly frontends?: readonly Frontend[];
+  readonly pools?: Readonly<Record<string, Pool>>;
+  readonly maxconn?: number;
 }
 
 /** What the plan needs to know of a droplet once it exists. */
@@ -170,7 +176,16 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
       peerKey: k.peerKey,
       ...(k.previousPeerKey !== undefined ? { previousPeerKey: k.previousPeerKey } : {}),
     },
-    haproxy: lb ? { listenPorts: [...c.listenPorts], backends: [...c.backends], serverName: d.name } : null,
+    haproxy: lb
+      ? {
+          ...(c.frontends && c.pools
+            ? { frontends: [...c.frontends], pools: { ...c.pools } }
+            : { listenPorts: [...(c.listenPorts ?? [80])], backends: [...(c.backends ?? [])] }),
+          ...(c.maxconn !== undefined ? { maxconn: c.maxconn } : {}),
+          ...(c.metricsCidrs.length ? { metricsCidrs: [...c.metricsCidrs] } : {}),
+          serverName: d.name,
+        }
+      : null,
   };
 }
 

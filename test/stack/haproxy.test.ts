@@ -51,12 +51,17 @@ describe("renderHaproxyConfig", () => {
 
   it("binds public listeners only to the anchor placeholder; health on 127.0.0.1:8405, failing without backends", () => {
     const binds = cfg.split("\n").filter((l) => l.trim().startsWith("bind "));
-    expect(binds.map((l) => l.trim())).toEqual(["bind 127.0.0.1:8405", `bind ${ANCHOR_PLACEHOLDER}:80`, `bind ${ANCHOR_PLACEHOLDER}:443`]);
+    expect(binds.map((l) => l.trim())).toEqual([
+      "bind 127.0.0.1:8405",
+      "bind 127.0.0.1:8404",
+      `bind ${ANCHOR_PLACEHOLDER}:80`,
+      `bind ${ANCHOR_PLACEHOLDER}:443`,
+    ]);
     expect(cfg).not.toMatch(/0\.0\.0\.0|\*:|bind :|::/);
     expect(cfg).toContain("monitor-uri /healthz");
-    expect(cfg).toContain("monitor fail if { nbsrv(be_app) lt 1 }");
+    expect(cfg).toContain("monitor fail if { nbsrv(pool_app) lt 1 }");
     expect(cfg).toContain("stats socket /run/haproxy/admin.sock");
-    expect(cfg.match(/check inter 1s fall 2 rise 2/g)).toHaveLength(2);
+    expect(cfg.match(/check inter 1000ms rise 2 fall 2/g)).toHaveLength(2);
     expect(renderHaproxyConfig({ listenPorts: [80], backends: ["a:1"], healthPort: 9000 })).toContain("bind 127.0.0.1:9000");
   });
 

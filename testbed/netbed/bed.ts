@@ -448,7 +448,7 @@ export class NetBed extends ClusterViews {
     const { haproxy } = this.planFor(this.node(id));
     if (!haproxy) throw new Error(`${id} is not a load balancer: it runs no HAProxy`);
     // maxconn: this host limits open files to 20,000, below what the production 20,000 connections need.
-    return renderHaproxyConfig({ ...haproxy, maxconn: 2000, statsSocket: this.haproxyPaths(id).sock });
+    return renderHaproxyConfig({ ...haproxy, maxconn: 2000, statsSocket: this.haproxyPaths(id).sock, runAs: null, masterWorker: false });
   }
 
   /** Install the rendered config with the stack's own install script (anchor from metadata), and (re)start HAProxy. */
