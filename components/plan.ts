@@ -10,7 +10,7 @@
  */
 import type { AgentConfigInput, Color, Member } from "../agent/config.js";
 import { ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
-import type { HaproxyOptions } from "./haproxy.js";
+import { maxconnForSize, type HaproxyOptions } from "./haproxy.js";
 import type { Frontend, Pool } from "./lb-config.js";
 
 /**
@@ -38,6 +38,9 @@ export interface PlanConfig {
   readonly frontends?: readonly Frontend[];
   readonly pools?: Readonly<Record<string, Pool>>;
   readonly maxconn?: number;
+  /** Droplet sizes (PublicStackConfig has them): HAProxy's maxconn follows the LB's memory unless maxconn is set. */
+  readonly size?: string;
+  readonly colors?: Readonly<Record<Color, { readonly size?: string }>>;
 }
 
 /** What the plan needs to know of a droplet once it exists. */
@@ -181,7 +184,7 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
           ...(c.frontends && c.pools
             ? { frontends: [...c.frontends], pools: { ...c.pools } }
             : { listenPorts: [...(c.listenPorts ?? [80])], backends: [...(c.backends ?? [])] }),
-          ...(c.maxconn !== undefined ? { maxconn: c.maxconn } : {}),
+          ...(c.maxconn !== undefined ? { maxconn: c.maxconn } : c.size ? { maxconn: maxconnForSize(c.colors?.[lb.color]?.size ?? c.size) } : {}),
           ...(c.metricsCidrs.length ? { metricsCidrs: [...c.metricsCidrs] } : {}),
           serverName: d.name,
         }

@@ -5,7 +5,9 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ANCHOR_PLACEHOLDER, haproxyInstallScript, renderHaproxyConfig } from "../../components/haproxy.js";
+import { ANCHOR_PLACEHOLDER, certificateFiles, cookieValue, haproxyInstallScript, maxconnForSize, renderHaproxyConfig } from "../../components/haproxy.js";
+import type { Frontend, Pool } from "../../components/lb-config.js";
+import { makePki, type TestPki } from "./pki.js";
 
 const ANCHOR = "10.20.0.5";
 const PUBLIC = "203.0.113.44";
@@ -78,6 +80,115 @@ describe("renderHaproxyConfig", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("a typical site: https with two certificates, redirect, routes, tcp passthrough, re-encryption", () => {
+  let pki: TestPki;
+  let dir: string;
+  beforeAll(() => {
+    pki = makePki(["www.example.com", "api.example.com"], 30);
+    dir = mkdtempSync(join(tmpdir(), "halb-haproxy-site-"));
+  });
+  afterAll(() => {
+    pki.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const pools = (): Record<string, Pool> => ({
+    web: {
+      servers: ["10.10.0.5:8080", "10.10.0.6:8080"],
+      healthCheck: { type: "http", path: "/healthz", expectStatus: 204, intervalMs: 1500, rise: 3, fall: 2 },
+      stickySessions: { cookie: "SRV" },
+      timeouts: { tunnelMs: 7_200_000 },
+    },
+    api: { servers: ["10.10.0.7:9000"], balance: "leastconn", proxyProtocol: "v1", tls: { verify: true, ca: pki.ca, serverName: "api.internal" } },
+    pass: { servers: ["10.10.0.8:443"], proxyProtocol: "v2", balance: "source" },
+  });
+  const frontends: Frontend[] = [
+    { port: 80, protocol: "http", pool: "web", redirectToHttps: true, denyCidrs: ["192.0.2.0/24"] },
+    {
+      port: 443,
+      protocol: "https",
+      pool: "web",
+      certificates: ["www", "api"],
+      hsts: 31536000,
+      routes: [
+        { host: "api.example.com", pool: "api" },
+        { host: "www.example.com", pathPrefix: "/api/", pool: "api" },
+      ],
+      rateLimit: { requestsPerSecond: 50, burst: 20 },
+      timeouts: { httpRequestMs: 5000 },
+    },
+    { port: 8443, protocol: "tcp", pool: "pass", allowCidrs: ["198.51.100.0/24"] },
+  ];
+  const render = (over: Partial<Parameters<typeof renderHaproxyConfig>[0]> = {}) =>
+    renderHaproxyConfig({ frontends, pools: pools(), certDir: dir, metricsCidrs: ["10.10.0.0/16"], maxconn: 8192, serverName: "lb-blue-1", ...over });
+  const install = (cfg: string) => {
+    for (const [n, c] of Object.entries(certificateFiles({ www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] }, pools()))) {
+      writeFileSync(join(dir, n), c, { mode: 0o600 });
+    }
+    const file = join(dir, "haproxy.cfg");
+    writeFileSync(file, cfg.replaceAll(ANCHOR_PLACEHOLDER, ANCHOR));
+    return file;
+  };
+
+  it("is valid for haproxy -c, without a warning", () => {
+    const r = haproxyCheck(install(render()));
+    expect(r.status, r.out).toBe(0);
+    expect(r.out).not.toMatch(/WARNING|ALERT/);
+  });
+
+  it("haproxy -c reads the certificate files: a missing one fails the check", () => {
+    const file = install(render());
+    rmSync(join(dir, "api.pem"));
+    const r = haproxyCheck(file);
+    expect(r.status).not.toBe(0);
+    expect(r.out).toContain("api.pem");
+  });
+
+  it("renders each feature as HAProxy expects it", () => {
+    const cfg = render();
+    const has = (line: string) => expect(cfg.split("\n").map((l) => l.trim())).toContain(line);
+    has(`bind ${ANCHOR_PLACEHOLDER}:443 ssl crt ${dir}/www.pem crt ${dir}/api.pem alpn h2,http/1.1`);
+    has("http-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }");
+    has('http-response set-header Strict-Transport-Security "max-age=31536000"');
+    has("http-request set-header X-Forwarded-Proto https");
+    has("use_backend pool_api if { req.hdr(host),field(1,:),lower -m str api.example.com }");
+    has("use_backend pool_api if { req.hdr(host),field(1,:),lower -m str www.example.com } { path_beg /api/ }");
+    has("tcp-request connection reject if { src 192.0.2.0/24 }");
+    has("tcp-request connection reject unless { src 198.51.100.0/24 }");
+    has("http-request deny deny_status 429 if { sc_http_req_rate(0) gt 70 }"); // 50/s + burst 20
+    has("timeout http-request 5000ms");
+    has("timeout tunnel 7200000ms");
+    has("http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost");
+    has("http-check expect status 204");
+    has("cookie SRV insert indirect nocache httponly");
+    has(`server s_10_10_0_5_8080 10.10.0.5:8080 check inter 1500ms rise 3 fall 2 cookie ${cookieValue("10.10.0.5:8080")}`);
+    has(
+      `server s_10_10_0_7_9000 10.10.0.7:9000 check inter 2000ms rise 2 fall 3 send-proxy check-send-proxy ssl verify required ca-file ${dir}/ca-api.pem sni str(api.internal) check-sni api.internal verifyhost api.internal`,
+    );
+    has("server s_10_10_0_8_443 10.10.0.8:443 check inter 2000ms rise 2 fall 3 send-proxy-v2 check-send-proxy");
+    has("monitor fail if { nbsrv(pool_web) lt 1 } { nbsrv(pool_api) lt 1 } { nbsrv(pool_pass) lt 1 }");
+    has("bind 0.0.0.0:8404");
+    has("tcp-request connection reject unless { src 127.0.0.0/8 10.10.0.0/16 }");
+    for (const l of ["master-worker", "user haproxy", "group haproxy", "chroot /var/lib/haproxy", "maxconn 8192"]) has(l);
+    // http2: false offers http/1.1 only; no metricsCidrs keeps the exporter on loopback.
+    const h1 = render({ frontends: frontends.map((f) => (f.protocol === "https" ? { ...f, http2: false } : f)), metricsCidrs: [] });
+    expect(h1).toContain(`crt ${dir}/api.pem alpn http/1.1\n`);
+    expect(h1).toContain("bind 127.0.0.1:8404");
+  });
+
+  it("sticky cookie values depend on the server only: every LB renders the same", () => {
+    const cookies = (c: string) => c.split("\n").filter((l) => / cookie [0-9a-f]{16}/.test(l));
+    expect(cookies(render({ serverName: "lb-green-2" }))).toEqual(cookies(render()));
+    expect(cookies(render())).toHaveLength(2);
+    expect(cookieValue("10.10.0.5:8080")).not.toBe(cookieValue("10.10.0.6:8080"));
+  });
+
+  it("maxconn is sized from the droplet's memory", () => {
+    expect(maxconnForSize("s-1vcpu-1gb")).toBe(8192);
+    expect(maxconnForSize("s-1vcpu-512mb-10gb")).toBe(4096);
+    expect(maxconnForSize("s-4vcpu-8gb")).toBe(65536);
   });
 });
 
