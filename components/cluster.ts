@@ -1,7 +1,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { METRICS_PORT, PEER_PORT } from "../agent/ports.js";
+import { HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { AgentDeployment } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
 import { Firewalls } from "./firewalls.js";
@@ -149,11 +149,12 @@ export class HaLbCluster extends pulumi.ComponentResource {
         prefix: a.prefix,
         lbTag: network.clusterTag.name,
         witnessTag: witness ? network.witnessTag.name : undefined,
-        listenPorts: c.listenPorts,
+        frontends: c.frontends,
         adminCidrs: c.adminCidrs,
         metricsCidrs: c.metricsCidrs,
         peerPort: PEER_PORT,
         metricsPort: METRICS_PORT,
+        haproxyMetricsPort: HAPROXY_METRICS_PORT,
         witnessAddress: witness?.droplet.ipv4Address,
         lbPublicAddresses: lbs.droplets.map((d) => d.droplet.ipv4Address),
       },

@@ -1,7 +1,7 @@
 /** ha-lb:frontends, ha-lb:pools and ha-lb:certificates: the schema, the rules across them, the short form. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StackConfigError, loadStackConfig, parseStackConfig } from "../../components/config.js";
-import { BASE_CONFIG } from "./harness.js";
+import { BASE_CONFIG, runProgram } from "./harness.js";
 import { makePki, type TestPki } from "./pki.js";
 
 const base: Record<string, unknown> = Object.fromEntries(
@@ -216,5 +216,31 @@ describe("bad input: a precise error, one line per problem", () => {
     expect(lines.join("\n")).not.toMatch(/SECRETGARBAGE|SECRETKEY/);
     const typed = errorsOf((s) => ({ ...s, certificates: { www: { certificate: 7, privateKey: "SECRETKEY" }, api: s.certificates.api } }));
     expect(typed.join("\n")).not.toContain("SECRETKEY");
+  });
+});
+
+describe("the cloud firewall", () => {
+  it("opens exactly the frontends' ports, each restricted to its allowCidrs; the HAProxy exporter like the agent's metrics", async () => {
+    const { "ha-lb:backends": _short, ...rest } = BASE_CONFIG;
+    const r = await runProgram({
+      ...rest,
+      "ha-lb:frontends": JSON.stringify([
+        { port: 80, protocol: "http", pool: "web", denyCidrs: ["192.0.2.0/24"] },
+        { port: 8443, protocol: "tcp", pool: "pass", allowCidrs: ["198.51.100.0/24", "203.0.113.9/32"] },
+      ]),
+      "ha-lb:pools": JSON.stringify({ web: { servers: ["10.10.0.5:8080"] }, pass: { servers: ["10.10.0.8:443"] } }),
+      "ha-lb:metricsCidrs": JSON.stringify(["10.10.0.0/16"]),
+    });
+    const fw = r.resources.find((x) => x.type === "digitalocean:index/firewall:Firewall" && x.name.endsWith("-lb"))!;
+    const tcp = (fw.inputs.inboundRules as Array<Record<string, any>>).filter((x) => x.protocol === "tcp");
+    expect(tcp.map((x) => [x.portRange, x.sourceAddresses])).toEqual([
+      ["80", ["0.0.0.0/0", "::/0"]],
+      ["8443", ["198.51.100.0/24", "203.0.113.9/32"]],
+      ["22", ["203.0.113.0/24"]],
+      ["9465", ["10.10.0.0/16"]],
+      ["8404", ["10.10.0.0/16"]],
+    ]);
+    const witnessFw = r.resources.find((x) => x.type === "digitalocean:index/firewall:Firewall" && x.name.endsWith("-witness"))!;
+    expect((witnessFw.inputs.inboundRules as Array<Record<string, any>>).some((x) => x.portRange === "8404")).toBe(false);
   });
 });
