@@ -4,6 +4,7 @@ import * as random from "@pulumi/random";
 import { HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { AgentDeployment } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
+import type { Certificates } from "./lb-config.js";
 import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
 import { Network } from "./network.js";
@@ -19,6 +20,8 @@ export interface HaLbClusterArgs {
   /** Secrets, as Outputs marked secret. */
   readonly agentToken: pulumi.Input<string>;
   readonly sshPrivateKey: pulumi.Input<string>;
+  /** Secret: ha-lb:certificates, checked at preview (lb-config.ts). */
+  readonly certificates?: pulumi.Input<Certificates>;
   /** The agent bundle (agent/build.ts), deployed by content hash. */
   readonly bundle: { path: string; sha256: string };
   /** Prefix of every name (the stack name, sanitized). */
@@ -252,6 +255,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
             if (!x.haproxy) throw new Error(`plan: the load balancer ${x.name} has no HAProxy options`);
             return x.haproxy;
           }),
+          certificates: a.certificates,
           after,
         },
         p,

@@ -240,15 +240,39 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
   return lines.join("\n") + "\n";
 }
 
+/** The line that starts each file after the config in the bundle on the install script's stdin. */
+export const BUNDLE_FILE_MARK = "#%halb-file ";
+
 /**
- * A POSIX sh script: reads the rendered config on stdin, fills in the anchor IPv4 from the metadata
- * service, validates it with `haproxy -c`, installs it atomically and reloads HAProxy.
+ * What the install script reads on stdin: the config, then each certificate file after a
+ * `#%halb-file <name>` line. Holds keys: only ever the stdin of a command with secret stdin and
+ * `logging: "none"`.
+ */
+export function haproxyBundle(config: string, files: Readonly<Record<string, string>> = {}): string {
+  let out = config.endsWith("\n") ? config : `${config}\n`;
+  for (const [name, text] of Object.entries(files)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) throw new Error(`HAProxy bundle: bad file name ${JSON.stringify(name)}`);
+    if (text.split("\n").some((l) => l.startsWith(BUNDLE_FILE_MARK))) throw new Error(`HAProxy bundle: ${name} holds a line starting with the file mark`);
+    out += `${BUNDLE_FILE_MARK}${name}\n${text.endsWith("\n") ? text : `${text}\n`}`;
+  }
+  return out;
+}
+
+/**
+ * A POSIX sh script: reads the bundle (haproxyBundle) on stdin, writes the certificate files
+ * (0600, root, umask 077) into a new directory beside the running set, fills in the anchor IPv4
+ * from the metadata service and that directory, checks the whole new set with `haproxy -c` (not
+ * `-q`, which prints nothing on error), and only then installs the config atomically and reloads
+ * HAProxy. A set that fails the check is removed, leaves the running one untouched, and fails the
+ * command with HAProxy's message. Older sets are removed after the reload.
  */
 export interface HaproxyInstallOptions {
   /** Default METADATA_URL (DigitalOcean's metadata service, agent/ports.ts). */
   metadataUrl?: string;
   /** Default /etc/haproxy/haproxy.cfg. */
   configPath?: string;
+  /** Where the certificate sets live, one directory each (default: ha-lb beside the config, /etc/haproxy/ha-lb). */
+  certRoot?: string;
   /** Default `systemctl reload-or-restart haproxy` (a graceful reload when HAProxy runs). */
   reloadCommand?: string;
   /** Metadata fetch retries, one second apart (default 10). */
@@ -258,25 +282,44 @@ export interface HaproxyInstallOptions {
 export function haproxyInstallScript(o: HaproxyInstallOptions = {}): string {
   const md = o.metadataUrl ?? METADATA_URL;
   const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
+  const root = o.certRoot ?? `${cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./"}ha-lb`;
   const reload = o.reloadCommand ?? "systemctl reload-or-restart haproxy";
   return `set -eu
+umask 077
+mkdir -p "${root}"
+chmod 700 "${root}"
+new=$(mktemp -d "${root}/set.XXXXXX")
 tmp=$(mktemp "${cfg}.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -rf "$new"; rm -f "$tmp"' EXIT
 anchor=$(curl -fsS --retry ${o.retries ?? 10} --retry-delay 1 --retry-connrefused --max-time 3 ${md}/metadata/v1/interfaces/public/0/anchor_ipv4/address || true)
 if ! printf '%s' "$anchor" | grep -Eq '^[0-9]{1,3}([.][0-9]{1,3}){3}$'; then
   echo "ha-lb: no anchor IPv4 from the metadata service (${md}), got '$anchor'; refusing to bind HAProxy to anything else" >&2
   exit 1
 fi
-sed "s/${ANCHOR_PLACEHOLDER}/$anchor/g" > "$tmp"
+awk -v dir="$new" 'BEGIN { out = dir "/haproxy.cfg" }
+  index($0, "${BUNDLE_FILE_MARK}") == 1 {
+    name = substr($0, ${BUNDLE_FILE_MARK.length + 1})
+    if (name !~ /^[A-Za-z0-9][A-Za-z0-9._-]*$/ || name == "haproxy.cfg") { print "ha-lb: a bad file name in the HAProxy bundle" > "/dev/stderr"; exit 1 }
+    close(out); out = dir "/" name; next
+  }
+  { print > out }'
+sed -e "s/${ANCHOR_PLACEHOLDER}/$anchor/g" -e "s|${CERT_DIR_PLACEHOLDER}|$new|g" "$new/haproxy.cfg" > "$tmp"
+rm -f "$new/haproxy.cfg"
 if ! grep -q "bind $anchor:" "$tmp"; then
   echo "ha-lb: the HAProxy config on stdin has no listener on ${ANCHOR_PLACEHOLDER}; refusing to install it" >&2
   exit 1
 fi
-haproxy -c -q -f "$tmp"
+if ! out=$(haproxy -c -f "$tmp" 2>&1); then
+  printf 'ha-lb: haproxy -c refused the new config; the running one is untouched:\n%s\n' "$out" >&2
+  exit 1
+fi
 chmod 644 "$tmp"
 mv "$tmp" "${cfg}"
 trap - EXIT
 ${reload}
-echo "ha-lb: HAProxy config installed, listeners on $anchor"
+for old in "${root}"/set.*; do
+  if [ "$old" != "$new" ] && [ -d "$old" ]; then rm -rf "$old"; fi
+done
+echo "ha-lb: HAProxy config installed, listeners on $anchor, certificates in $new"
 `;
 }

@@ -1,7 +1,7 @@
 /** ha-lb:frontends, ha-lb:pools and ha-lb:certificates: the schema, the rules across them, the short form. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StackConfigError, loadStackConfig, parseStackConfig } from "../../components/config.js";
-import { BASE_CONFIG, runProgram } from "./harness.js";
+import { BASE_CONFIG, isSecretValue, plainView, runProgram, unwrap } from "./harness.js";
 import { makePki, type TestPki } from "./pki.js";
 
 const base: Record<string, unknown> = Object.fromEntries(
@@ -242,5 +242,36 @@ describe("the cloud firewall", () => {
     ]);
     const witnessFw = r.resources.find((x) => x.type === "digitalocean:index/firewall:Firewall" && x.name.endsWith("-witness"))!;
     expect((witnessFw.inputs.inboundRules as Array<Record<string, any>>).some((x) => x.portRange === "8404")).toBe(false);
+  });
+});
+
+describe("certificate delivery", () => {
+  it("certificates reach the droplets only on the secret stdin of a command that logs nothing", async () => {
+    const { "ha-lb:backends": _short, ...rest } = BASE_CONFIG;
+    const s = site();
+    const r = await runProgram(
+      {
+        ...rest,
+        "ha-lb:frontends": JSON.stringify(s.frontends),
+        "ha-lb:pools": JSON.stringify(s.pools),
+        "ha-lb:certificates": JSON.stringify(s.certificates),
+      },
+      "dev",
+      ["ha-lb:agentToken", "ha-lb:sshPrivateKey", "ha-lb:certificates"],
+    );
+    expect(r.warnings).toEqual([]);
+    const installs = r.resources.filter((x) => x.type === "command:remote:Command" && x.name.endsWith("-haproxy"));
+    expect(installs).toHaveLength(2);
+    for (const c of installs) {
+      expect(c.inputs.logging).toBe("none");
+      expect(isSecretValue(c.inputs.stdin)).toBe(true);
+      const stdin = String(unwrap(c.inputs.stdin));
+      expect(stdin).toContain("ssl crt @CERT_DIR@/www.pem crt @CERT_DIR@/api.pem alpn h2,http/1.1");
+      expect(stdin).toContain(`#%halb-file www.pem\n${s.certificates.www.certificate}${s.certificates.www.privateKey}`);
+      expect(c.inputs.create).not.toContain("PRIVATE KEY");
+    }
+    // Nothing Pulumi would show or store in plain text holds a key or a certificate.
+    const plain = JSON.stringify(plainView(r.resources.map((x) => x.inputs)));
+    for (const part of secretParts()) expect(plain).not.toContain(part);
   });
 });

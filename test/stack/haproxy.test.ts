@@ -1,11 +1,20 @@
 /** The rendered HAProxy config and its install script, checked with the real haproxy (CI installs it). */
 import { spawn, spawnSync } from "node:child_process";
 import { createServer, type Server } from "node:http";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ANCHOR_PLACEHOLDER, certificateFiles, cookieValue, haproxyInstallScript, maxconnForSize, renderHaproxyConfig } from "../../components/haproxy.js";
+import {
+  ANCHOR_PLACEHOLDER,
+  BUNDLE_FILE_MARK,
+  certificateFiles,
+  haproxyBundle,
+  cookieValue,
+  haproxyInstallScript,
+  maxconnForSize,
+  renderHaproxyConfig,
+} from "../../components/haproxy.js";
 import type { Frontend, Pool } from "../../components/lb-config.js";
 import { makePki, type TestPki } from "./pki.js";
 
@@ -206,7 +215,8 @@ describe("haproxyInstallScript", () => {
       expect(installed).not.toMatch(/0\.0\.0\.0|\*:/);
       expect(installed).not.toContain(PUBLIC);
       expect(readFileSync(join(dir, "reloaded"), "utf8").trim()).toBe("reloaded");
-      expect(readdirSync(dir).sort()).toEqual(["haproxy.cfg", "reloaded"]); // no temp file left behind
+      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "haproxy.cfg", "reloaded"]); // no temp file left behind
+      expect(readdirSync(join(dir, "ha-lb"))).toHaveLength(1); // the one set in use
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -228,9 +238,60 @@ describe("haproxyInstallScript", () => {
       expect(empty.code).not.toBe(0);
       const invalid = await sh(haproxyInstallScript({ ...opts, metadataUrl: mdUrl }), good.replace("balance roundrobin", "balance nonsense"));
       expect(invalid.code).not.toBe(0);
+      expect(invalid.stderr).toMatch(/haproxy -c refused the new config; the running one is untouched:\n[\s\S]*balance only supports/);
       expect(readFileSync(configPath, "utf8")).toBe("# the old config\n");
-      expect(readdirSync(dir)).toEqual(["haproxy.cfg"]);
+      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "haproxy.cfg"]);
+      expect(readdirSync(join(dir, "ha-lb"))).toEqual([]);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("installs certificates from the bundle (0600 in a new 0700 set) with the config; a set failing haproxy -c leaves the running one untouched", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
+    const pki = makePki(["www.example.com", "api.example.com"], 30);
+    try {
+      const configPath = join(dir, "haproxy.cfg");
+      const opts = { configPath, metadataUrl: mdUrl, reloadCommand: `echo reloaded >> ${join(dir, "reloads")}`, retries: 0 };
+      const frontends: Frontend[] = [{ port: 443, protocol: "https", pool: "web", certificates: ["www", "api"] }];
+      const pools: Record<string, Pool> = { web: { servers: ["10.10.0.5:8080"] } };
+      const cfg = renderHaproxyConfig({ frontends, pools, runAs: null });
+      const certs = { www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] };
+      const ok = await sh(haproxyInstallScript(opts), haproxyBundle(cfg, certificateFiles(certs, pools)));
+      expect(ok.code, ok.stderr).toBe(0);
+      const [set] = readdirSync(join(dir, "ha-lb"));
+      const setDir = join(dir, "ha-lb", set);
+      expect(statSync(setDir).mode & 0o777).toBe(0o700);
+      expect(readdirSync(setDir).sort()).toEqual(["api.pem", "www.pem"]);
+      for (const f of ["api.pem", "www.pem"]) expect(statSync(join(setDir, f)).mode & 0o777).toBe(0o600);
+      expect(readFileSync(join(setDir, "www.pem"), "utf8")).toBe(certs.www.certificate + certs.www.privateKey);
+      const installed = readFileSync(configPath, "utf8");
+      expect(installed).toContain(`bind ${ANCHOR}:443 ssl crt ${setDir}/www.pem crt ${setDir}/api.pem alpn h2,http/1.1`);
+      expect(installed).not.toContain("PRIVATE KEY");
+      expect(ok.stdout + ok.stderr).not.toContain("PRIVATE KEY");
+
+      // A key that does not match its certificate: haproxy -c refuses, its message is shown, nothing changes.
+      const bad = { www: { ...certs.www, privateKey: certs.api.privateKey }, api: certs.api };
+      const refused = await sh(haproxyInstallScript(opts), haproxyBundle(cfg, certificateFiles(bad, pools)));
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/haproxy -c refused the new config; the running one is untouched:\n[\s\S]*www\.pem/);
+      expect(refused.stderr).not.toContain("PRIVATE KEY");
+      expect(readFileSync(configPath, "utf8")).toBe(installed);
+      expect(readdirSync(join(dir, "ha-lb"))).toEqual([set]);
+      expect(readFileSync(join(setDir, "www.pem"), "utf8")).toBe(certs.www.certificate + certs.www.privateKey);
+      expect(readFileSync(join(dir, "reloads"), "utf8")).toBe("reloaded\n");
+
+      // A rotation: a new set, the config points at it, the old set is gone after the reload.
+      const rotated = await sh(haproxyInstallScript(opts), haproxyBundle(cfg, certificateFiles({ www: certs.api, api: certs.www }, pools)));
+      expect(rotated.code, rotated.stderr).toBe(0);
+      const sets = readdirSync(join(dir, "ha-lb"));
+      expect(sets).toHaveLength(1);
+      expect(sets[0]).not.toBe(set);
+      expect(readFileSync(configPath, "utf8")).toContain(`crt ${join(dir, "ha-lb", sets[0])}/www.pem`);
+      expect(() => haproxyBundle(cfg, { "../x": "y" })).toThrow(/bad file name/);
+      expect(() => haproxyBundle(cfg, { x: `${BUNDLE_FILE_MARK}haproxy.cfg\n` })).toThrow(/file mark/);
+    } finally {
+      pki.cleanup();
       rmSync(dir, { recursive: true, force: true });
     }
   });
