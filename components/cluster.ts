@@ -1,4 +1,5 @@
 import * as command from "@pulumi/command";
+import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
@@ -8,6 +9,7 @@ import type { Certificates } from "./lb-config.js";
 import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
 import { Network } from "./network.js";
+import { poolTags, resolveTaggedPools } from "./pool-servers.js";
 import { memberIdsOf, planCluster, type ClusterPlan, type DropletFacts, type DropletPlan, type LbFacts } from "./plan.js";
 import { ReservedIpComponent } from "./reserved-ip.js";
 import { rollingOrder } from "./rolling-order.js";
@@ -200,9 +202,14 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const material = pulumi
       .all([a.agentToken, current, previous])
       .apply(([agentToken, peerKey, previousPeerKey]): Record<KeyName, string | undefined> => ({ agentToken, peerKey, previousPeerKey }));
-    const plan = pulumi.all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion]).apply(([l, w, ip, version]) =>
+    // Pools given by tag: resolved to the tagged droplets' VPC addresses at every `pulumi up` (pool-servers.ts).
+    const tagged = pulumi.all(
+      Object.fromEntries(poolTags(c.pools).map((t) => [t, digitalocean.getDropletsOutput({ filters: [{ key: "tags", values: [t] }] }, p).droplets])),
+    );
+    const pools = pulumi.all([tagged, network.vpc.id]).apply(([byTag, vpc]) => resolveTaggedPools(c.pools, byTag, vpc));
+    const plan = pulumi.all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion, pools]).apply(([l, w, ip, version, resolved]) =>
       planCluster<KeyName>({
-        config: c,
+        config: { ...c, pools: resolved },
         lbs: l,
         witness: w,
         reservedIp: ip,

@@ -1,7 +1,8 @@
 /** ha-lb:frontends, ha-lb:pools and ha-lb:certificates: the schema, the rules across them, the short form. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StackConfigError, loadStackConfig, parseStackConfig } from "../../components/config.js";
-import { BASE_CONFIG, isSecretValue, plainView, runProgram, unwrap } from "./harness.js";
+import { resolveTaggedPools } from "../../components/pool-servers.js";
+import { BASE_CONFIG, isSecretValue, plainView, runProgram, taggedDroplets, unwrap } from "./harness.js";
 import { makePki, type TestPki } from "./pki.js";
 
 const base: Record<string, unknown> = Object.fromEntries(
@@ -273,5 +274,41 @@ describe("certificate delivery", () => {
     // Nothing Pulumi would show or store in plain text holds a key or a certificate.
     const plain = JSON.stringify(plainView(r.resources.map((x) => x.inputs)));
     for (const part of secretParts()) expect(plain).not.toContain(part);
+  });
+});
+
+describe("pools given by tag", () => {
+  const d = (name: string, addr: string, vpc = "vpc-lb") => ({ name, ipv4AddressPrivate: addr, vpcUuid: vpc });
+
+  it("resolve to the tagged droplets' VPC addresses on the pool's port, sorted; pools with servers stay as they are", () => {
+    const pools = { app: { tag: "app", port: 8080, balance: "leastconn" as const }, fixed: { servers: ["10.10.0.9:80"] } };
+    expect(resolveTaggedPools(pools, { app: [d("app-2", "10.10.0.22"), d("app-1", "10.10.0.21")] }, "vpc-lb")).toEqual({
+      app: { servers: ["10.10.0.21:8080", "10.10.0.22:8080"], balance: "leastconn" },
+      fixed: { servers: ["10.10.0.9:80"] },
+    });
+  });
+
+  it("a tagged droplet outside the LBs' VPC, or no tagged droplet at all, fails with the reason", () => {
+    const pools = { app: { tag: "app", port: 8080 }, api: { tag: "api", port: 9000 } };
+    expect(() => resolveTaggedPools(pools, { app: [d("app-1", "10.10.0.21"), d("app-9", "10.99.0.5", "vpc-other")] }, "vpc-lb")).toThrow(
+      /ha-lb:pools: app: the droplet app-9 \(tag "app"\) is in VPC vpc-other, not the LBs' VPC vpc-lb, so the LBs cannot reach it[\s\S]*ha-lb:pools: api: no droplet has the tag "api"/,
+    );
+  });
+
+  it("the program resolves a tag at `pulumi up` into the HAProxy config", async () => {
+    const { "ha-lb:backends": _short, ...rest } = BASE_CONFIG;
+    // The mocked VPC's id is its resource name + "_id" (harness.ts).
+    taggedDroplets.app = [d("app-1", "10.10.0.21", "ha-lb-network-vpc_id")];
+    try {
+      const r = await runProgram({
+        ...rest,
+        "ha-lb:frontends": JSON.stringify([{ port: 80, protocol: "http", pool: "app" }]),
+        "ha-lb:pools": JSON.stringify({ app: { tag: "app", port: 8080 } }),
+      });
+      const install = r.resources.find((x) => x.type === "command:remote:Command" && x.name.endsWith("-haproxy"))!;
+      expect(String(unwrap(install.inputs.stdin))).toContain("server s_10_10_0_21_8080 10.10.0.21:8080 check");
+    } finally {
+      delete taggedDroplets.app;
+    }
   });
 });

@@ -34,6 +34,9 @@ export const BASE_CONFIG: Record<string, string> = {
   "ha-lb:agentToken": "dop_v1_0123456789abcdef0123456789abcdefTOKENSECRET",
 };
 
+/** What the mocked getDroplets answers, per tag (tests set it). */
+export const taggedDroplets: Record<string, { name: string; ipv4AddressPrivate: string; vpcUuid: string }[]> = {};
+
 const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
 
 /** Mocks the provider; returns the list every declared resource lands in. `localCommand` gives a command:local:Command's stdout. */
@@ -57,6 +60,11 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
         return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
       },
       call(a) {
+        // Pools given by tag (components/pool-servers.ts): the droplets taggedDroplets holds for the tag.
+        if (a.token === "digitalocean:index/getDroplets:getDroplets") {
+          const tag = (a.inputs.filters as { key: string; values: string[] }[])[0].values[0];
+          return { id: "droplets", droplets: taggedDroplets[tag] ?? [] };
+        }
         throw new Error(`unmocked invoke ${a.token}`);
       },
     },
