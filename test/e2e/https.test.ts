@@ -5,24 +5,33 @@
  * and curl, as the other e2e tests.
  */
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HOST_IP, NetBed, RESERVED_IP, shAsync } from "../../testbed/netbed/bed.js";
+import { CLIENT_IP, HOST_IP, NetBed, RESERVED_IP, shAsync } from "../../testbed/netbed/bed.js";
 import type { Pool } from "../../components/lb-config.js";
 import { makePki, type TestPki } from "../stack/pki.js";
 
 let bed: NetBed;
 let pki: TestPki;
 let api: Server;
+let tls: HttpsServer;
+let pp2: NetServer;
 let caFile: string;
 
 beforeAll(async () => {
-  pki = makePki(["www.example.com", "api.example.com"], 30);
+  pki = makePki(["www.example.com", "api.example.com", "backend.example.com"], 30);
   caFile = join(pki.dir, "ca.pem");
   writeFileSync(caFile, pki.ca);
-  const pools: Record<string, Pool> = { web: { servers: ["@APP@"] }, api: { servers: ["@API@"], healthCheck: { type: "http", path: "/" } } };
+  const pools: Record<string, Pool> = {
+    web: { servers: ["@APP@"] },
+    api: { servers: ["@API@"], healthCheck: { type: "http", path: "/" } },
+    sticky: { servers: ["@APP@", "@API@"], stickySessions: { cookie: "SRV" } },
+    passthrough: { servers: ["@TLS@"] },
+    proxied: { servers: ["@PP2@"], proxyProtocol: "v2" },
+  };
   bed = await NetBed.start({
     lbs: ["blue", "blue"],
     witness: true,
@@ -30,6 +39,11 @@ beforeAll(async () => {
       frontends: [
         { port: 80, protocol: "http", pool: "web", redirectToHttps: true },
         { port: 443, protocol: "https", pool: "web", certificates: ["www", "api"], hsts: 31536000, routes: [{ host: "api.example.com", pool: "api" }] },
+        { port: 8080, protocol: "http", pool: "sticky" },
+        { port: 8081, protocol: "http", pool: "web", denyCidrs: [`${CLIENT_IP}/32`] },
+        { port: 8082, protocol: "http", pool: "web", rateLimit: { requestsPerSecond: 5 } },
+        { port: 8443, protocol: "tcp", pool: "passthrough" },
+        { port: 8444, protocol: "tcp", pool: "proxied" },
       ],
       pools,
       certificates: { www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] },
@@ -38,7 +52,23 @@ beforeAll(async () => {
   // A second app (on the bed's host address, which exists once the bed runs), so that routing to the api pool shows in the answer.
   api = createServer((_req, res) => res.end("api\n"));
   await new Promise<void>((r, j) => (api.once("error", j), api.listen(0, HOST_IP, () => r())));
-  pools.api = { ...pools.api, servers: [`${HOST_IP}:${(api.address() as AddressInfo).port}`] };
+  // A TLS server with its own certificate (passthrough), and one that reads the PROXY v2 header and answers with the source it names.
+  tls = createHttpsServer({ cert: pki.certs["backend.example.com"].certificate, key: pki.certs["backend.example.com"].privateKey }, (_req, res) =>
+    res.end("backend\n"),
+  );
+  await new Promise<void>((r, j) => (tls.once("error", j), tls.listen(0, HOST_IP, () => r())));
+  pp2 = createNetServer((sock) => {
+    sock.once("data", (b: Buffer) => {
+      // 12-byte signature, version/command, family, length; then IPv4 source and destination.
+      const local = (b[12] & 0x0f) === 0;
+      sock.end(local ? "local\n" : `src=${[...b.subarray(16, 20)].join(".")}\n`);
+    });
+    sock.on("error", () => undefined);
+  });
+  await new Promise<void>((r, j) => (pp2.once("error", j), pp2.listen(0, HOST_IP, () => r())));
+  const addr = (srv: { address(): unknown }) => `${HOST_IP}:${(srv.address() as AddressInfo).port}`;
+  const real: Record<string, string> = { "@API@": addr(api), "@TLS@": addr(tls), "@PP2@": addr(pp2) };
+  for (const [k, p] of Object.entries(pools)) pools[k] = { ...p, servers: p.servers!.map((x) => real[x] ?? x) };
   for (const id of ["lb-blue-1", "lb-blue-2"]) await bed.installHaproxy(id);
   for (const id of bed.nodes.keys()) await bed.startAgent(id);
   await bed.waitForStableLeader();
@@ -46,7 +76,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await bed?.close();
-  await new Promise<void>((r) => (api ? api.close(() => r()) : r()));
+  for (const srv of [api, tls, pp2]) await new Promise<void>((r) => (srv ? srv.close(() => r()) : r()));
   pki?.cleanup();
 }, 60_000);
 
@@ -103,5 +133,58 @@ describe("HTTPS through the Reserved IP", () => {
     const acme = await curl(["-D", "-", "http://www.example.com/.well-known/acme-challenge/token"]);
     expect(acme.out).toMatch(/^HTTP\/1\.1 200/);
     expect(acme.out).toMatch(/\nok\n/);
+  });
+});
+
+describe("pools and access control through the Reserved IP", () => {
+  const plain = (args: string[]) => shAsync("ip", ["netns", "exec", "halb-cl", "curl", "-sS", "--max-time", "3", ...args]);
+
+  it("a sticky cookie keeps one client on one server for 20 requests (without it, the pool alternates)", async () => {
+    const jar = join(pki.dir, "jar.txt");
+    const bodies: string[] = [];
+    for (let i = 0; i < 20; i++) bodies.push((await plain(["-b", jar, "-c", jar, `http://${RESERVED_IP}:8080/`])).out.trim());
+    expect(bodies).toHaveLength(20);
+    expect(new Set(bodies).size, bodies.join(",")).toBe(1);
+    const loose: string[] = [];
+    for (let i = 0; i < 4; i++) loose.push((await plain([`http://${RESERVED_IP}:8080/`])).out.trim());
+    expect(new Set(loose)).toEqual(new Set(["ok", "api"]));
+  });
+
+  it("a denied CIDR is refused; the rate limit answers 429 over requestsPerSecond + burst", async () => {
+    const denied = await plain([`http://${RESERVED_IP}:8081/`]);
+    expect(denied.code).not.toBe(0);
+    expect((await plain([`http://${RESERVED_IP}:80/.well-known/acme-challenge/x`])).out).toBe("ok\n"); // the client itself is fine
+    const urls = Array.from({ length: 12 }, () => ["-o", "/dev/null", `http://${RESERVED_IP}:8082/`]).flat();
+    const codes = (await plain(["-w", "%{http_code}\n", ...urls])).out.trim().split("\n");
+    expect(codes.slice(0, 5)).toEqual(["200", "200", "200", "200", "200"]);
+    expect(codes).toContain("429");
+  });
+
+  it("tcp passthrough: the client sees the backend's own certificate", async () => {
+    const r = await shAsync("ip", [
+      "netns",
+      "exec",
+      "halb-cl",
+      "curl",
+      "-sS",
+      "-v",
+      "--max-time",
+      "5",
+      "--cacert",
+      caFile,
+      "--resolve",
+      `backend.example.com:8443:${RESERVED_IP}`,
+      "https://backend.example.com:8443/",
+    ]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe("backend\n");
+    expect(r.err).toMatch(/subject: CN=backend\.example\.com/);
+  });
+
+  it("a server reading the PROXY v2 header sees the client's real address", async () => {
+    const script = `const s=require("net").connect(8444,"${RESERVED_IP}");let d="";s.on("data",(b)=>d+=b);s.on("end",()=>{process.stdout.write(d,()=>process.exit(0))});s.on("error",(e)=>{console.error(e.message);process.exit(1)});s.write("hi");setTimeout(()=>process.exit(2),4000)`;
+    const r = await shAsync("ip", ["netns", "exec", "halb-cl", process.execPath, "-e", script]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe(`src=${CLIENT_IP}\n`);
   });
 });
