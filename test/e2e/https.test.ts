@@ -19,6 +19,8 @@ let pki: TestPki;
 let api: Server;
 let tls: HttpsServer;
 let pp2: NetServer;
+let hc: Server;
+let hcFailing = false;
 let caFile: string;
 
 beforeAll(async () => {
@@ -31,6 +33,7 @@ beforeAll(async () => {
     sticky: { servers: ["@APP@", "@API@"], stickySessions: { cookie: "SRV" } },
     passthrough: { servers: ["@TLS@"] },
     proxied: { servers: ["@PP2@"], proxyProtocol: "v2" },
+    checked: { servers: ["@HC@"], healthCheck: { type: "http", path: "/hc", expectStatus: 200, intervalMs: 200, rise: 3, fall: 2 } },
   };
   bed = await NetBed.start({
     lbs: ["blue", "blue"],
@@ -44,6 +47,7 @@ beforeAll(async () => {
         { port: 8082, protocol: "http", pool: "web", rateLimit: { requestsPerSecond: 5 } },
         { port: 8443, protocol: "tcp", pool: "passthrough" },
         { port: 8444, protocol: "tcp", pool: "proxied" },
+        { port: 8083, protocol: "http", pool: "checked" },
       ],
       pools,
       certificates: { www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] },
@@ -67,7 +71,13 @@ beforeAll(async () => {
   });
   await new Promise<void>((r, j) => (pp2.once("error", j), pp2.listen(0, HOST_IP, () => r())));
   const addr = (srv: { address(): unknown }) => `${HOST_IP}:${(srv.address() as AddressInfo).port}`;
-  const real: Record<string, string> = { "@API@": addr(api), "@TLS@": addr(tls), "@PP2@": addr(pp2) };
+  // A server whose health path answers 200 or 500 as the test says.
+  hc = createServer((req, res) => {
+    res.statusCode = req.url === "/hc" && !hcFailing ? 200 : req.url === "/hc" ? 500 : 200;
+    res.end("checked\n");
+  });
+  await new Promise<void>((r, j) => (hc.once("error", j), hc.listen(0, HOST_IP, () => r())));
+  const real: Record<string, string> = { "@API@": addr(api), "@TLS@": addr(tls), "@PP2@": addr(pp2), "@HC@": addr(hc) };
   for (const [k, p] of Object.entries(pools)) pools[k] = { ...p, servers: p.servers!.map((x) => real[x] ?? x) };
   for (const id of ["lb-blue-1", "lb-blue-2"]) await bed.installHaproxy(id);
   for (const id of bed.nodes.keys()) await bed.startAgent(id);
@@ -76,7 +86,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await bed?.close();
-  for (const srv of [api, tls, pp2]) await new Promise<void>((r) => (srv ? srv.close(() => r()) : r()));
+  for (const srv of [api, tls, pp2, hc]) await new Promise<void>((r) => (srv ? srv.close(() => r()) : r()));
   pki?.cleanup();
 }, 60_000);
 
@@ -186,5 +196,40 @@ describe("pools and access control through the Reserved IP", () => {
     const r = await shAsync("ip", ["netns", "exec", "halb-cl", process.execPath, "-e", script]);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toBe(`src=${CLIENT_IP}\n`);
+  });
+});
+
+describe("health checks through the Reserved IP", () => {
+  it("a server failing its health path leaves the pool within interval × fall, and returns after rise", async () => {
+    const status = async () =>
+      (
+        await shAsync("ip", [
+          "netns",
+          "exec",
+          "halb-cl",
+          "curl",
+          "-s",
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code}",
+          "--max-time",
+          "2",
+          `http://${RESERVED_IP}:8083/`,
+        ])
+      ).out;
+    await bed.waitFor("the checked server up", async () => (await status()) === "200", 10_000, 50);
+    hcFailing = true;
+    const t0 = Date.now();
+    await bed.waitFor("the checked server out of the pool (503)", async () => (await status()) === "503", 5_000, 25);
+    const downMs = Date.now() - t0;
+    hcFailing = false;
+    const t1 = Date.now();
+    await bed.waitFor("the checked server back (200)", async () => (await status()) === "200", 5_000, 25);
+    const upMs = Date.now() - t1;
+    // interval 200 ms × fall 2 = 400 ms, × rise 3 = 600 ms; plus one interval of phase and the polling.
+    expect(downMs).toBeLessThan(200 * 2 + 200 + 600);
+    expect(upMs).toBeLessThan(200 * 3 + 200 + 600);
+    expect(upMs).toBeGreaterThanOrEqual(200 * 2);
   });
 });
