@@ -233,3 +233,48 @@ describe("health checks through the Reserved IP", () => {
     expect(upMs).toBeGreaterThanOrEqual(200 * 2);
   });
 });
+
+describe("failover with HTTPS", () => {
+  it("kill -9 of the holder (agent and HAProxy): HTTPS is served again, by another droplet, with the same certificate", async () => {
+    const https = async () => {
+      const r = await shAsync("ip", [
+        "netns",
+        "exec",
+        "halb-cl",
+        "curl",
+        "-sS",
+        "-v",
+        "--max-time",
+        "2",
+        "--cacert",
+        caFile,
+        "--resolve",
+        `www.example.com:443:${RESERVED_IP}`,
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "https://www.example.com/",
+      ]);
+      if (r.code !== 0) return null;
+      return { servedBy: r.out.match(/^x-served-by:\s*(\S+)/im)?.[1], fingerprint: r.err.match(/subject: .*|expire date: .*/g)?.join(" ") };
+    };
+    const victim = bed.holder()!;
+    const before = await https();
+    expect(before?.servedBy).toBe(victim);
+    expect(before?.fingerprint).toMatch(/subject: CN=www\.example\.com .*expire date: /);
+    await bed.stopAgent(victim, "SIGKILL");
+    await bed.stopHaproxy(victim);
+    const after = await bed.waitFor(
+      "HTTPS answered by another droplet",
+      async () => {
+        const r = await https();
+        return r && r.servedBy !== victim ? r : null;
+      },
+      30_000,
+      50,
+    );
+    expect(after.servedBy).toMatch(/^lb-blue-\d$/);
+    expect(after.fingerprint).toBe(before!.fingerprint);
+  });
+});
