@@ -11,7 +11,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLIENT_IP, HOST_IP, NetBed, RESERVED_IP, shAsync } from "../../testbed/netbed/bed.js";
-import type { Pool } from "../../components/lb-config.js";
+import type { Certificates, Frontend, Pool } from "../../components/lb-config.js";
 import { makePki, type TestPki } from "../stack/pki.js";
 
 let bed: NetBed;
@@ -21,6 +21,7 @@ let tls: HttpsServer;
 let pp2: NetServer;
 let hc: Server;
 let hcFailing = false;
+let lbOpts: { frontends: Frontend[]; pools: Record<string, Pool>; certificates: Certificates };
 let caFile: string;
 
 beforeAll(async () => {
@@ -38,7 +39,7 @@ beforeAll(async () => {
   bed = await NetBed.start({
     lbs: ["blue", "blue"],
     witness: true,
-    lb: {
+    lb: (lbOpts = {
       frontends: [
         { port: 80, protocol: "http", pool: "web", redirectToHttps: true },
         { port: 443, protocol: "https", pool: "web", certificates: ["www", "api"], hsts: 31536000, routes: [{ host: "api.example.com", pool: "api" }] },
@@ -51,7 +52,7 @@ beforeAll(async () => {
       ],
       pools,
       certificates: { www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] },
-    },
+    }),
   });
   // A second app (on the bed's host address, which exists once the bed runs), so that routing to the api pool shows in the answer.
   api = createServer((_req, res) => res.end("api\n"));
@@ -276,5 +277,61 @@ describe("failover with HTTPS", () => {
     );
     expect(after.servedBy).toMatch(/^lb-blue-\d$/);
     expect(after.fingerprint).toBe(before!.fingerprint);
+  });
+});
+
+describe("certificate rotation", () => {
+  it("a new certificate by config change: served after the reload, and no request fails meanwhile", async () => {
+    const next = makePki(["www.example.com"], 60); // a later expiry tells the two apart
+    try {
+      const both = join(pki.dir, "both-ca.pem");
+      writeFileSync(both, pki.ca + next.ca);
+      const expiry = async () => {
+        const r = await shAsync("ip", [
+          "netns",
+          "exec",
+          "halb-cl",
+          "curl",
+          "-sS",
+          "-v",
+          "--max-time",
+          "2",
+          "--cacert",
+          both,
+          "--resolve",
+          `www.example.com:443:${RESERVED_IP}`,
+          "-o",
+          "/dev/null",
+          "https://www.example.com/",
+        ]);
+        return r.code === 0 ? (r.err.match(/expire date: (.*)/)?.[1] ?? "?") : null;
+      };
+      const old = await expiry();
+      expect(old).toBeTruthy();
+      const seen: (string | null)[] = [];
+      let stop = false;
+      const loop = (async () => {
+        for (let i = 0; i < 400 && !stop; i++) {
+          seen.push(await expiry());
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      lbOpts.certificates = { ...lbOpts.certificates, www: next.certs["www.example.com"] };
+      for (const id of ["lb-blue-1", "lb-blue-2"]) if (bed.haproxyPid(id)) await bed.installHaproxy(id);
+      await bed.waitFor(
+        "the new certificate served",
+        async () => seen.length > 0 && seen[seen.length - 1] !== old && seen[seen.length - 1] !== null,
+        10_000,
+        20,
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      stop = true;
+      await loop;
+      expect(seen.filter((x) => x === null)).toHaveLength(0);
+      expect(seen[0]).toBe(old);
+      expect(seen[seen.length - 1]).not.toBe(old);
+    } finally {
+      next.cleanup();
+    }
   });
 });
