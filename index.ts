@@ -10,7 +10,7 @@ import { readStackConfig } from "./components/config.js";
 
 // Validates every ha-lb:* key before any resource is declared (throws StackConfigError: one line per
 // bad key). Secrets come back only as secret Outputs.
-const { config, secrets, warnings } = readStackConfig();
+const { config, secrets, certificates, warnings } = readStackConfig();
 // pulumi.log.warn resolves once the engine has the message; nothing waits on it, and it never rejects.
 for (const w of warnings) void pulumi.log.warn(w);
 
@@ -20,6 +20,7 @@ const cluster = buildAgentBundle().then(
       config,
       agentToken: secrets.agentToken,
       sshPrivateKey: secrets.sshPrivateKey,
+      certificates,
       bundle: { path: bundle.path, sha256: bundle.sha256 },
       prefix: sanitize(pulumi.getStack()),
     }),

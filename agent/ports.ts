@@ -7,6 +7,9 @@
  * constants only (no I/O).
  */
 
+/** SSH: how `pulumi up` reaches the droplets. Opened by the firewalls to `adminCidrs` only. */
+export const SSH_PORT = 22;
+
 /** The peer transport (UDP): heartbeats, votes and status between the agents. Opened by the firewalls to the cluster and the witness only. */
 export const PEER_PORT = 7946;
 
@@ -15,6 +18,8 @@ export const METRICS_PORT = 9465;
 
 /** HAProxy's health frontend for fipd (TCP, loopback only): 200 while a backend is up, 503 otherwise. */
 export const HAPROXY_HEALTH_PORT = 8405;
+/** HAProxy's own Prometheus exporter (TCP): loopback, or every address with the firewall open to `metricsCidrs` only. */
+export const HAPROXY_METRICS_PORT = 8404;
 /** The path HAProxy answers health on (`monitor-uri`). */
 export const HAPROXY_HEALTH_PATH = "/healthz";
 

@@ -4,7 +4,8 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
-import { haproxyInstallScript, renderHaproxyConfig, type HaproxyOptions } from "./haproxy.js";
+import { certificateFiles, haproxyBundle, haproxyInstallScript, renderHaproxyConfig, type HaproxyOptions } from "./haproxy.js";
+import type { Certificates } from "./lb-config.js";
 import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
 
 export interface AgentDeploymentArgs {
@@ -27,6 +28,8 @@ export interface AgentDeploymentArgs {
   readonly previousPeerKey?: pulumi.Input<string | undefined>;
   /** What the HAProxy config is rendered from (LBs only). */
   readonly haproxy?: pulumi.Input<HaproxyOptions>;
+  /** Secret: the certificates and keys HAProxy serves (LBs only); shipped with the config on secret stdin. */
+  readonly certificates?: pulumi.Input<Certificates>;
   /** The previous droplet's restart: bundles roll one droplet at a time. */
   readonly after?: pulumi.Resource;
   /** Seconds a restarted agent has to see the cluster healthy again before the deploy fails. */
@@ -90,8 +93,17 @@ export class AgentDeployment extends pulumi.ComponentResource {
     if (a.haproxy) {
       this.haproxy = new command.remote.Command(
         `${name}-haproxy`,
-        { connection, create: haproxyInstallScript(), stdin: pulumi.output(a.haproxy).apply((h) => renderHaproxyConfig(h)), triggers: [a.dropletId] },
-        { ...p, dependsOn: [bootstrap] },
+        {
+          connection,
+          create: haproxyInstallScript(),
+          // The config and the certificate files (keys included): secret stdin, never logged.
+          stdin: pulumi.secret(
+            pulumi.all([a.haproxy, a.certificates ?? {}]).apply(([h, certs]) => haproxyBundle(renderHaproxyConfig(h), certificateFiles(certs, h.pools))),
+          ),
+          triggers: [a.dropletId],
+          logging: "none",
+        },
+        { ...p, dependsOn: [bootstrap], additionalSecretOutputs: ["stdout", "stderr"] },
       );
       setup.push(this.haproxy);
     }

@@ -1,12 +1,15 @@
 import * as command from "@pulumi/command";
+import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { METRICS_PORT, PEER_PORT } from "../agent/ports.js";
+import { HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { AgentDeployment, DIAL_ERROR_LIMIT } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
+import type { Certificates } from "./lb-config.js";
 import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
 import { Network } from "./network.js";
+import { poolTags, resolveTaggedPools } from "./pool-servers.js";
 import { memberIdsOf, planCluster, type ClusterPlan, type DropletFacts, type DropletPlan, type LbFacts } from "./plan.js";
 import { ReservedIpComponent } from "./reserved-ip.js";
 import { rollingOrder } from "./rolling-order.js";
@@ -19,6 +22,8 @@ export interface HaLbClusterArgs {
   /** Secrets, as Outputs marked secret. */
   readonly agentToken: pulumi.Input<string>;
   readonly sshPrivateKey: pulumi.Input<string>;
+  /** Secret: ha-lb:certificates, checked at preview (lb-config.ts). */
+  readonly certificates?: pulumi.Input<Certificates>;
   /** The agent bundle (agent/build.ts), deployed by content hash. */
   readonly bundle: { path: string; sha256: string };
   /** Prefix of every name (the stack name, sanitized). */
@@ -149,11 +154,12 @@ export class HaLbCluster extends pulumi.ComponentResource {
         prefix: a.prefix,
         lbTag: network.clusterTag.name,
         witnessTag: witness ? network.witnessTag.name : undefined,
-        listenPorts: c.listenPorts,
+        frontends: c.frontends,
         adminCidrs: c.adminCidrs,
         metricsCidrs: c.metricsCidrs,
         peerPort: PEER_PORT,
         metricsPort: METRICS_PORT,
+        haproxyMetricsPort: HAPROXY_METRICS_PORT,
         witnessAddress: witness?.droplet.ipv4Address,
         lbPublicAddresses: lbs.droplets.map((d) => d.droplet.ipv4Address),
       },
@@ -196,9 +202,14 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const material = pulumi
       .all([a.agentToken, current, previous])
       .apply(([agentToken, peerKey, previousPeerKey]): Record<KeyName, string | undefined> => ({ agentToken, peerKey, previousPeerKey }));
-    const plan = pulumi.all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion]).apply(([l, w, ip, version]) =>
+    // Pools given by tag: resolved to the tagged droplets' VPC addresses at every `pulumi up` (pool-servers.ts).
+    const tagged = pulumi.all(
+      Object.fromEntries(poolTags(c.pools).map((t) => [t, digitalocean.getDropletsOutput({ filters: [{ key: "tags", values: [t] }] }, p).droplets])),
+    );
+    const pools = pulumi.all([tagged, network.vpc.id]).apply(([byTag, vpc]) => resolveTaggedPools(c.pools, byTag, vpc));
+    const plan = pulumi.all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion, pools]).apply(([l, w, ip, version, resolved]) =>
       planCluster<KeyName>({
-        config: c,
+        config: { ...c, pools: resolved },
         lbs: l,
         witness: w,
         reservedIp: ip,
@@ -252,6 +263,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
             if (!x.haproxy) throw new Error(`plan: the load balancer ${x.name} has no HAProxy options`);
             return x.haproxy;
           }),
+          certificates: a.certificates,
           after,
         },
         p,

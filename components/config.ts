@@ -8,9 +8,9 @@ import * as v from "valibot";
 import { FailoverTimingSchema } from "../agent/config.js";
 import { majorityOf } from "../agent/election/quorum.js";
 import { boolean, check, cidr4, integer, ipv4, listOf, matching, nonEmptyString, oneOf, port, problemsOf, secret, strictObject } from "../agent/schema.js";
+import { CertificatesSchema, FrontendsSchema, PoolsSchema, checkLb, hostPort, normalizeLb, type Certificates } from "./lb-config.js";
 
 const region = matching(/^[a-z]{3}\d$/, "a DigitalOcean region slug such as nyc3, fra1 or sgp1");
-const hostPort = matching(/^[A-Za-z0-9.-]+:\d{1,5}$/, "host:port, such as 10.0.0.5:8080");
 const slug = nonEmptyString("a non-empty slug");
 /** A partial entry: what is left out comes from the color's default (see StackConfigSchema). */
 const colorEntry = strictObject({ count: v.optional(integer(0, 9)), size: v.optional(slug), image: v.optional(slug) });
@@ -26,8 +26,14 @@ const StackConfigEntries = {
   sshPrivateKey: secret("a private key"),
   adminCidrs: listOf(cidr4, { min: 1, fewer: "needs at least one CIDR that may reach SSH" }),
   metricsCidrs: v.optional(listOf(cidr4), []),
-  backends: listOf(hostPort, { min: 1, fewer: "needs at least one backend host:port" }),
-  listenPorts: v.optional(listOf(port, { min: 1 }), [80]),
+  /** The short form: one pool behind http frontends on listenPorts (see lb-config.ts). */
+  backends: v.optional(listOf(hostPort, { min: 1, fewer: "needs at least one backend host:port" })),
+  listenPorts: v.optional(listOf(port, { min: 1 })),
+  frontends: v.optional(FrontendsSchema),
+  pools: v.optional(PoolsSchema),
+  certificates: v.optional(CertificatesSchema),
+  /** HAProxy's global maxconn; the default is sized for the droplet (defaultMaxconn). */
+  maxconn: v.optional(integer(100, 1_000_000)),
   agentToken: secret("a DigitalOcean token"),
   reservedIp: v.optional(ipv4),
   retainReservedIp: v.optional(boolean, true),
@@ -40,6 +46,8 @@ export const StackConfigSchema = v.pipe(
   strictObject(StackConfigEntries),
   v.transform((c) => ({
     ...c,
+    listenPorts: c.frontends ? c.frontends.map((f) => f.port) : (c.listenPorts ?? [80]),
+    ...normalizeLb(c),
     colors: {
       blue: { count: 2, ...c.colors.blue },
       green: { count: 0, ...c.colors.green },
@@ -63,10 +71,19 @@ const EXPECTED: Record<string, string> = {
   metricsCidrs: '["10.0.0.0/8"]',
   backends: '["10.10.0.5:8080"]',
   listenPorts: "[80, 443]",
+  frontends: '[{"port": 443, "protocol": "https", "pool": "web", "certificates": ["site"]}]',
+  pools: '{"web": {"servers": ["10.10.0.5:8080"], "healthCheck": {"type": "http", "path": "/healthz"}}}',
+  certificates: "pulumi config set --secret --path 'ha-lb:certificates.site.certificate' < fullchain.pem (and .privateKey < key.pem)",
+  maxconn: "an integer from 100 to 1000000",
   agentToken: "pulumi config set --secret ha-lb:agentToken (a token with reserved_ip:update)",
   reservedIp: "an existing Reserved IP in the same region, e.g. 203.0.113.7",
   failover: '{"leaseMs": 300, "heartbeatIntervalMs": 50}',
 };
+
+/** At most this many error lines: a config pasted into the wrong key should not print thousands. */
+const MAX_ERROR_LINES = 50;
+/** `0.port`, `[1].routes[0].pool`: list indexes in brackets where a list holds them. */
+const formatAt = (path: (string | number)[]) => path.map((k, i) => (typeof k === "number" ? (i === 0 ? `${k}` : `[${k}]`) : `${i ? "." : ""}${k}`)).join("");
 
 export class StackConfigError extends Error {
   constructor(readonly lines: string[]) {
@@ -76,26 +93,30 @@ export class StackConfigError extends Error {
 
 /** Keys that hold secrets: read with getSecret so Pulumi keeps them encrypted. */
 export const SECRET_KEYS = ["sshPrivateKey", "agentToken"] as const;
+/** A secret too, but a mapping (name → certificate and key), handed out apart from SECRET_KEYS. */
+export const CERTIFICATES_KEY = "certificates";
 
 /**
  * Validate raw values (already JSON-parsed where the key is an object or list). Returns the config and
  * warnings; throws StackConfigError with one line per bad key.
  */
-export function parseStackConfig(raw: Record<string, unknown>): { config: StackConfig; warnings: string[] } {
+export function parseStackConfig(raw: Record<string, unknown>, now = new Date()): { config: StackConfig; warnings: string[] } {
   const r = check(StackConfigSchema, raw);
   if (!r.ok) {
-    const byKey = new Map<string, string>();
+    // One line per problem (a key may have several: two frontends on one port and an unknown pool).
+    const lines = new Set<string>();
     for (const p of problemsOf(r.issues)) {
       const key = String(p.path[0] ?? "(root)");
-      const where = p.path.length > 1 ? ` (at ${p.path.slice(1).join(".")})` : "";
+      const where = p.path.length > 1 ? ` (at ${formatAt(p.path.slice(1))})` : "";
       const what = p.missing ? "is required" : p.message;
-      if (!byKey.has(key)) byKey.set(key, `ha-lb:${key}: ${what}${where}${EXPECTED[key] ? `; expected ${EXPECTED[key]}` : ""}`);
+      if (lines.size < MAX_ERROR_LINES) lines.add(`ha-lb:${key}: ${what}${where}${EXPECTED[key] ? `; expected ${EXPECTED[key]}` : ""}`);
     }
-    throw new StackConfigError([...byKey.values()]);
+    throw new StackConfigError([...lines]);
   }
   const c = r.value;
-  const errors: string[] = [];
-  const warnings: string[] = [];
+  const lb = checkLb(raw as Parameters<typeof checkLb>[0], now);
+  const errors: string[] = [...lb.errors];
+  const warnings: string[] = [...lb.warnings];
   if (c.witnessRegion && c.witnessRegion === c.region)
     errors.push(
       `ha-lb:witnessRegion: must differ from region (${c.region}), or a datacenter outage takes the witness too; expected another region slug, e.g. sfo3`,
@@ -120,7 +141,21 @@ export function parseStackConfig(raw: Record<string, unknown>): { config: StackC
 }
 
 /** Keys whose value is JSON (a list, an object, a boolean or a number) in Pulumi.<stack>.yaml. */
-const JSON_KEYS = ["colors", "sshKeys", "adminCidrs", "metricsCidrs", "backends", "listenPorts", "failover", "retainReservedIp", "peerKeyGeneration"];
+const JSON_KEYS = [
+  "colors",
+  "sshKeys",
+  "adminCidrs",
+  "metricsCidrs",
+  "backends",
+  "listenPorts",
+  "frontends",
+  "pools",
+  "certificates",
+  "maxconn",
+  "failover",
+  "retainReservedIp",
+  "peerKeyGeneration",
+];
 export const ALL_KEYS = Object.keys(StackConfigEntries);
 
 /**
@@ -150,7 +185,7 @@ export function readRawConfig(get: (key: string) => unknown, present: string[] =
 }
 
 /** The validated config without its secrets: safe to pass anywhere. */
-export type PublicStackConfig = Omit<StackConfig, (typeof SECRET_KEYS)[number]>;
+export type PublicStackConfig = Omit<StackConfig, (typeof SECRET_KEYS)[number] | typeof CERTIFICATES_KEY>;
 
 /**
  * Pure: read, validate, split off the secrets. Throws one StackConfigError listing every bad key
@@ -159,7 +194,7 @@ export type PublicStackConfig = Omit<StackConfig, (typeof SECRET_KEYS)[number]>;
 export function loadStackConfig(
   get: (key: string) => unknown,
   present: string[] = [],
-): { config: PublicStackConfig; secrets: Record<(typeof SECRET_KEYS)[number], string>; warnings: string[] } {
+): { config: PublicStackConfig; secrets: Record<(typeof SECRET_KEYS)[number], string>; certificates: Certificates; warnings: string[] } {
   let raw: Record<string, unknown>;
   let early: StackConfigError | undefined;
   try {
@@ -191,27 +226,38 @@ export function loadStackConfig(
     throw new StackConfigError(lines);
   }
   if (early) throw early;
-  const { sshPrivateKey, agentToken, ...config } = parsed.config;
-  return { config, secrets: { sshPrivateKey, agentToken }, warnings: parsed.warnings };
+  const { sshPrivateKey, agentToken, certificates, ...config } = parsed.config;
+  return { config, secrets: { sshPrivateKey, agentToken }, certificates: certificates ?? {}, warnings: parsed.warnings };
 }
 
 /**
  * The program's reader: validates every `ha-lb:*` key of the running stack, then hands the secrets
  * out only as secret Outputs (read with getSecret, so Pulumi keeps them encrypted and masked).
  */
-export function readStackConfig(): { config: PublicStackConfig; secrets: Record<(typeof SECRET_KEYS)[number], pulumi.Output<string>>; warnings: string[] } {
+export function readStackConfig(): {
+  config: PublicStackConfig;
+  secrets: Record<(typeof SECRET_KEYS)[number], pulumi.Output<string>>;
+  /** Checked at preview (lb-config.ts); only ever a secret Output from here on. */
+  certificates: pulumi.Output<Certificates>;
+  warnings: string[];
+} {
   const cfg = new pulumi.Config("ha-lb");
   const present = Object.keys(pulumi.runtime.allConfig())
     .filter((k) => k.startsWith("ha-lb:"))
     .map((k) => k.slice("ha-lb:".length));
-  const { config, warnings } = loadStackConfig((key) => cfg.get(key), present);
+  const { config, certificates, warnings } = loadStackConfig((key) => cfg.get(key), present);
   // A secret set without --secret sits in clear text in Pulumi.<stack>.yaml. The SDK's check is
   // internal, hence the guarded lookup.
   const isSecret = (pulumi.runtime as unknown as { isConfigSecret?: (k: string) => boolean }).isConfigSecret;
-  for (const key of SECRET_KEYS) {
+  for (const key of [...SECRET_KEYS, ...(present.includes(CERTIFICATES_KEY) ? [CERTIFICATES_KEY] : [])]) {
     if (typeof isSecret === "function" && !isSecret(`ha-lb:${key}`)) {
       warnings.push(`ha-lb:${key}: is stored in plain text in the stack file; set it with pulumi config set --secret ha-lb:${key}`);
     }
   }
-  return { config, warnings, secrets: { agentToken: cfg.requireSecret("agentToken"), sshPrivateKey: cfg.requireSecret("sshPrivateKey") } };
+  return {
+    config,
+    warnings,
+    certificates: pulumi.secret(certificates),
+    secrets: { agentToken: cfg.requireSecret("agentToken"), sshPrivateKey: cfg.requireSecret("sshPrivateKey") },
+  };
 }

@@ -5,11 +5,14 @@ export interface FirewallsArgs {
   prefix: string;
   lbTag: pulumi.Input<string>;
   witnessTag?: pulumi.Input<string>;
-  listenPorts: number[];
+  /** What the LBs serve: each port opens to its allowCidrs, or to everyone (denyCidrs are HAProxy's: a cloud firewall only allows). */
+  frontends: readonly { port: number; allowCidrs?: readonly string[] }[];
   adminCidrs: string[];
   metricsCidrs: string[];
   peerPort: number;
   metricsPort: number;
+  /** HAProxy's Prometheus exporter: opened, like metricsPort, to metricsCidrs only. */
+  haproxyMetricsPort: number;
   /** The witness's public address: the only outside source allowed on the peer port. */
   witnessAddress?: pulumi.Input<string>;
   /** Public addresses of the LBs (the witness talks to them over the internet). */
@@ -45,10 +48,13 @@ export class Firewalls extends pulumi.ComponentResource {
         name: `${a.prefix}-ha-lb`,
         tags: [a.lbTag],
         inboundRules: [
-          ...a.listenPorts.map((p) => ({ protocol: "tcp", portRange: String(p), sourceAddresses: ANY })),
+          // Exactly the frontends' ports; a frontend's allowCidrs restrict its port here too.
+          ...a.frontends.map((f) => ({ protocol: "tcp", portRange: String(f.port), sourceAddresses: f.allowCidrs?.length ? [...f.allowCidrs] : ANY })),
           { protocol: "tcp", portRange: "22", sourceAddresses: a.adminCidrs },
           { protocol: "udp", portRange: String(a.peerPort), ...peerSources },
-          ...(a.metricsCidrs.length ? [{ protocol: "tcp", portRange: String(a.metricsPort), sourceAddresses: a.metricsCidrs }] : []),
+          ...(a.metricsCidrs.length
+            ? [a.metricsPort, a.haproxyMetricsPort].map((p) => ({ protocol: "tcp", portRange: String(p), sourceAddresses: a.metricsCidrs }))
+            : []),
         ],
         outboundRules: outbound(a.peerPort),
       },

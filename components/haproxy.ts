@@ -1,20 +1,70 @@
 /**
- * The HAProxy configuration, rendered by the stack and shipped by command (so changing backends or
- * listen ports reloads HAProxy and replaces no droplet). Valid on HAProxy 2.6 and 2.8.
+ * The HAProxy configuration, rendered by the stack and shipped by command (so changing pools, routes,
+ * certificates or limits reloads HAProxy and replaces no droplet). A pure function of plain values;
+ * valid on HAProxy 2.6 and 2.8.
  *
- * Public listeners bind only to the droplet's anchor IPv4, filled in on the droplet from the metadata
- * service: traffic can reach HAProxy only through the Reserved IP (DigitalOcean's 1:1 NAT delivers
- * it to the anchor address), never on the public address. The agent's health endpoint listens on
- * 127.0.0.1 and fails when no backend is up.
+ * - Public frontends bind only to the droplet's anchor IPv4, filled in on the droplet from the
+ *   metadata service: traffic reaches HAProxy only through the Reserved IP (DigitalOcean's 1:1 NAT
+ *   delivers it to the anchor address), never on the public address.
+ * - fipd's health frontend (127.0.0.1) fails when this droplet could serve nothing: when no pool has
+ *   a server up (`monitor fail` with one `nbsrv(pool) lt 1` per pool, all of which must hold). A
+ *   droplet that still serves one pool keeps the Reserved IP: moving it would not help the others,
+ *   which are down on every LB alike when their servers are down.
+ * - HAProxy's own Prometheus exporter listens on loopback, or on every address (the cloud firewall
+ *   opens it to metricsCidrs only, and HAProxy itself refuses other sources) when metricsCidrs is set.
+ * - Rate limit: a per-frontend stick table counts each client address's requests over a sliding 1 s
+ *   window (`http_req_rate(1s)`); a request is answered 429 when that count, itself included,
+ *   exceeds `requestsPerSecond + burst` (burst defaults to 0). So `burst` is how many requests above
+ *   the steady rate one second may carry; HAProxy has no token bucket.
+ * - Sticky cookies name a server by a hash of its address, the same on every LB, so a failover keeps
+ *   the sessions.
  */
-import { HAPROXY_HEALTH_PATH, HAPROXY_HEALTH_PORT, LOOPBACK_IPV4, METADATA_URL } from "../agent/ports.js";
+import { createHash } from "node:crypto";
+import { HAPROXY_HEALTH_PATH, HAPROXY_HEALTH_PORT, HAPROXY_METRICS_PORT, LOOPBACK_IPV4, METADATA_URL, ANY_IPV4 } from "../agent/ports.js";
+import { HEALTH_DEFAULTS, normalizeLb, type Frontend, type Pool } from "./lb-config.js";
 
 export const ANCHOR_PLACEHOLDER = "@ANCHOR_IPV4@";
+/** Where the certificate files are; the install script fills in the directory of the new set. */
+export const CERT_DIR_PLACEHOLDER = "@CERT_DIR@";
+
+/** Timeout defaults (ms), documented in the README; frontends and pools override them. */
+export const TIMEOUT_DEFAULTS = {
+  connectMs: 5000,
+  clientMs: 30_000,
+  serverMs: 30_000,
+  /** Slow headers (slowloris): the whole request head must arrive within this. */
+  httpRequestMs: 10_000,
+  httpKeepAliveMs: 10_000,
+  /** How long a request may wait for a free server slot before a 503. */
+  queueMs: 10_000,
+  /** WebSockets and other upgraded connections: idle time allowed once upgraded. */
+  tunnelMs: 3_600_000,
+} as const;
+
+/** The default maxconn when the droplet's memory is unknown. */
+export const DEFAULT_MAXCONN = 20_000;
+/**
+ * maxconn sized for the droplet: half its memory for connections at about 64 KiB each (two 16 KiB
+ * buffers per side plus TLS state), between 2,000 and 200,000. `s-1vcpu-1gb` gives 8,192.
+ */
+export function maxconnForSize(sizeSlug: string | undefined): number {
+  const m = sizeSlug?.match(/(\d+)(mb|gb)/);
+  if (!m) return DEFAULT_MAXCONN;
+  const mib = Number(m[1]) * (m[2] === "gb" ? 1024 : 1);
+  return Math.min(200_000, Math.max(2000, Math.floor((mib / 2) * (1024 / 64))));
+}
 
 export interface HaproxyOptions {
-  listenPorts: number[];
-  backends: string[];
+  /** The long form (lb-config.ts). Pools given by tag must have their servers resolved. */
+  frontends?: readonly Frontend[];
+  pools?: Readonly<Record<string, Pool>>;
+  /** The short form: one pool behind one http frontend per port. */
+  listenPorts?: readonly number[];
+  backends?: readonly string[];
   healthPort?: number;
+  metricsPort?: number;
+  /** Who may scrape HAProxy's exporter; empty: loopback only. */
+  metricsCidrs?: readonly string[];
   maxconn?: number;
   /** Name shown in the X-Served-By header (the droplet name); the test bed uses it to see who answered. */
   serverName?: string;
@@ -22,59 +72,207 @@ export interface HaproxyOptions {
   statsSocket?: string;
   /** Syslog target (default /dev/log); the test bed, which has no syslog, uses stderr. */
   logTarget?: string;
+  /** Directory of the certificate files (certificateFiles); default CERT_DIR_PLACEHOLDER. */
+  certDir?: string;
+  /** Drop privileges (default user and group haproxy, chroot /var/lib/haproxy, as Debian ships it); null: stay as started (the test bed). */
+  runAs?: { user: string; group: string; chroot?: string } | null;
+  /** master-worker mode (default true): a reload starts new workers, old connections finish on the old ones. */
+  masterWorker?: boolean;
+}
+
+const ms = (n: number) => `${n}ms`;
+/** A server's name in the config and the metrics: its address, in the characters HAProxy names allow. */
+export const serverId = (addr: string) => `s_${addr.replace(/[^A-Za-z0-9]/g, "_")}`;
+/** A server's sticky cookie value: a hash of its address, so that every LB gives the same one. */
+export const cookieValue = (addr: string) => createHash("sha256").update(addr).digest("hex").slice(0, 16);
+export const backendName = (pool: string) => `pool_${pool}`;
+export const certFile = (name: string) => `${name}.pem`;
+export const caFile = (pool: string) => `ca-${pool}.pem`;
+
+/**
+ * The files the config refers to, by file name in the certificate directory: each certificate's
+ * chain followed by its key (what HAProxy's `crt` reads), and each pool's CA for re-encryption.
+ * Secret: only ever on a secret stdin.
+ */
+export function certificateFiles(
+  certificates: Readonly<Record<string, { certificate: string; privateKey: string }>>,
+  pools: Readonly<Record<string, Pool>> = {},
+): Record<string, string> {
+  const files: Record<string, string> = {};
+  const nl = (s: string) => (s.endsWith("\n") ? s : `${s}\n`);
+  for (const [n, c] of Object.entries(certificates)) files[certFile(n)] = nl(c.certificate) + nl(c.privateKey);
+  for (const [n, p] of Object.entries(pools)) if (p.tls?.ca) files[caFile(n)] = nl(p.tls.ca);
+  return files;
+}
+
+function frontendLines(f: Frontend, o: HaproxyOptions, certDir: string): string[] {
+  const http = f.protocol !== "tcp";
+  const t = f.timeouts ?? {};
+  const bind = [`bind ${ANCHOR_PLACEHOLDER}:${f.port}`];
+  if (f.protocol === "https") {
+    // SNI picks among the certificates by their names; the first is the default.
+    bind.push("ssl", ...(f.certificates ?? []).map((c) => `crt ${certDir}/${certFile(c)}`), `alpn ${f.http2 === false ? "http/1.1" : "h2,http/1.1"}`);
+  }
+  const out = [`frontend fe_${f.port}`, `    mode ${http ? "http" : "tcp"}`, `    ${bind.join(" ")}`, http ? "    option httplog" : "    option tcplog"];
+  if (http) out.push("    option forwardfor");
+  if (t.clientMs !== undefined) out.push(`    timeout client ${ms(t.clientMs)}`);
+  if (http && t.httpRequestMs !== undefined) out.push(`    timeout http-request ${ms(t.httpRequestMs)}`);
+  if (http && t.httpKeepAliveMs !== undefined) out.push(`    timeout http-keep-alive ${ms(t.httpKeepAliveMs)}`);
+  // Refused clients are dropped at accept, before any byte reaches a backend.
+  if (f.denyCidrs?.length) out.push(`    tcp-request connection reject if { src ${f.denyCidrs.join(" ")} }`);
+  if (f.allowCidrs?.length) out.push(`    tcp-request connection reject unless { src ${f.allowCidrs.join(" ")} }`);
+  if (http && f.rateLimit) {
+    const limit = f.rateLimit.requestsPerSecond + (f.rateLimit.burst ?? 0);
+    out.push(
+      "    stick-table type ip size 100k expire 10s store http_req_rate(1s)",
+      "    http-request track-sc0 src",
+      `    http-request deny deny_status 429 if { sc_http_req_rate(0) gt ${limit} }`,
+    );
+  }
+  if (f.redirectToHttps) out.push("    http-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }");
+  if (http) out.push(`    http-request set-header X-Forwarded-Proto ${f.protocol}`);
+  if (f.hsts !== undefined) out.push(`    http-response set-header Strict-Transport-Security "max-age=${f.hsts}"`);
+  if (o.serverName && http) out.push(`    http-response set-header X-Served-By ${o.serverName}`);
+  for (const r of f.routes ?? []) {
+    const conds = [...(r.host ? [`{ req.hdr(host),field(1,:),lower -m str ${r.host} }`] : []), ...(r.pathPrefix ? [`{ path_beg ${r.pathPrefix} }`] : [])];
+    out.push(`    use_backend ${backendName(r.pool)} if ${conds.join(" ")}`);
+  }
+  out.push(`    default_backend ${backendName(f.pool)}`, "");
+  return out;
+}
+
+function backendLines(name: string, p: Pool, mode: "http" | "tcp", certDir: string): string[] {
+  if (!p.servers?.length) throw new Error(`HAProxy config: pool ${name} has no servers (a pool given by tag must be resolved first)`);
+  const h = { ...HEALTH_DEFAULTS, ...p.healthCheck };
+  const t = p.timeouts ?? {};
+  const out = [`backend ${backendName(name)}`, `    mode ${mode}`, `    balance ${p.balance ?? "roundrobin"}`];
+  if (t.connectMs !== undefined) out.push(`    timeout connect ${ms(t.connectMs)}`);
+  if (t.serverMs !== undefined) out.push(`    timeout server ${ms(t.serverMs)}`);
+  if (t.queueMs !== undefined) out.push(`    timeout queue ${ms(t.queueMs)}`);
+  if (t.tunnelMs !== undefined) out.push(`    timeout tunnel ${ms(t.tunnelMs)}`);
+  if (h.type === "http") {
+    out.push(
+      "    option httpchk",
+      `    http-check send meth GET uri ${h.path} ver HTTP/1.1 hdr Host ${p.tls?.serverName ?? "localhost"}`,
+      `    http-check expect status ${h.expectStatus}`,
+    );
+  }
+  if (p.stickySessions) out.push(`    cookie ${p.stickySessions.cookie} insert indirect nocache httponly`);
+  const ids = new Map<string, string>();
+  for (const addr of p.servers) {
+    const id = serverId(addr);
+    const clash = ids.get(id);
+    if (clash !== undefined)
+      throw new Error(`HAProxy config: pool ${name}: servers ${clash} and ${addr} ${clash === addr ? "repeat" : "map to one server name"}`);
+    ids.set(id, addr);
+    const opts = [`server ${id} ${addr}`, `check inter ${ms(h.intervalMs)} rise ${h.rise} fall ${h.fall}`];
+    if (p.stickySessions) opts.push(`cookie ${cookieValue(addr)}`);
+    if (p.proxyProtocol) opts.push(p.proxyProtocol === "v2" ? "send-proxy-v2" : "send-proxy", "check-send-proxy");
+    if (p.tls) {
+      opts.push("ssl", p.tls.verify ? `verify required ca-file ${certDir}/${caFile(name)}` : "verify none");
+      if (p.tls.serverName)
+        opts.push(`sni str(${p.tls.serverName}) check-sni ${p.tls.serverName}`, ...(p.tls.verify ? [`verifyhost ${p.tls.serverName}`] : []));
+    }
+    out.push(`    ${opts.join(" ")}`);
+  }
+  out.push("");
+  return out;
 }
 
 export function renderHaproxyConfig(o: HaproxyOptions): string {
+  const { frontends, pools } =
+    o.frontends && o.pools
+      ? { frontends: o.frontends, pools: o.pools }
+      : normalizeLb({ listenPorts: o.listenPorts ? [...o.listenPorts] : undefined, backends: [...(o.backends ?? [])] });
   const healthPort = o.healthPort ?? HAPROXY_HEALTH_PORT;
+  const metricsPort = o.metricsPort ?? HAPROXY_METRICS_PORT;
+  const certDir = o.certDir ?? CERT_DIR_PLACEHOLDER;
+  const runAs = o.runAs === undefined ? { user: "haproxy", group: "haproxy", chroot: "/var/lib/haproxy" } : o.runAs;
+  const mode = new Map<string, "http" | "tcp">();
+  for (const f of frontends) for (const p of [f.pool, ...(f.routes ?? []).map((r) => r.pool)]) mode.set(p, f.protocol === "tcp" ? "tcp" : "http");
+  const used = Object.keys(pools).filter((p) => mode.has(p));
+  for (const f of frontends)
+    for (const p of [f.pool, ...(f.routes ?? []).map((r) => r.pool)])
+      if (!pools[p]) throw new Error(`HAProxy config: frontend ${f.port} names no known pool ${p}`);
+  const T = TIMEOUT_DEFAULTS;
   const lines = [
     "# Rendered by the ha-lb Pulumi stack. Do not edit on the droplet: `pulumi up` overwrites it.",
     "global",
-    `    maxconn ${o.maxconn ?? 20000}`,
+    ...(o.masterWorker === false ? [] : ["    master-worker"]),
+    ...(runAs ? [`    user ${runAs.user}`, `    group ${runAs.group}`, ...(runAs.chroot ? [`    chroot ${runAs.chroot}`] : [])] : []),
+    `    maxconn ${o.maxconn ?? DEFAULT_MAXCONN}`,
     `    log ${o.logTarget ?? "/dev/log"} local0`,
-    `    stats socket ${o.statsSocket ?? "/run/haproxy/admin.sock"} mode 660 level admin`,
+    // expose-fd listeners: a reload hands the listening sockets over, so no connection is refused.
+    `    stats socket ${o.statsSocket ?? "/run/haproxy/admin.sock"} mode 660 level admin expose-fd listeners`,
+    "    ssl-default-bind-options ssl-min-ver TLSv1.2",
     "",
     "defaults",
     "    log global",
     "    mode http",
-    "    option httplog",
-    // A backend named by a host that does not resolve yet starts down (health fails) instead of
+    // A server named by a host that does not resolve yet starts down (health fails) instead of
     // keeping HAProxy from starting at all.
     "    default-server init-addr last,libc,none",
-    "    option forwardfor",
-    "    timeout connect 2s",
-    "    timeout client 30s",
-    "    timeout server 30s",
+    `    timeout connect ${ms(T.connectMs)}`,
+    `    timeout client ${ms(T.clientMs)}`,
+    `    timeout server ${ms(T.serverMs)}`,
+    `    timeout http-request ${ms(T.httpRequestMs)}`,
+    `    timeout http-keep-alive ${ms(T.httpKeepAliveMs)}`,
+    `    timeout queue ${ms(T.queueMs)}`,
+    `    timeout tunnel ${ms(T.tunnelMs)}`,
     "",
-    "# Health for fipd: 200 while at least one backend is up, 503 otherwise.",
+    "# Health for fipd: 200 while at least one pool has a server up, 503 when none has.",
     "frontend fipd_health",
     `    bind ${LOOPBACK_IPV4}:${healthPort}`,
     `    monitor-uri ${HAPROXY_HEALTH_PATH}`,
-    "    monitor fail if { nbsrv(be_app) lt 1 }",
+    `    monitor fail if ${used.map((p) => `{ nbsrv(${backendName(p)}) lt 1 }`).join(" ")}`,
+    "",
+    "# HAProxy's Prometheus exporter: per frontend, pool and server.",
+    "frontend prometheus",
+    `    bind ${o.metricsCidrs?.length ? ANY_IPV4 : LOOPBACK_IPV4}:${metricsPort}`,
+    "    no log",
+    ...(o.metricsCidrs?.length ? [`    tcp-request connection reject unless { src 127.0.0.0/8 ${o.metricsCidrs.join(" ")} }`] : []),
+    "    http-request use-service prometheus-exporter if { path /metrics }",
+    "    http-request return status 404",
     "",
   ];
-  for (const port of o.listenPorts) {
-    lines.push(
-      `frontend fe_${port}`,
-      `    bind ${ANCHOR_PLACEHOLDER}:${port}`,
-      ...(o.serverName ? [`    http-response set-header X-Served-By ${o.serverName}`] : []),
-      "    default_backend be_app",
-      "",
-    );
-  }
-  lines.push("backend be_app", "    balance roundrobin");
-  o.backends.forEach((b, i) => lines.push(`    server app${i + 1} ${b} check inter 1s fall 2 rise 2`));
+  for (const f of [...frontends].sort((a, b) => a.port - b.port)) lines.push(...frontendLines(f, o, certDir));
+  for (const p of used) lines.push(...backendLines(p, pools[p], mode.get(p)!, certDir));
   return lines.join("\n") + "\n";
 }
 
+/** The line that starts each file after the config in the bundle on the install script's stdin. */
+export const BUNDLE_FILE_MARK = "#%halb-file ";
+
 /**
- * A POSIX sh script: reads the rendered config on stdin, fills in the anchor IPv4 from the metadata
- * service, validates it with `haproxy -c`, installs it atomically and reloads HAProxy.
+ * What the install script reads on stdin: the config, then each certificate file after a
+ * `#%halb-file <name>` line. Holds keys: only ever the stdin of a command with secret stdin and
+ * `logging: "none"`.
+ */
+export function haproxyBundle(config: string, files: Readonly<Record<string, string>> = {}): string {
+  let out = config.endsWith("\n") ? config : `${config}\n`;
+  for (const [name, text] of Object.entries(files)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(name)) throw new Error(`HAProxy bundle: bad file name ${JSON.stringify(name)}`);
+    if (text.split("\n").some((l) => l.startsWith(BUNDLE_FILE_MARK))) throw new Error(`HAProxy bundle: ${name} holds a line starting with the file mark`);
+    out += `${BUNDLE_FILE_MARK}${name}\n${text.endsWith("\n") ? text : `${text}\n`}`;
+  }
+  return out;
+}
+
+/**
+ * A POSIX sh script: reads the bundle (haproxyBundle) on stdin, writes the certificate files
+ * (0600, root, umask 077) into a new directory beside the running set, fills in the anchor IPv4
+ * from the metadata service and that directory, checks the whole new set with `haproxy -c` (not
+ * `-q`, which prints nothing on error), and only then installs the config atomically and reloads
+ * HAProxy. A set that fails the check is removed, leaves the running one untouched, and fails the
+ * command with HAProxy's message. Older sets are removed after the reload.
  */
 export interface HaproxyInstallOptions {
   /** Default METADATA_URL (DigitalOcean's metadata service, agent/ports.ts). */
   metadataUrl?: string;
   /** Default /etc/haproxy/haproxy.cfg. */
   configPath?: string;
+  /** Where the certificate sets live, one directory each (default: ha-lb beside the config, /etc/haproxy/ha-lb). */
+  certRoot?: string;
   /** Default `systemctl reload-or-restart haproxy` (a graceful reload when HAProxy runs). */
   reloadCommand?: string;
   /** Metadata fetch retries, one second apart (default 10). */
@@ -84,25 +282,44 @@ export interface HaproxyInstallOptions {
 export function haproxyInstallScript(o: HaproxyInstallOptions = {}): string {
   const md = o.metadataUrl ?? METADATA_URL;
   const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
+  const root = o.certRoot ?? `${cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./"}ha-lb`;
   const reload = o.reloadCommand ?? "systemctl reload-or-restart haproxy";
   return `set -eu
+umask 077
+mkdir -p "${root}"
+chmod 700 "${root}"
+new=$(mktemp -d "${root}/set.XXXXXX")
 tmp=$(mktemp "${cfg}.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -rf "$new"; rm -f "$tmp"' EXIT
 anchor=$(curl -fsS --retry ${o.retries ?? 10} --retry-delay 1 --retry-connrefused --max-time 3 ${md}/metadata/v1/interfaces/public/0/anchor_ipv4/address || true)
 if ! printf '%s' "$anchor" | grep -Eq '^[0-9]{1,3}([.][0-9]{1,3}){3}$'; then
   echo "ha-lb: no anchor IPv4 from the metadata service (${md}), got '$anchor'; refusing to bind HAProxy to anything else" >&2
   exit 1
 fi
-sed "s/${ANCHOR_PLACEHOLDER}/$anchor/g" > "$tmp"
+awk -v dir="$new" 'BEGIN { out = dir "/haproxy.cfg" }
+  index($0, "${BUNDLE_FILE_MARK}") == 1 {
+    name = substr($0, ${BUNDLE_FILE_MARK.length + 1})
+    if (name !~ /^[A-Za-z0-9][A-Za-z0-9._-]*$/ || name == "haproxy.cfg") { print "ha-lb: a bad file name in the HAProxy bundle" > "/dev/stderr"; exit 1 }
+    close(out); out = dir "/" name; next
+  }
+  { print > out }'
+sed -e "s/${ANCHOR_PLACEHOLDER}/$anchor/g" -e "s|${CERT_DIR_PLACEHOLDER}|$new|g" "$new/haproxy.cfg" > "$tmp"
+rm -f "$new/haproxy.cfg"
 if ! grep -q "bind $anchor:" "$tmp"; then
   echo "ha-lb: the HAProxy config on stdin has no listener on ${ANCHOR_PLACEHOLDER}; refusing to install it" >&2
   exit 1
 fi
-haproxy -c -q -f "$tmp"
+if ! out=$(haproxy -c -f "$tmp" 2>&1); then
+  printf 'ha-lb: haproxy -c refused the new config; the running one is untouched:\n%s\n' "$out" >&2
+  exit 1
+fi
 chmod 644 "$tmp"
 mv "$tmp" "${cfg}"
 trap - EXIT
 ${reload}
-echo "ha-lb: HAProxy config installed, listeners on $anchor"
+for old in "${root}"/set.*; do
+  if [ "$old" != "$new" ] && [ -d "$old" ]; then rm -rf "$old"; fi
+done
+echo "ha-lb: HAProxy config installed, listeners on $anchor, certificates in $new"
 `;
 }

@@ -10,7 +10,8 @@
  */
 import type { AgentConfigInput, Color, Member } from "../agent/config.js";
 import { ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
-import type { HaproxyOptions } from "./haproxy.js";
+import { maxconnForSize, type HaproxyOptions } from "./haproxy.js";
+import type { Frontend, Pool } from "./lb-config.js";
 
 /**
  * A node id is the droplet's name plus its droplet ID. A replaced droplet (new image or size) keeps
@@ -30,8 +31,16 @@ export interface PlanConfig {
   readonly metricsCidrs: readonly string[];
   /** Timing overrides; the agent's defaults otherwise. */
   readonly failover?: AgentConfigInput["failover"];
-  readonly listenPorts: readonly number[];
-  readonly backends: readonly string[];
+  /** The short form (the bed uses it): one pool behind http frontends. */
+  readonly listenPorts?: readonly number[];
+  readonly backends?: readonly string[];
+  /** The long form (lb-config.ts); PublicStackConfig always has it, the short form normalized. */
+  readonly frontends?: readonly Frontend[];
+  readonly pools?: Readonly<Record<string, Pool>>;
+  readonly maxconn?: number;
+  /** Droplet sizes (PublicStackConfig has them): HAProxy's maxconn follows the LB's memory unless maxconn is set. */
+  readonly size?: string;
+  readonly colors?: Readonly<Record<Color, { readonly size?: string }>>;
 }
 
 /** What the plan needs to know of a droplet once it exists. */
@@ -170,7 +179,16 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
       peerKey: k.peerKey,
       ...(k.previousPeerKey !== undefined ? { previousPeerKey: k.previousPeerKey } : {}),
     },
-    haproxy: lb ? { listenPorts: [...c.listenPorts], backends: [...c.backends], serverName: d.name } : null,
+    haproxy: lb
+      ? {
+          ...(c.frontends && c.pools
+            ? { frontends: [...c.frontends], pools: { ...c.pools } }
+            : { listenPorts: [...(c.listenPorts ?? [80])], backends: [...(c.backends ?? [])] }),
+          ...(c.maxconn !== undefined ? { maxconn: c.maxconn } : c.size ? { maxconn: maxconnForSize(c.colors?.[lb.color]?.size ?? c.size) } : {}),
+          ...(c.metricsCidrs.length ? { metricsCidrs: [...c.metricsCidrs] } : {}),
+          serverName: d.name,
+        }
+      : null,
   };
 }
 

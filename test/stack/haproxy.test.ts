@@ -1,11 +1,22 @@
 /** The rendered HAProxy config and its install script, checked with the real haproxy (CI installs it). */
 import { spawn, spawnSync } from "node:child_process";
 import { createServer, type Server } from "node:http";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ANCHOR_PLACEHOLDER, haproxyInstallScript, renderHaproxyConfig } from "../../components/haproxy.js";
+import {
+  ANCHOR_PLACEHOLDER,
+  BUNDLE_FILE_MARK,
+  certificateFiles,
+  haproxyBundle,
+  cookieValue,
+  haproxyInstallScript,
+  maxconnForSize,
+  renderHaproxyConfig,
+} from "../../components/haproxy.js";
+import type { Frontend, Pool } from "../../components/lb-config.js";
+import { makePki, type TestPki } from "./pki.js";
 
 const ANCHOR = "10.20.0.5";
 const PUBLIC = "203.0.113.44";
@@ -51,12 +62,17 @@ describe("renderHaproxyConfig", () => {
 
   it("binds public listeners only to the anchor placeholder; health on 127.0.0.1:8405, failing without backends", () => {
     const binds = cfg.split("\n").filter((l) => l.trim().startsWith("bind "));
-    expect(binds.map((l) => l.trim())).toEqual(["bind 127.0.0.1:8405", `bind ${ANCHOR_PLACEHOLDER}:80`, `bind ${ANCHOR_PLACEHOLDER}:443`]);
+    expect(binds.map((l) => l.trim())).toEqual([
+      "bind 127.0.0.1:8405",
+      "bind 127.0.0.1:8404",
+      `bind ${ANCHOR_PLACEHOLDER}:80`,
+      `bind ${ANCHOR_PLACEHOLDER}:443`,
+    ]);
     expect(cfg).not.toMatch(/0\.0\.0\.0|\*:|bind :|::/);
     expect(cfg).toContain("monitor-uri /healthz");
-    expect(cfg).toContain("monitor fail if { nbsrv(be_app) lt 1 }");
+    expect(cfg).toContain("monitor fail if { nbsrv(pool_app) lt 1 }");
     expect(cfg).toContain("stats socket /run/haproxy/admin.sock");
-    expect(cfg.match(/check inter 1s fall 2 rise 2/g)).toHaveLength(2);
+    expect(cfg.match(/check inter 1000ms rise 2 fall 2/g)).toHaveLength(2);
     expect(renderHaproxyConfig({ listenPorts: [80], backends: ["a:1"], healthPort: 9000 })).toContain("bind 127.0.0.1:9000");
   });
 
@@ -76,6 +92,115 @@ describe("renderHaproxyConfig", () => {
   });
 });
 
+describe("a typical site: https with two certificates, redirect, routes, tcp passthrough, re-encryption", () => {
+  let pki: TestPki;
+  let dir: string;
+  beforeAll(() => {
+    pki = makePki(["www.example.com", "api.example.com"], 30);
+    dir = mkdtempSync(join(tmpdir(), "halb-haproxy-site-"));
+  });
+  afterAll(() => {
+    pki.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const pools = (): Record<string, Pool> => ({
+    web: {
+      servers: ["10.10.0.5:8080", "10.10.0.6:8080"],
+      healthCheck: { type: "http", path: "/healthz", expectStatus: 204, intervalMs: 1500, rise: 3, fall: 2 },
+      stickySessions: { cookie: "SRV" },
+      timeouts: { tunnelMs: 7_200_000 },
+    },
+    api: { servers: ["10.10.0.7:9000"], balance: "leastconn", proxyProtocol: "v1", tls: { verify: true, ca: pki.ca, serverName: "api.internal" } },
+    pass: { servers: ["10.10.0.8:443"], proxyProtocol: "v2", balance: "source" },
+  });
+  const frontends: Frontend[] = [
+    { port: 80, protocol: "http", pool: "web", redirectToHttps: true, denyCidrs: ["192.0.2.0/24"] },
+    {
+      port: 443,
+      protocol: "https",
+      pool: "web",
+      certificates: ["www", "api"],
+      hsts: 31536000,
+      routes: [
+        { host: "api.example.com", pool: "api" },
+        { host: "www.example.com", pathPrefix: "/api/", pool: "api" },
+      ],
+      rateLimit: { requestsPerSecond: 50, burst: 20 },
+      timeouts: { httpRequestMs: 5000 },
+    },
+    { port: 8443, protocol: "tcp", pool: "pass", allowCidrs: ["198.51.100.0/24"] },
+  ];
+  const render = (over: Partial<Parameters<typeof renderHaproxyConfig>[0]> = {}) =>
+    renderHaproxyConfig({ frontends, pools: pools(), certDir: dir, metricsCidrs: ["10.10.0.0/16"], maxconn: 8192, serverName: "lb-blue-1", ...over });
+  const install = (cfg: string) => {
+    for (const [n, c] of Object.entries(certificateFiles({ www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] }, pools()))) {
+      writeFileSync(join(dir, n), c, { mode: 0o600 });
+    }
+    const file = join(dir, "haproxy.cfg");
+    writeFileSync(file, cfg.replaceAll(ANCHOR_PLACEHOLDER, ANCHOR));
+    return file;
+  };
+
+  it("is valid for haproxy -c, without a warning", () => {
+    const r = haproxyCheck(install(render()));
+    expect(r.status, r.out).toBe(0);
+    expect(r.out).not.toMatch(/WARNING|ALERT/);
+  });
+
+  it("haproxy -c reads the certificate files: a missing one fails the check", () => {
+    const file = install(render());
+    rmSync(join(dir, "api.pem"));
+    const r = haproxyCheck(file);
+    expect(r.status).not.toBe(0);
+    expect(r.out).toContain("api.pem");
+  });
+
+  it("renders each feature as HAProxy expects it", () => {
+    const cfg = render();
+    const has = (line: string) => expect(cfg.split("\n").map((l) => l.trim())).toContain(line);
+    has(`bind ${ANCHOR_PLACEHOLDER}:443 ssl crt ${dir}/www.pem crt ${dir}/api.pem alpn h2,http/1.1`);
+    has("http-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }");
+    has('http-response set-header Strict-Transport-Security "max-age=31536000"');
+    has("http-request set-header X-Forwarded-Proto https");
+    has("use_backend pool_api if { req.hdr(host),field(1,:),lower -m str api.example.com }");
+    has("use_backend pool_api if { req.hdr(host),field(1,:),lower -m str www.example.com } { path_beg /api/ }");
+    has("tcp-request connection reject if { src 192.0.2.0/24 }");
+    has("tcp-request connection reject unless { src 198.51.100.0/24 }");
+    has("http-request deny deny_status 429 if { sc_http_req_rate(0) gt 70 }"); // 50/s + burst 20
+    has("timeout http-request 5000ms");
+    has("timeout tunnel 7200000ms");
+    has("http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost");
+    has("http-check expect status 204");
+    has("cookie SRV insert indirect nocache httponly");
+    has(`server s_10_10_0_5_8080 10.10.0.5:8080 check inter 1500ms rise 3 fall 2 cookie ${cookieValue("10.10.0.5:8080")}`);
+    has(
+      `server s_10_10_0_7_9000 10.10.0.7:9000 check inter 2000ms rise 2 fall 3 send-proxy check-send-proxy ssl verify required ca-file ${dir}/ca-api.pem sni str(api.internal) check-sni api.internal verifyhost api.internal`,
+    );
+    has("server s_10_10_0_8_443 10.10.0.8:443 check inter 2000ms rise 2 fall 3 send-proxy-v2 check-send-proxy");
+    has("monitor fail if { nbsrv(pool_web) lt 1 } { nbsrv(pool_api) lt 1 } { nbsrv(pool_pass) lt 1 }");
+    has("bind 0.0.0.0:8404");
+    has("tcp-request connection reject unless { src 127.0.0.0/8 10.10.0.0/16 }");
+    for (const l of ["master-worker", "user haproxy", "group haproxy", "chroot /var/lib/haproxy", "maxconn 8192"]) has(l);
+    // http2: false offers http/1.1 only; no metricsCidrs keeps the exporter on loopback.
+    const h1 = render({ frontends: frontends.map((f) => (f.protocol === "https" ? { ...f, http2: false } : f)), metricsCidrs: [] });
+    expect(h1).toContain(`crt ${dir}/api.pem alpn http/1.1\n`);
+    expect(h1).toContain("bind 127.0.0.1:8404");
+  });
+
+  it("sticky cookie values depend on the server only: every LB renders the same", () => {
+    const cookies = (c: string) => c.split("\n").filter((l) => / cookie [0-9a-f]{16}/.test(l));
+    expect(cookies(render({ serverName: "lb-green-2" }))).toEqual(cookies(render()));
+    expect(cookies(render())).toHaveLength(2);
+    expect(cookieValue("10.10.0.5:8080")).not.toBe(cookieValue("10.10.0.6:8080"));
+  });
+
+  it("maxconn is sized from the droplet's memory", () => {
+    expect(maxconnForSize("s-1vcpu-1gb")).toBe(8192);
+    expect(maxconnForSize("s-1vcpu-512mb-10gb")).toBe(4096);
+    expect(maxconnForSize("s-4vcpu-8gb")).toBe(65536);
+  });
+});
+
 describe("haproxyInstallScript", () => {
   it("fills in the anchor from the metadata service, validates, installs, reloads; never the public IP", async () => {
     const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
@@ -90,7 +215,8 @@ describe("haproxyInstallScript", () => {
       expect(installed).not.toMatch(/0\.0\.0\.0|\*:/);
       expect(installed).not.toContain(PUBLIC);
       expect(readFileSync(join(dir, "reloaded"), "utf8").trim()).toBe("reloaded");
-      expect(readdirSync(dir).sort()).toEqual(["haproxy.cfg", "reloaded"]); // no temp file left behind
+      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "haproxy.cfg", "reloaded"]); // no temp file left behind
+      expect(readdirSync(join(dir, "ha-lb"))).toHaveLength(1); // the one set in use
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -112,9 +238,60 @@ describe("haproxyInstallScript", () => {
       expect(empty.code).not.toBe(0);
       const invalid = await sh(haproxyInstallScript({ ...opts, metadataUrl: mdUrl }), good.replace("balance roundrobin", "balance nonsense"));
       expect(invalid.code).not.toBe(0);
+      expect(invalid.stderr).toMatch(/haproxy -c refused the new config; the running one is untouched:\n[\s\S]*balance only supports/);
       expect(readFileSync(configPath, "utf8")).toBe("# the old config\n");
-      expect(readdirSync(dir)).toEqual(["haproxy.cfg"]);
+      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "haproxy.cfg"]);
+      expect(readdirSync(join(dir, "ha-lb"))).toEqual([]);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("installs certificates from the bundle (0600 in a new 0700 set) with the config; a set failing haproxy -c leaves the running one untouched", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
+    const pki = makePki(["www.example.com", "api.example.com"], 30);
+    try {
+      const configPath = join(dir, "haproxy.cfg");
+      const opts = { configPath, metadataUrl: mdUrl, reloadCommand: `echo reloaded >> ${join(dir, "reloads")}`, retries: 0 };
+      const frontends: Frontend[] = [{ port: 443, protocol: "https", pool: "web", certificates: ["www", "api"] }];
+      const pools: Record<string, Pool> = { web: { servers: ["10.10.0.5:8080"] } };
+      const cfg = renderHaproxyConfig({ frontends, pools, runAs: null });
+      const certs = { www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] };
+      const ok = await sh(haproxyInstallScript(opts), haproxyBundle(cfg, certificateFiles(certs, pools)));
+      expect(ok.code, ok.stderr).toBe(0);
+      const [set] = readdirSync(join(dir, "ha-lb"));
+      const setDir = join(dir, "ha-lb", set);
+      expect(statSync(setDir).mode & 0o777).toBe(0o700);
+      expect(readdirSync(setDir).sort()).toEqual(["api.pem", "www.pem"]);
+      for (const f of ["api.pem", "www.pem"]) expect(statSync(join(setDir, f)).mode & 0o777).toBe(0o600);
+      expect(readFileSync(join(setDir, "www.pem"), "utf8")).toBe(certs.www.certificate + certs.www.privateKey);
+      const installed = readFileSync(configPath, "utf8");
+      expect(installed).toContain(`bind ${ANCHOR}:443 ssl crt ${setDir}/www.pem crt ${setDir}/api.pem alpn h2,http/1.1`);
+      expect(installed).not.toContain("PRIVATE KEY");
+      expect(ok.stdout + ok.stderr).not.toContain("PRIVATE KEY");
+
+      // A key that does not match its certificate: haproxy -c refuses, its message is shown, nothing changes.
+      const bad = { www: { ...certs.www, privateKey: certs.api.privateKey }, api: certs.api };
+      const refused = await sh(haproxyInstallScript(opts), haproxyBundle(cfg, certificateFiles(bad, pools)));
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/haproxy -c refused the new config; the running one is untouched:\n[\s\S]*www\.pem/);
+      expect(refused.stderr).not.toContain("PRIVATE KEY");
+      expect(readFileSync(configPath, "utf8")).toBe(installed);
+      expect(readdirSync(join(dir, "ha-lb"))).toEqual([set]);
+      expect(readFileSync(join(setDir, "www.pem"), "utf8")).toBe(certs.www.certificate + certs.www.privateKey);
+      expect(readFileSync(join(dir, "reloads"), "utf8")).toBe("reloaded\n");
+
+      // A rotation: a new set, the config points at it, the old set is gone after the reload.
+      const rotated = await sh(haproxyInstallScript(opts), haproxyBundle(cfg, certificateFiles({ www: certs.api, api: certs.www }, pools)));
+      expect(rotated.code, rotated.stderr).toBe(0);
+      const sets = readdirSync(join(dir, "ha-lb"));
+      expect(sets).toHaveLength(1);
+      expect(sets[0]).not.toBe(set);
+      expect(readFileSync(configPath, "utf8")).toContain(`crt ${join(dir, "ha-lb", sets[0])}/www.pem`);
+      expect(() => haproxyBundle(cfg, { "../x": "y" })).toThrow(/bad file name/);
+      expect(() => haproxyBundle(cfg, { x: `${BUNDLE_FILE_MARK}haproxy.cfg\n` })).toThrow(/file mark/);
+    } finally {
+      pki.cleanup();
       rmSync(dir, { recursive: true, force: true });
     }
   });

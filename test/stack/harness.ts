@@ -44,6 +44,9 @@ export const mockHostKey = (resourceName: string) => ({
   publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${b64sha(`public ${resourceName}`)}\n`,
 });
 
+/** What the mocked getDroplets answers, per tag (tests set it). */
+export const taggedDroplets: Record<string, { name: string; ipv4AddressPrivate: string; vpcUuid: string }[]> = {};
+
 const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
 
 /** Mocks the provider; returns the list every declared resource lands in. `localCommand` gives a command:local:Command's stdout. */
@@ -68,6 +71,11 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
         return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
       },
       call(a) {
+        // Pools given by tag (components/pool-servers.ts): the droplets taggedDroplets holds for the tag.
+        if (a.token === "digitalocean:index/getDroplets:getDroplets") {
+          const tag = (a.inputs.filters as { key: string; values: string[] }[])[0].values[0];
+          return { id: "droplets", droplets: taggedDroplets[tag] ?? [] };
+        }
         throw new Error(`unmocked invoke ${a.token}`);
       },
     },

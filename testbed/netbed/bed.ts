@@ -32,7 +32,8 @@ import { controlRequest } from "../../agent/control.js";
 import { ClusterViews } from "../harness/cluster-views.js";
 import { agentNodeFlags } from "../harness/node-flags.js";
 import { METADATA_IPV4 } from "../../agent/ports.js";
-import { renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
+import { certificateFiles, haproxyBundle, renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
+import type { Certificates, Frontend, Pool } from "../../components/lb-config.js";
 import { nodeIdOf, planCluster, type ClusterPlan, type DropletPlan } from "../../components/plan.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
 
@@ -55,6 +56,11 @@ export interface BedOptions {
   failover?: AgentConfigInput["failover"];
   /** Rendered into every LB's HAProxy config (default [80]). */
   listenPorts?: number[];
+  /**
+   * The long form instead (components/lb-config.ts): frontends and pools, whose servers may name
+   * `@APP@` for the bed's app backend, and the certificates shipped with the config as the stack does.
+   */
+  lb?: { frontends: Frontend[]; pools: Record<string, Pool>; certificates?: Certificates };
 }
 
 export interface BedNode {
@@ -379,6 +385,7 @@ export class NetBed extends ClusterViews {
         ...(this.opts.failover ? { failover: this.opts.failover } : {}),
         listenPorts: this.opts.listenPorts ?? [80],
         backends: [`${HOST_IP}:${this.appPort}`],
+        ...(this.opts.lb ? { frontends: this.opts.lb.frontends, pools: this.appPools(this.opts.lb.pools) } : {}),
       },
       lbs: members
         .filter((n) => n.role === "lb")
@@ -388,6 +395,14 @@ export class NetBed extends ClusterViews {
       membershipVersion: this.membershipVersion,
       keys: { agentToken: this.token, peerKey: this.peerKey, ...(this.previousPeerKey ? { previousPeerKey: this.previousPeerKey } : {}) },
     });
+  }
+
+  /** The pools with `@APP@` replaced by the bed's app backend address. */
+  private appPools(pools: Record<string, Pool>): Record<string, Pool> {
+    const app = `${HOST_IP}:${this.appPort}`;
+    return Object.fromEntries(
+      Object.entries(pools).map(([k, p]) => [k, { ...p, ...(p.servers ? { servers: p.servers.map((x) => x.replace("@APP@", app)) } : {}) }]),
+    );
   }
 
   /** This droplet's part of the plan; it must be a member. */
@@ -449,7 +464,7 @@ export class NetBed extends ClusterViews {
     const { haproxy } = this.planFor(this.node(id));
     if (!haproxy) throw new Error(`${id} is not a load balancer: it runs no HAProxy`);
     // maxconn: this host limits open files to 20,000, below what the production 20,000 connections need.
-    return renderHaproxyConfig({ ...haproxy, maxconn: 2000, statsSocket: this.haproxyPaths(id).sock });
+    return renderHaproxyConfig({ ...haproxy, maxconn: 2000, statsSocket: this.haproxyPaths(id).sock, runAs: null, masterWorker: false });
   }
 
   /** Install the rendered config with the stack's own install script (anchor from metadata), and (re)start HAProxy. */
@@ -460,7 +475,7 @@ export class NetBed extends ClusterViews {
     return mustAsync(
       "ip",
       ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })],
-      this.renderHaproxy(id),
+      haproxyBundle(this.renderHaproxy(id), certificateFiles(this.opts.lb?.certificates ?? {}, this.opts.lb ? this.appPools(this.opts.lb.pools) : {})),
     );
   }
 
