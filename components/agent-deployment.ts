@@ -32,6 +32,12 @@ export interface AgentDeploymentArgs {
   readonly certificates?: pulumi.Input<Certificates>;
   /** The previous droplet's restart: bundles roll one droplet at a time. */
   readonly after?: pulumi.Resource;
+  /**
+   * The previous droplet's config step. A reload that cannot apply a key restarts the agent in that
+   * step (applyConfigCommand), so config steps run one droplet at a time as restarts do: in parallel,
+   * every agent of the cluster could restart at once, and the cluster would lose its majority.
+   */
+  readonly configAfter?: pulumi.Resource;
   /** Seconds a restarted agent has to see the cluster healthy again before the deploy fails. */
   readonly healthyTimeoutS?: number;
 }
@@ -124,7 +130,7 @@ export class AgentDeployment extends pulumi.ComponentResource {
         logging: "none",
       },
       // apply-config prints no secret, but keep whatever it prints out of plaintext state anyway.
-      { ...p, dependsOn: [copyBundle], additionalSecretOutputs: ["stdout", "stderr"] },
+      { ...p, dependsOn: [copyBundle, ...(a.configAfter ? [a.configAfter] : [])], additionalSecretOutputs: ["stdout", "stderr"] },
     );
 
     this.restartAfter = a.after;

@@ -239,6 +239,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
     });
 
     let after: pulumi.Resource | undefined;
+    let configAfter: pulumi.Resource | undefined;
     const deployments: AgentDeployment[] = (this.deployments = []);
     // Restarts chain in rollingOrder: the standby color first (a broken bundle fails the deploy
     // before it touches the color that serves), then the color in force, then the witness.
@@ -265,10 +266,12 @@ export class HaLbCluster extends pulumi.ComponentResource {
           }),
           certificates: a.certificates,
           after,
+          configAfter,
         },
         p,
       );
       after = dep.restart;
+      configAfter = dep.applyConfig;
       deployments.push(dep);
     }
     if (witness) {
@@ -283,6 +286,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           bundle: a.bundle,
           ...shipped(planned(witnessName)),
           after,
+          configAfter,
         },
         p,
       );

@@ -55,7 +55,14 @@ describe("rolling restarts", () => {
         "ha-lb-agent-prod-lb-blue-2-config",
       ]),
     );
-    expect(deps.get("ha-lb-agent-prod-lb-blue-2-config")).toEqual(["ha-lb-agent-prod-lb-blue-2-bundle"]);
+    expect(deps.get("ha-lb-agent-prod-lb-blue-2-config")).toEqual(["ha-lb-agent-prod-lb-blue-2-bundle", "ha-lb-agent-prod-lb-blue-1-config"]);
+  });
+
+  it("config steps run one droplet at a time, in rolling order: a reload that needs a restart never restarts every agent at once", () => {
+    const order = ["prod-lb-green-1", "prod-lb-green-2", "prod-lb-blue-1", "prod-lb-blue-2", "witness"];
+    const config = (n: string) => `ha-lb-agent-${n}-config`;
+    expect(deps.get(config(order[0]))).toEqual([`ha-lb-agent-${order[0]}-bundle`]);
+    for (let i = 1; i < order.length; i++) expect(deps.get(config(order[i])), order[i]).toContain(config(order[i - 1]));
   });
 
   it("the switch check runs after every droplet's config and restart", () => {
