@@ -13,10 +13,7 @@ import { createConnection, createServer, type Socket } from "node:net";
 import { dirname } from "node:path";
 import * as v from "valibot";
 import { boolean, check, crossCheck, formatIssues, matching, nodeId, oneOf, printable, show, strictObject } from "./schema.js";
-
-/** A build id: the first 16 hex digits of the SHA-256 of a bundle, as in its deployed file name. */
-export const BUILD_ID = /^[0-9a-f]{16}$/;
-export const buildId = (sha256Hex: string) => sha256Hex.slice(0, 16);
+import { BUILD_ID } from "./build-id.js";
 
 /** All the bytes one connection may send; a request is a few dozen bytes. */
 export const CONTROL_MAX_CONNECTION_BYTES = 64 * 1024;

@@ -7,6 +7,7 @@
  * here. Nothing in this file decides who leads.
  */
 import { createElectionNode } from "./election/index.js";
+import { majorityOf } from "./election/quorum.js";
 import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionSnapshot, PeerMessage } from "./election/types.js";
 import type { AgentConfig, Member } from "./config.js";
 import type { Logger } from "./log.js";
@@ -320,7 +321,7 @@ export class Controller {
       pendingSwitch: s.pendingSwitchReason,
       membershipVersion: s.membershipVersion,
       jointOldMembers: s.jointOldMembers,
-      majorityReachable: reachable > this.cfg.members.length / 2,
+      majorityReachable: reachable >= majorityOf(this.cfg.members.length),
       members,
       reservedIp: this.cfg.reservedIp
         ? { address: this.cfg.reservedIp, onThisDroplet: keeper?.onSelf ?? null, holder, holderIsLeader: holder !== null && holder === s.leader }

@@ -14,7 +14,8 @@ import { createPeerTransport } from "./transport.js";
 import { createHealthChecker, type HealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
-import { buildId, createControlServer } from "./control.js";
+import { buildId } from "./build-id.js";
+import { createControlServer } from "./control.js";
 import { createHash } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 

@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { buildId } from "../agent/control.js";
+import { buildId } from "../agent/build-id.js";
 import { rollingOrder } from "../components/rolling-order.js";
 import { BUNDLE, NetBed, RESERVED_IP, downtime, sh } from "../testbed/netbed/bed.js";
 import { KeepalivedCluster, type KeepalivedFlavor } from "./keepalived.js";

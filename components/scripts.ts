@@ -14,7 +14,7 @@
  *             waits), then leaderRestartScript droplet by droplet (restarts the leader, after a handover)
  *   delete:   deleteScript (hand over, leave eligibility, stop) before the droplet is deleted
  */
-import { buildId } from "../agent/control.js";
+import { buildId } from "../agent/build-id.js";
 
 export const FIPD_DIR = "/opt/fipd";
 export const UNIT_PATH = "/etc/systemd/system/fipd.service";

@@ -18,7 +18,7 @@ import { join } from "node:path";
 import * as v from "valibot";
 import type { Color } from "../agent/config.js";
 import { boolean, formatIssues, nonEmptyString, strictObject } from "../agent/schema.js";
-import { buildId } from "../agent/control.js";
+import { buildId } from "../agent/build-id.js";
 import type { StatusReport } from "../agent/controller.js";
 import { httpGet } from "../agent/http-get.js";
 import { rollingOrder } from "../components/rolling-order.js";
