@@ -65,6 +65,12 @@ export const FailoverTimingSchema = v.pipe(
     electionTimeoutMs: v.optional(durationMs(10, 60_000), 150),
     /** A returning better node takes over a working leader only when true (keepalived's preemption). */
     preempt: v.optional(boolean, false),
+    /**
+     * When no node of the color in force has been eligible for COLOR_FALLBACK_AFTER_LEASES leases, a
+     * healthy node of the other color may lead until one is back (see README "Blue-green"). False keeps
+     * the strict rule, for colors whose backends are incompatible.
+     */
+    colorFallback: v.optional(boolean, true),
   }),
   crossCheck([["heartbeatIntervalMs"], ["leaseMs"]], (t, report) => {
     if (t.heartbeatIntervalMs * 3 > t.leaseMs) {

@@ -76,6 +76,8 @@ export interface StatusReport {
   colorInForce: string;
   requestedColor: string;
   pendingSwitch: string | null;
+  /** Non-null while the tier serves from a color fallback (failover.colorFallback): which color, for how long, why. */
+  colorFallback: { color: string; requested: string; forMs: number; reason: string } | null;
   membershipVersion: number;
   jointOldMembers: string[] | null;
   majorityReachable: boolean;
@@ -274,6 +276,8 @@ export class Controller {
     }
     this.d.metrics.colorSwitchPending.reset();
     if (snap.pendingSwitchReason) this.d.metrics.colorSwitchPending.set({ requested: snap.requestedColor }, 1);
+    this.d.metrics.colorFallback.reset();
+    if (snap.colorFallback) this.d.metrics.colorFallback.set({ color: snap.colorFallback.color, requested: snap.colorFallback.requested }, 1);
     const holder = this.status().reservedIp?.holderIsLeader;
     if (holder !== undefined) this.d.metrics.reservedIpHolderIsLeader.set(holder ? 1 : 0);
     this.heard.clear();
@@ -319,6 +323,9 @@ export class Controller {
       colorInForce: s.colorInForce,
       requestedColor: s.requestedColor,
       pendingSwitch: s.pendingSwitchReason,
+      colorFallback: s.colorFallback
+        ? { color: s.colorFallback.color, requested: s.colorFallback.requested, forMs: Math.round(now - s.colorFallback.since), reason: s.colorFallback.reason }
+        : null,
       membershipVersion: s.membershipVersion,
       jointOldMembers: s.jointOldMembers,
       majorityReachable: reachable >= majorityOf(this.cfg.members.length),

@@ -48,6 +48,12 @@ export function createMetrics() {
       labelNames: ["requested"],
       registers: r,
     }),
+    colorFallback: new Gauge({
+      name: "fipd_color_fallback",
+      help: "1 while the tier serves from another color than the requested one because the requested color went dark (failover.colorFallback)",
+      labelNames: ["color", "requested"],
+      registers: r,
+    }),
     witnessReachable: new Gauge({ name: "fipd_witness_reachable", help: "1 if the witness was heard within a lease", registers: r }),
     configReloads: new Counter({ name: "fipd_config_reloads_total", help: "Config reloads by result", labelNames: ["result"], registers: r }),
   };

@@ -37,6 +37,10 @@ export function formatStatus(s: AgentStatus): string {
   lines.push(
     `color in force ${s.colorInForce}${s.requestedColor !== s.colorInForce ? `, requested ${s.requestedColor}` : ""}${s.pendingSwitch ? ` (PENDING: ${s.pendingSwitch})` : ""}`,
   );
+  if (s.colorFallback) {
+    const f = s.colorFallback;
+    lines.push(`FALLBACK: serving from ${f.color} instead of ${f.requested} for ${Math.round(f.forMs / 1000)} s: ${f.reason}`);
+  }
   if (s.reservedIp) {
     lines.push(
       `reserved IP ${s.reservedIp.address}: on ${s.reservedIp.holder ?? "unknown"}${s.reservedIp.holderIsLeader ? " (the leader)" : s.leader ? " (NOT the leader)" : ""}`,

@@ -106,6 +106,7 @@ describe("redaction", () => {
     colorInForce: "blue",
     requestedColor: "blue",
     pendingSwitch: null,
+    colorFallback: null,
     membershipVersion: 1,
     jointOldMembers: null,
     majorityReachable: true,
@@ -133,6 +134,18 @@ describe("redaction", () => {
     expect(out).not.toContain(token);
     expect(out).toContain('last assign: error in 3 ms: POST /v2/reserved_ips/{ip}/actions: Headers.append: "Bearer [redacted]\\u{a}last error: forged line"');
     expect(out.split("\n").filter((l) => l.startsWith("last error:"))).toHaveLength(1);
+  });
+
+  it("fipd status names a color fallback and the keys waiting for a restart", () => {
+    const plain = formatStatus(report("x"));
+    expect(plain).not.toMatch(/FALLBACK|RESTART PENDING/);
+    const out = formatStatus({
+      ...report("x"),
+      colorFallback: { color: "blue", requested: "green", forMs: 12_400, reason: "no healthy green node can take over (g1 down)" },
+      restartPending: ["listen", "api"],
+    });
+    expect(out).toContain("FALLBACK: serving from blue instead of green for 12 s: no healthy green node can take over (g1 down)\n");
+    expect(out).toContain("RESTART PENDING for listen, api: a reload cannot apply them (systemctl restart fipd)\n");
   });
 
   it("the agent's status answer (fipd status --json, the deploy scripts) carries no known secret", () => {

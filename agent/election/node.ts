@@ -9,7 +9,7 @@
 import type { Color, Member } from "../config.js";
 import { bootQuietMs, hasMajorityInAll, leaderLeaseMs, majorityAckTime, majorityOf } from "./quorum.js";
 import { SIM } from "./sim-only.js";
-import { bestOfColor, colorMayLead, compareRank, preferringBuild, rankedEligible, whyNoneOfColor, type PeerView } from "./rank.js";
+import { bestOfColor, colorFallbackAfterMs, colorMayLead, compareRank, preferringBuild, rankedEligible, whyNoneOfColor, type PeerView } from "./rank.js";
 import type {
   ElectionConfig,
   DurableState,
@@ -142,6 +142,17 @@ export class Election implements ElectionNode {
   private committedVersion = 0;
   /** Leader with preempt: since when a better node has been eligible. */
   private betterSince: number | null = null;
+  /** Per color, the last local time this node saw an eligible LB of it (itself included); -Infinity: never. */
+  private readonly colorSeenAt: Record<Color, number> = { blue: -Infinity, green: -Infinity };
+  /** When this process started: the fallback bound also runs from here (a fresh node has seen nobody yet). */
+  private readonly bootedAt: number;
+  /** The color in force at the last `trackColors`, to notice it change. */
+  private lastColorInForce: Color;
+  /**
+   * Set while the tier serves from another color than the requested one because the requested color,
+   * in force before, went dark (a color fallback); cleared when the requested color is in force again.
+   */
+  private fallback: { from: Color; since: number } | null = null;
 
   /** The durable state as last handed out in a `persist` effect. */
   private persistedTerm = 0;
@@ -159,6 +170,8 @@ export class Election implements ElectionNode {
     this.role = this.selfMember()?.role === "witness" ? "witness" : "follower";
     this.colorInForce = config.activeColor;
     this.requestedColor = config.activeColor;
+    this.lastColorInForce = config.activeColor;
+    this.bootedAt = now;
     // The first configuration (version 1) is committed by definition; a later one is not known to be
     // until a leader says so, so until then this node learns old lists from its peers.
     this.committedVersion = config.membershipVersion <= 1 ? config.membershipVersion : 0;
@@ -231,6 +244,16 @@ export class Election implements ElectionNode {
         this.requestedColor !== this.colorInForce
           ? (this.pendingSwitchReason ?? this.leaderPendingReason ?? `waiting for a leader to hand over to a healthy ${this.requestedColor} node`)
           : null,
+      colorFallback: this.fallback
+        ? {
+            color: this.colorInForce,
+            requested: this.requestedColor,
+            since: this.fallback.since,
+            reason:
+              `no ${this.fallback.from} node was eligible for ${colorFallbackAfterMs(this.timing.leaseMs)} ms` +
+              ((this.pendingSwitchReason ?? this.leaderPendingReason) ? `; now: ${this.pendingSwitchReason ?? this.leaderPendingReason}` : ""),
+          }
+        : null,
       membershipVersion: this.cfg.membershipVersion,
       jointOldMembers: this.jointLists.length ? [...new Set(this.jointLists.flat())] : null,
       members: this.allMembers()
@@ -346,14 +369,59 @@ export class Election implements ElectionNode {
   }
 
   /**
-   * May this node lead now, colors considered? The color in force may; the requested color may only
-   * when no eligible node of the color in force is reachable (the switch then takes force).
+   * From when this node may lead, colors considered (-Infinity: now; Infinity: not foreseeably). The
+   * color in force may; the requested color may only when no eligible node of the color in force is
+   * reachable (the switch then takes force); another color when the fallback opens.
    */
-  private colorAllowsMe(): boolean {
+  private colorOpensAt(): number {
     const color = this.selfMember()?.color;
-    if (color === this.colorInForce) return true;
-    if (color !== this.requestedColor) return false;
-    return this.blockerOfColorInForce(this.views()) === null;
+    if (color === this.colorInForce) return -Infinity;
+    if (color === this.requestedColor) return this.blockerOfColorInForce(this.views()) === null ? -Infinity : Infinity;
+    if (!this.fallbackPossible()) return Infinity;
+    return Math.max(this.colorSeenAt[this.colorInForce], this.bootedAt) + colorFallbackAfterMs(this.timing.leaseMs);
+  }
+
+  /** A fallback could open: it is enabled and the color in force is the requested one. */
+  private fallbackPossible(): boolean {
+    return this.timing.colorFallback && this.colorInForce === this.requestedColor;
+  }
+
+  /**
+   * The color fallback (`failover.colorFallback`): when the requested color is in force but no node of
+   * it has been eligible for `colorFallbackAfterMs` (by this node's view, and at least that long since
+   * this process started), a node of another color may lead. Its win puts its color in force, so the
+   * requested color then returns exactly as a pending switch completes: by a planned handover from the
+   * leader as soon as a node of the requested color is eligible. Voters apply the same test to their
+   * own view, so a fallback needs a majority that has not seen the color in force for the bound.
+   */
+  private fallbackOpen(asVoter = false): boolean {
+    if (!this.fallbackPossible()) return false;
+    const seen = Math.max(this.colorSeenAt[this.colorInForce], this.bootedAt);
+    // A voter opens a heartbeat interval earlier than a candidate: their views of the last sign of
+    // the color in force differ by a delivery, and a refused pre-vote would cost a retry backoff.
+    const slackMs = asVoter ? this.timing.heartbeatIntervalMs : 0;
+    return this.now - seen >= colorFallbackAfterMs(this.timing.leaseMs) - slackMs;
+  }
+
+  /** Record which colors have an eligible node in view, and notice the color in force change (fallback in and out). */
+  private trackColors(): void {
+    const now = this.now;
+    const self = this.selfMember();
+    if (self?.color && this.eligible()) this.colorSeenAt[self.color] = now;
+    for (const v of this.views()) {
+      const heardAt = this.peers.get(v.id)?.lastHeardAt;
+      if (v.reachable && heardAt != null && v.status?.eligible === true && v.member.role === "lb" && v.member.color) {
+        this.colorSeenAt[v.member.color] = Math.max(this.colorSeenAt[v.member.color], heardAt);
+      }
+    }
+    if (this.colorInForce !== this.lastColorInForce) {
+      const from = this.lastColorInForce;
+      this.lastColorInForce = this.colorInForce;
+      // A fallback, not a planned switch: the requested color left force after being dark for at
+      // least a lease (a planned switch leaves a node with an older config seeing the old color alive).
+      if (from === this.requestedColor && now - this.colorSeenAt[from] >= this.timing.leaseMs) this.fallback = { from, since: now };
+    }
+    if (this.colorInForce === this.requestedColor) this.fallback = null;
   }
 
   /**
@@ -399,6 +467,7 @@ export class Election implements ElectionNode {
 
   private runTimers(): void {
     const now = this.now;
+    this.trackColors();
     if (this.role === "leader") {
       this.renewLease();
       if (this.role === "leader") this.leaderDuties();
@@ -414,13 +483,18 @@ export class Election implements ElectionNode {
     if (this.role === "follower" && this.phase.kind === "idle" && now >= this.standAt()) this.startPreVote();
     if (now >= this.nextBeaconAt) this.beacon();
     this.updatePendingSwitch();
+    this.trackColors();
   }
 
   /** When this follower would stand for election, or Infinity if it may not. */
   private standAt(): number {
-    if (this.role !== "follower" || !this.eligible() || !this.colorAllowsMe()) return Infinity;
+    if (this.role !== "follower" || !this.eligible()) return Infinity;
+    // A fallback candidate wakes when the fallback opens, and the rank backoff counts from then, so
+    // that the fallback color's nodes do not all stand at once.
+    const opensAt = this.colorOpensAt();
+    if (opensAt === Infinity) return Infinity;
     const heardLeader = this.lastLeaderHeardAt === null ? -Infinity : this.lastLeaderHeardAt + this.timing.electionTimeoutMs;
-    const base = Math.max(this.promisedUntil, heardLeader, this.bootQuietUntil, this.retryAt);
+    const base = Math.max(this.promisedUntil, heardLeader, this.bootQuietUntil, this.retryAt, opensAt);
     return base + this.rank() * this.timing.candidateBackoffMs;
   }
 
@@ -428,7 +502,7 @@ export class Election implements ElectionNode {
   private rank(): number {
     const self = this.selfMember();
     if (!self) return 0;
-    const others = rankedEligible(this.views(), this.colorInForce, this.requestedColor).filter((v) => v.id !== this.leader);
+    const others = rankedEligible(this.views(), this.colorInForce, this.requestedColor, this.fallbackPossible()).filter((v) => v.id !== this.leader);
     return others.filter((v) => compareRank(v.member, self, this.colorInForce) < 0).length;
   }
 
@@ -657,7 +731,8 @@ export class Election implements ElectionNode {
     // judged by the color its own (newer) config requests.
     const named = transfer && this.namedSuccessor !== null && this.namedSuccessor.id === from && this.namedSuccessor.term === this.term;
     const requested = named ? status.requestedColor : this.requestedColor;
-    if (!colorMayLead(candidate.color, this.colorInForce, requested)) return `candidate's color ${candidate.color} is not in force (${this.colorInForce})`;
+    if (!colorMayLead(candidate.color, this.colorInForce, requested, this.fallbackOpen(true)))
+      return `candidate's color ${candidate.color} is not in force (${this.colorInForce})`;
     if (!transfer && candidate.color !== this.colorInForce) {
       const better = this.blockerOfColorInForce(this.views().filter((v) => v.id !== from));
       if (better || (this.eligible() && this.selfMember()?.color === this.colorInForce)) {

@@ -18,8 +18,25 @@ export function compareRank(a: Member, b: Member, colorInForce: Color): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
-/** A node's color may lead if it is in force, or if it is the requested color (a pending switch). */
-export const colorMayLead = (color: Color | undefined | null, colorInForce: Color, requested: Color): boolean => color === colorInForce || color === requested;
+/**
+ * How long no node of the color in force may have been eligible before a node of another color may
+ * lead (`failover.colorFallback`), in leases. A lease is the longest a follower's promise to a dead
+ * leader holds; a failover within the color takes about one lease plus an election (README "Timing"),
+ * and a crashed node's last status stays visible for a lease. Three leases ride out all of that, so a
+ * failover inside the color in force never turns into a color fallback, while the tier is dark for
+ * at most about three leases more than for an ordinary failover (900 ms with the default 300 ms lease).
+ */
+export const COLOR_FALLBACK_AFTER_LEASES = 3;
+
+/** The fallback bound in milliseconds, for a lease of `leaseMs`. */
+export const colorFallbackAfterMs = (leaseMs: number): number => COLOR_FALLBACK_AFTER_LEASES * leaseMs;
+
+/**
+ * A node's color may lead if it is in force, or if it is the requested color (a pending switch), or,
+ * with `fallback` (no node of the color in force eligible for the fallback bound), if it is any color.
+ */
+export const colorMayLead = (color: Color | undefined | null, colorInForce: Color, requested: Color, fallback = false): boolean =>
+  color === colorInForce || color === requested || (fallback && color != null);
 
 export interface PeerView {
   id: NodeId;
@@ -28,10 +45,10 @@ export interface PeerView {
   reachable: boolean;
 }
 
-/** Eligible peers this node can hear, best first. */
-export function rankedEligible(views: readonly PeerView[], colorInForce: Color, requested: Color): PeerView[] {
+/** Eligible peers this node can hear, best first (`fallback`: as in `colorMayLead`). */
+export function rankedEligible(views: readonly PeerView[], colorInForce: Color, requested: Color, fallback = false): PeerView[] {
   return views
-    .filter((v) => v.reachable && v.status?.eligible === true && v.member.role === "lb" && colorMayLead(v.member.color, colorInForce, requested))
+    .filter((v) => v.reachable && v.status?.eligible === true && v.member.role === "lb" && colorMayLead(v.member.color, colorInForce, requested, fallback))
     .sort((a, b) => compareRank(a.member, b.member, colorInForce));
 }
 

@@ -132,6 +132,12 @@ export interface ElectionSnapshot {
   requestedColor: Color;
   /** Non-null while `requestedColor` differs from `colorInForce`: why the switch has not happened. */
   pendingSwitchReason: string | null;
+  /**
+   * Non-null while the tier serves from `color` although `requested` is requested, because no node of
+   * the requested color was eligible for the fallback bound (`failover.colorFallback`). `since` is this
+   * node's local time when it learned of the fallback; `reason` says why, and what the return waits for.
+   */
+  colorFallback: { color: Color; requested: Color; since: number; reason: string } | null;
   membershipVersion: number;
   /** Non-null during joint consensus: the previous member ids whose majority is also needed. */
   jointOldMembers: NodeId[] | null;

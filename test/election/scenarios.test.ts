@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import type { Color, FailoverTiming, Member } from "../../agent/config.js";
 import type { PlantedBugs } from "../../agent/election/node.js";
 import { bootQuietMs } from "../../agent/election/quorum.js";
+import { colorFallbackAfterMs } from "../../agent/election/rank.js";
 import { checkReachableMajority, checkSafety } from "../../testbed/sim/invariants.js";
 import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
 import { InvariantViolation, World, type WorldOptions } from "../../testbed/sim/world.js";
@@ -248,6 +249,78 @@ describe("election scenarios", () => {
     for (const id of ["b2", "g2", "w"]) w.reload(id);
     w.runUntil(3_000);
     expect(leader(w)).toBe("g1");
+  });
+
+  it("color fallback: with every node of the color in force dead, the other color leads within the bound; the IP returns by a planned handover", () => {
+    const w = world([lb("b1"), lb("b2"), lb("g1", "green"), lb("g2", "green"), witness]);
+    const all = ["b1", "b2", "g1", "g2", "w"];
+    startAll(w, all);
+    w.runUntil(1_500);
+    w.activeColor = "green";
+    for (const id of all) w.reload(id);
+    w.runUntil(3_000);
+    expect(leader(w)).toBe("g1");
+    w.crash("g1");
+    w.crash("g2");
+    const t0 = w.now;
+    let took: number | null = null;
+    let sawNone = false;
+    for (let t = t0; t < t0 + 5_000 && took === null; t += 1) {
+      w.runUntil(t);
+      const l = leader(w);
+      if (l === null) sawNone = true;
+      if (l !== null && l.startsWith("b")) took = w.now - t0;
+    }
+    expect(sawNone).toBe(true);
+    const { leaseMs, maxClockDrift, candidateBackoffMs, electionTimeoutMs } = DEFAULT_TIMING;
+    const bound = colorFallbackAfterMs(leaseMs);
+    expect(took).not.toBeNull();
+    // Not before the bound (the dead leader's promise may run out earlier), and within the bound plus an election.
+    expect(took!).toBeGreaterThanOrEqual(bound);
+    expect(took!).toBeLessThanOrEqual(bound * (1 + maxClockDrift) + electionTimeoutMs + 2 * candidateBackoffMs);
+    expect(leader(w)).toBe("b1");
+    w.runUntil(w.now + 1_000);
+    const snap = w.nodes.get("b2")!.election!.snapshot(w.local(w.nodes.get("b2")!));
+    expect(snap.colorInForce).toBe("blue");
+    expect(snap.colorFallback).toMatchObject({ color: "blue", requested: "green" });
+    expect(snap.colorFallback!.reason).toMatch(
+      /no green node was eligible for 900 ms; now: no healthy green node can take over \(g1: unreachable, g2: unreachable\)/,
+    );
+    // g2 comes back: the fallback leader hands over to it (a release naming g2), no lease gap.
+    w.start("g2");
+    const sequence: string[] = [];
+    const end = w.now + 3_000;
+    for (let t = w.now; t < end; t += 1) {
+      w.runUntil(t);
+      const l = leader(w);
+      if (l && sequence[sequence.length - 1] !== l) sequence.push(l);
+    }
+    expect(sequence).toEqual(["b1", "g2"]);
+    expect(w.trace.some((x) => /handing over: switching to green \(to g2\)/.test(x.text))).toBe(true);
+    const after = w.nodes.get("b2")!.election!.snapshot(w.local(w.nodes.get("b2")!));
+    expect(after.colorInForce).toBe("green");
+    expect(after.colorFallback).toBeNull();
+  });
+
+  it("color fallback off: with every node of the color in force dead, no node of the other color leads", () => {
+    const w = world([lb("b1"), lb("b2"), lb("g1", "green"), lb("g2", "green"), witness], { timing: { colorFallback: false } });
+    const all = ["b1", "b2", "g1", "g2", "w"];
+    startAll(w, all);
+    w.runUntil(1_500);
+    w.activeColor = "green";
+    for (const id of all) w.reload(id);
+    w.runUntil(3_000);
+    expect(leader(w)).toBe("g1");
+    w.crash("g1");
+    w.crash("g2");
+    const until = 10_000;
+    for (let t = w.now; t < until; t += 5) {
+      w.runUntil(t);
+      expect(leader(w)).toBeNull();
+    }
+    w.start("g2");
+    w.runUntil(12_000);
+    expect(leader(w)).toBe("g2");
   });
 
   it("membership changes go through joint consensus and commit", () => {

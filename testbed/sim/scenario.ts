@@ -17,6 +17,7 @@ export const DEFAULT_TIMING: FailoverTiming = {
   candidateBackoffMs: 25,
   electionTimeoutMs: 150,
   preempt: false,
+  colorFallback: true,
 };
 
 export interface SeedOptions {
