@@ -3,22 +3,16 @@
  * faults (crashes, partitions, health flaps, maintenance, handovers, color switches and membership
  * changes rolled out node by node), then a calm period in which the cluster must settle.
  */
-import type { Color, FailoverTiming, Member } from "../../agent/config.js";
+import * as v from "valibot";
+import { FailoverTimingSchema, type Color, type FailoverTiming, type Member } from "../../agent/config.js";
 import type { PlantedBugs } from "../../agent/election/node.js";
 import { bootQuietMs } from "../../agent/election/quorum.js";
 import { checkReachableMajority, checkSafety } from "./invariants.js";
 import { Rng } from "./rng.js";
 import { InvariantViolation, World, type TraceLine } from "./world.js";
 
-export const DEFAULT_TIMING: FailoverTiming = {
-  heartbeatIntervalMs: 50,
-  leaseMs: 300,
-  maxClockDrift: 0.01,
-  candidateBackoffMs: 25,
-  electionTimeoutMs: 150,
-  preempt: false,
-  colorFallback: true,
-};
+/** The agent's own defaults (agent/config.ts), so the simulator proves the timing that ships. */
+export const DEFAULT_TIMING: FailoverTiming = v.parse(FailoverTimingSchema, {});
 
 export interface SeedOptions {
   /** Simulated milliseconds of faults (default 57 s), then `calmMs` of calm (default 3 s): 60 s runs. */
