@@ -1,6 +1,6 @@
 /**
  * Every document the agent and the stack point an operator to exists: an error message once sent
- * readers to docs/operations.md, which was never written.
+ * readers to an operations guide under docs/ that was never written.
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
