@@ -12,7 +12,7 @@ import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionSnapshot, Pee
 import type { AgentConfig, Member } from "./config.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
-import type { DurableStore } from "./durable-state.js";
+import { nextBoot, type DurableStore } from "./durable-state.js";
 import { IpKeeper, type MetadataReader, type ReservedIpApi } from "./ip-keeper.js";
 import { membershipRefusal } from "./membership.js";
 import { stepAndCarryOut } from "./shell.js";
@@ -22,7 +22,8 @@ export interface ControllerDeps {
   log: Logger;
   metrics: FipdMetrics;
   now(): number;
-  startTransport(cfg: AgentConfig, onMessage: (from: string, msg: PeerMessage) => void): Promise<TransportLike>;
+  /** `boot`: this start's boot counter, on disk already; the transport's boot id (agent/transport.ts). */
+  startTransport(cfg: AgentConfig, onMessage: (from: string, msg: PeerMessage) => void, boot: number): Promise<TransportLike>;
   /** LB nodes only: starts the local HAProxy checks; calls back on every verdict change. */
   startHealth?(cfg: AgentConfig, onChange: (healthy: boolean, detail: string) => void): HealthLike;
   /** LB nodes only. */
@@ -31,7 +32,7 @@ export interface ControllerDeps {
   dropletId?: number;
   /** The running bundle's build id (first 16 hex digits of its SHA-256), told to peers. */
   build?: string;
-  /** Stable storage for the election's term and vote (absent: memory only, as in unit tests). */
+  /** Stable storage for the election's term and vote and the boot counter (absent: memory only, as in unit tests). */
   durable?: DurableStore;
   /**
    * Fail-stop: an exception in the core, a failed durable write or a broken assertion. Production
@@ -141,7 +142,16 @@ export class Controller {
     const durable = this.d.durable?.load() ?? null;
     if (durable) this.d.log.info("resuming from the persisted election state", { term: durable.term, votedFor: durable.votedFor });
     this.node = createElectionNode(electionConfigOf(this.cfg), now, { durable });
-    this.transport = await this.d.startTransport(this.cfg, (from, msg) => this.onPeerMessage(from, msg));
+    // The boot counter reaches the disk before the transport exists, so before any datagram leaves; a
+    // failed write ends the start (fail-stop). Memory only (unit tests): the wall clock's floor.
+    let boot: number;
+    try {
+      boot = this.d.durable ? this.d.durable.beginBoot() : nextBoot(null, Date.now());
+    } catch (e) {
+      this.failStop(e, "start");
+      return;
+    }
+    this.transport = await this.d.startTransport(this.cfg, (from, msg) => this.onPeerMessage(from, msg), boot);
     if (this.self.role === "lb") {
       if (!this.d.metadata || !this.d.api || this.d.dropletId === undefined || !this.cfg.reservedIp) {
         throw new Error("an LB node needs the metadata service, the API client, its droplet ID and the reserved IP");
@@ -174,7 +184,7 @@ export class Controller {
     }
     if (this.cfg.maintenance) this.feed({ type: "maintenance", now: this.d.now(), on: true });
     this.feed({ type: "tick", now: this.d.now() });
-    this.d.log.info("fipd started", { role: this.self.role, color: this.self.color ?? null, members: this.cfg.members.map((m) => m.id) });
+    this.d.log.info("fipd started", { role: this.self.role, color: this.self.color ?? null, members: this.cfg.members.map((m) => m.id), boot });
   }
 
   /**

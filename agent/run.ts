@@ -112,8 +112,9 @@ export async function runAgent(configPath: string): Promise<number> {
       log.crit(message, fields);
       process.exit(70);
     },
-    startTransport: async (c, onMessage) => {
+    startTransport: async (c, onMessage, boot) => {
       transportRef = await createPeerTransport({
+        boot,
         selfId: c.nodeId,
         listenAddress: c.listen.address,
         listenPort: c.listen.port,

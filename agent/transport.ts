@@ -12,19 +12,23 @@
  *   `pulumi up`, not two.
  * - Replay protection without synchronized clocks: per sender, the highest (bootId, counter) seen and
  *   a 64-packet sliding window (as IPsec and WireGuard do). A new boot id from a sender starts a new
- *   window; boot ids start with the sender's boot time in seconds, so an earlier incarnation's packets
- *   are refused, and the election's terms make any that slip through harmless.
+ *   window, and a lower one is refused, so an earlier incarnation's packets are refused; the election's
+ *   terms make any that slip through harmless. The boot id is the sender's boot counter, kept in its
+ *   durable state (agent/durable-state.ts) and written before the transport starts: it goes up on
+ *   every start whatever the wall clock does. A boot id from the wall clock would go down after a
+ *   clock step back, and the peers would refuse the restarted node for good.
  * - Bad packets are dropped and counted, never thrown. An authenticated body must match its kind's
  *   schema (agent/messages.ts): unknown kinds and malformed fields are dropped and counted too
  *   (reasons `unknown-kind`, `schema`), extra fields from a newer build are ignored.
  */
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 import { createSocket, type Socket } from "node:dgram";
 import type { PeerMessage } from "./election/types.js";
 import { parsePeerMessage } from "./messages.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
 import type { PeerKey } from "./secrets.js";
+import { MAX_BOOT } from "./durable-state.js";
 
 const VERSION = 1;
 /** At most one warning per peer and kind of send failure in this long. */
@@ -116,6 +120,15 @@ export function decodePacket(
   }
 }
 
+/**
+ * The boot id a start sends: its boot counter in the high 32 bits, where older builds put their boot
+ * time in unix seconds, so the two compare in one order across a rolling upgrade (see `nextBoot`).
+ */
+export function bootIdOf(boot: number): bigint {
+  if (!Number.isSafeInteger(boot) || boot < 1 || boot > MAX_BOOT) throw new RangeError(`boot counter must be an integer from 1 to ${MAX_BOOT}, got ${boot}`);
+  return BigInt(boot) << 32n;
+}
+
 /** Sliding-window replay check; updates the state when the packet is new. */
 export function acceptCounter(st: ReplayState | undefined, boot: bigint, counter: bigint): { ok: boolean; state: ReplayState } {
   if (!st || boot > st.boot) return { ok: true, state: { boot, top: counter, bitmap: 1n } };
@@ -138,14 +151,15 @@ export async function createPeerTransport(o: {
   listenPort: number;
   members: PeerAddress[];
   keys: PeerKeys;
+  /** This start's boot counter (DurableStore.beginBoot), already on disk. */
+  boot: number;
   onMessage: (from: string, msg: PeerMessage) => void;
   log: Logger;
   metrics?: FipdMetrics;
 }): Promise<PeerTransport> {
   let members = new Map(o.members.map((m) => [m.id, m]));
   let keys = o.keys;
-  // Boot id: seconds since the epoch in the high 32 bits (orders incarnations), random low bits.
-  const bootId = (BigInt(Math.floor(Date.now() / 1000)) << 32n) | BigInt(randomBytes(4).readUInt32BE(0));
+  const bootId = bootIdOf(o.boot);
   let counter = 0n;
   const replay = new Map<string, ReplayState>();
   /** Per peer, the current key id it announced in its latest authenticated packet. */

@@ -3,7 +3,7 @@
  * (here: `fatal` is recorded), the IP keeper stops at once, and nothing else happens afterwards.
  * The peers are played by hand on a manual clock; the API and metadata are in memory.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -142,11 +142,13 @@ describe("controller fail-stop", () => {
   it("an unwritable state file ends the process before the vote leaves", async () => {
     const dir = mkdtempSync(join(tmpdir(), "halb-controller-"));
     dirs.push(dir);
-    writeFileSync(join(dir, "not-a-dir"), "");
     const cfg = config([{ id: "b1" }, { id: "b2" }, { id: "w", role: "witness" }]);
-    // The state file's directory is a regular file: mkdir and open fail (ENOTDIR / EEXIST).
     const durable = fileDurableStore(join(dir, "not-a-dir", "state.json"), () => {});
     const h = await harness(cfg, { durable });
+    expect(h.fatal).toEqual([]); // the boot counter was written at start
+    // Then the state file's directory becomes a regular file: mkdir and open fail (ENOTDIR / EEXIST).
+    rmSync(join(dir, "not-a-dir"), { recursive: true });
+    writeFileSync(join(dir, "not-a-dir"), "");
     h.at(2_000); // past the boot quiet period; b1 is not healthy, so it never stands itself
     const before = h.sent.length;
     h.deliver("b2", { kind: "vote-request", from: "b2", term: 5, sentAt: 1, transfer: false, status: statusOf(cfg, "b2") });
@@ -157,5 +159,53 @@ describe("controller fail-stop", () => {
     // And it stays stopped: the same request again sends no vote either.
     h.deliver("b2", { kind: "vote-request", from: "b2", term: 5, sentAt: 2, transfer: false, status: statusOf(cfg, "b2") });
     expect(h.sent.length).toBe(before);
+  });
+
+  it("a boot counter that cannot be written ends the start: no transport, no datagram, nothing afterwards", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-controller-"));
+    dirs.push(dir);
+    writeFileSync(join(dir, "not-a-dir"), "");
+    const cfg = config([{ id: "b1" }, { id: "b2" }, { id: "w", role: "witness" }]);
+    // The state file's directory is a regular file: the boot counter's write fails (ENOTDIR / EEXIST).
+    const durable = fileDurableStore(join(dir, "not-a-dir", "state.json"), () => {});
+    const sent: Array<{ to: string; message: PeerMessage }> = [];
+    const boots: number[] = [];
+    const h = await harness(cfg, {
+      durable,
+      startTransport: (_c, _onMessage, boot) => {
+        boots.push(boot);
+        return Promise.resolve({ send: (to, message) => sent.push({ to, message }), updateMembers: () => {}, close: () => {} });
+      },
+    });
+    expect(h.fatal).toHaveLength(1);
+    expect(h.fatal[0].message).toMatch(/^fipd stops: cannot write the boot counter to the election state .*not-a-dir\/state\.json/);
+    expect(h.fatal[0].fields).toMatchObject({ event: "start" });
+    expect(boots).toEqual([]); // the transport never started, so no datagram could leave
+    h.at(2_000);
+    h.at(10_000);
+    expect(sent).toEqual([]);
+    expect(h.fatal).toHaveLength(1);
+  });
+
+  it("the transport gets the boot counter the start wrote, one more on every start", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-controller-"));
+    dirs.push(dir);
+    const file = join(dir, "state.json");
+    const cfg = config([{ id: "b1" }, { id: "b2" }, { id: "w", role: "witness" }]);
+    const boots: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const h = await harness(cfg, {
+        durable: fileDurableStore(file, () => {}, { nowMs: () => Date.parse("2026-12-03T08:00:00Z") }),
+        startTransport: (_c, _onMessage, boot) => {
+          // On disk before the transport exists.
+          expect((JSON.parse(readFileSync(file, "utf8")) as { boot: number }).boot).toBe(boot);
+          boots.push(boot);
+          return Promise.resolve({ send: () => {}, updateMembers: () => {}, close: () => {} });
+        },
+      });
+      expect(h.fatal).toEqual([]);
+      await h.c.close();
+    }
+    expect(boots[1]).toBe(boots[0] + 1);
   });
 });

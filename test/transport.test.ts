@@ -1,16 +1,23 @@
 import { createSocket } from "node:dgram";
 import { randomBytes } from "node:crypto";
-import { afterEach, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { fileDurableStore } from "../agent/durable-state.js";
 import type { PeerMessage } from "../agent/election/types.js";
 import { createLogger, silentLogger } from "../agent/log.js";
 import { createMetrics } from "../agent/metrics.js";
-import { acceptCounter, createPeerTransport, decodePacket, encodePacket, type PeerTransport } from "../agent/transport.js";
+import { acceptCounter, bootIdOf, createPeerTransport, decodePacket, encodePacket, type PeerTransport } from "../agent/transport.js";
 
 const key = (b = randomBytes(32)) => ({ id: b.subarray(0, 4).toString("hex"), key: b });
 const msg = (from: string): PeerMessage => ({ kind: "release", from, term: 1, successor: null, colorInForce: "blue", reason: "test" });
 const open: PeerTransport[] = [];
+const dirs: string[] = [];
 afterEach(async () => {
+  vi.useRealTimers();
   for (const t of open.splice(0)) await t.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
 async function pair(keysA = { current: key(), previous: null as ReturnType<typeof key> | null }, keysB = keysA) {
@@ -22,6 +29,7 @@ async function pair(keysA = { current: key(), previous: null as ReturnType<typeo
     listenPort: 0,
     members: [],
     keys: keysB,
+    boot: 1,
     onMessage: (from, m) => got.push({ from, msg: m }),
     log: silentLogger,
     metrics,
@@ -32,6 +40,7 @@ async function pair(keysA = { current: key(), previous: null as ReturnType<typeo
     listenPort: 0,
     members: [{ id: "b", address: "127.0.0.1", port: b.port }],
     keys: keysA,
+    boot: 1,
     onMessage: () => undefined,
     log: silentLogger,
   });
@@ -113,6 +122,7 @@ describe("peer transport", () => {
       listenPort: 0,
       members: [{ id: "b", address: "127.0.0.1", port: b.port }],
       keys: { current: newKey, previous: oldKey },
+      boot: 2,
       onMessage: (from) => gotAtA.push(from),
       log: silentLogger,
     });
@@ -141,6 +151,75 @@ describe("peer transport", () => {
     expect(gotAtB).toHaveLength(2);
   });
 
+  it("a peer restarted with its clock stepped back is accepted: the boot id is the durable boot counter, not the wall clock", async () => {
+    // Only Date is faked (the sockets' timers run for real): the store's floor and anything else that
+    // would read the wall clock see it step back an hour between the two starts, as after an NTP step.
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(new Date("2026-12-03T08:00:00Z"));
+    const dir = mkdtempSync(join(tmpdir(), "halb-transport-"));
+    dirs.push(dir);
+    const file = join(dir, "state.json");
+    const k = key();
+    const keys = { current: k, previous: null };
+    const got: string[] = [];
+    const metrics = createMetrics();
+    const b = await createPeerTransport({
+      selfId: "b",
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      members: [],
+      keys,
+      boot: 1,
+      onMessage: (from) => got.push(from),
+      log: silentLogger,
+      metrics,
+    });
+    open.push(b);
+    /** One start of peer a, as the controller does it: the boot counter reaches the disk first. */
+    const startA = async () => {
+      const errors: string[] = [];
+      const store = fileDurableStore(file, (m) => errors.push(m));
+      store.load();
+      const boot = store.beginBoot();
+      expect(errors).toEqual([]);
+      const t = await createPeerTransport({
+        selfId: "a",
+        listenAddress: "127.0.0.1",
+        listenPort: 0,
+        members: [{ id: "b", address: "127.0.0.1", port: b.port }],
+        keys,
+        boot,
+        onMessage: () => undefined,
+        log: silentLogger,
+      });
+      b.updateMembers([{ id: "a", address: "127.0.0.1", port: t.port }]);
+      return { t, boot };
+    };
+    const first = await startA();
+    for (let i = 0; i < 3; i++) first.t.send("b", msg("a"));
+    await settle();
+    expect(got).toEqual(["a", "a", "a"]);
+    await first.t.close();
+
+    vi.setSystemTime(new Date("2026-12-03T07:00:00Z")); // the clock steps back an hour; a restarts
+    const second = await startA();
+    open.push(second.t);
+    expect(second.boot).toBe(first.boot + 1);
+    for (let i = 0; i < 3; i++) second.t.send("b", msg("a"));
+    await settle();
+    expect(got).toHaveLength(6);
+    expect(await dropped(metrics, "replay")).toBe(0);
+
+    // The replay protection still holds: a packet of the earlier start is refused.
+    const raw = createSocket("udp4");
+    const stale = encodePacket(k, bootIdOf(first.boot), 100n, "a", "b", Buffer.from(JSON.stringify(msg("a"))));
+    await new Promise<void>((r) => raw.send(stale, b.port, "127.0.0.1", () => r()));
+    await settle();
+    raw.close();
+    expect(got).toHaveLength(6);
+    expect(await dropped(metrics, "replay")).toBe(1);
+  });
+
   it("replay window: new counters pass, repeats and too-old ones fail, a newer boot resets", () => {
     let st = acceptCounter(undefined, 10n, 100n).state;
     expect(acceptCounter(st, 10n, 100n).ok).toBe(false);
@@ -162,6 +241,7 @@ describe("peer transport", () => {
       // RFC 6761: .invalid never resolves.
       members: [{ id: "lb-2", address: "lb-2.fipd-peer.invalid", port: 7946 }],
       keys: { current: key(), previous: null },
+      boot: 1,
       onMessage: () => undefined,
       log: createLogger({ level: "info", nodeId: "a", write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }),
       metrics,

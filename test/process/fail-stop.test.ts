@@ -1,7 +1,8 @@
 /**
  * Fail-stop with the real bundle: an agent whose state file cannot be written exits with status 70
- * and one `crit` line the first time it must record a term or vote, instead of voting on. The others
- * (an LB and the witness, a majority) elect a leader regardless.
+ * and one `crit` line at its start, when it writes its boot counter, before any datagram leaves
+ * (agent/durable-state.ts; the same write records a term or vote later). The others (an LB and the
+ * witness, a majority) elect a leader regardless.
  */
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -36,7 +37,7 @@ describe("fail-stop (real fipd processes)", () => {
       .map((l) => JSON.parse(l) as { level: string; msg: string; PRIORITY: number });
     const crit = lines.filter((l) => l.level === "crit");
     expect(crit).toHaveLength(1);
-    expect(crit[0].msg).toMatch(/^fipd stops: cannot write the election state .*state\.json: EISDIR/);
+    expect(crit[0].msg).toMatch(/^fipd stops: cannot write the boot counter to the election state .*state\.json: EISDIR/);
     expect(crit[0].PRIORITY).toBe(2);
     // It is the last thing the agent said.
     expect(lines.at(-1)).toEqual(crit[0]);
