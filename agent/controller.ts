@@ -55,6 +55,9 @@ export interface HealthLike {
   stop(): void;
 }
 
+/** How often the peer gauges (loss, reachability, switch and fallback state) are recomputed: a loss ratio needs a window of heartbeats. */
+export const PEER_GAUGE_WINDOW_MS = 5_000;
+
 export const electionConfigOf = (c: AgentConfig): ElectionConfig => ({
   nodeId: c.nodeId,
   membershipVersion: c.membershipVersion,
@@ -271,7 +274,7 @@ export class Controller {
   private updatePeerGauges(): void {
     const now = this.d.now();
     const windowMs = now - this.lossWindowStart;
-    if (windowMs < 5_000) return;
+    if (windowMs < PEER_GAUGE_WINDOW_MS) return;
     const expected = windowMs / this.cfg.failover.heartbeatIntervalMs;
     const snap = this.node.snapshot(now);
     for (const m of snap.members) {

@@ -111,6 +111,9 @@ export function shAsync(cmd: string, args: string[], input?: string, timeoutMs =
       const code = error ? (typeof (error as { code?: unknown }).code === "number" ? (error as { code: number }).code : 1) : 0;
       resolveP({ code, out: stdout, err: stderr });
     });
+    // A child that exits without reading its stdin (curl) fails the write with EPIPE: its exit code
+    // and stderr tell the story, so the write's error must not become an unhandled one.
+    p.stdin!.on("error", () => undefined);
     p.stdin!.end(input ?? "");
   });
 }
