@@ -172,9 +172,13 @@ export async function createPeerTransport(o: {
     }
   };
 
+  const keyGauge = () => o.metrics?.previousPeerKeyAccepted.set(roll.accepted().previous ? 1 : 0);
+  keyGauge();
   const noteRetirement = (r: Retirement | null) => {
+    if (!r) return;
     // Once per roll: the retirement happens once, and a reload with the same keys keeps it.
-    if (r) o.log.info("previous peer key retired: every member signs with the current key", { keyId: r.keyId, current: r.current });
+    o.log.info("previous peer key retired: every member signs with the current key", { keyId: r.keyId, current: r.current });
+    keyGauge();
   };
 
   sock.on("message", (buf, rinfo) => {
@@ -250,6 +254,7 @@ export async function createPeerTransport(o: {
     },
     updateKeys(next) {
       roll.setKeys(next);
+      keyGauge();
     },
     keyStatus: () => roll.status(),
     close: () => new Promise<void>((r) => sock.close(() => r())),

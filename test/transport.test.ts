@@ -254,6 +254,7 @@ describe("key retirement after a roll (issue 17.2)", () => {
     await settle();
     expect(got).toEqual(["a", "c", "a", "c"]);
     expect(b.keyStatus()).toEqual({ current: newKey.id, previous: oldKey.id, waitingFor: ["c"], retired: null });
+    expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(1);
     expect(lines.filter((l) => l.msg === "previous peer key retired: every member signs with the current key")).toHaveLength(0);
     // c signs with the new key (still announcing the old one as its own): every member has it.
     const before = Date.now();
@@ -263,6 +264,7 @@ describe("key retirement after a roll (issue 17.2)", () => {
     const st = b.keyStatus();
     expect(st).toMatchObject({ current: newKey.id, previous: null, waitingFor: [], retired: { keyId: oldKey.id } });
     expect(Date.parse(st.retired!.at)).toBeGreaterThanOrEqual(before - 1000);
+    expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(0);
     b.send("c", msg("b")); // no longer answered with the old key, whatever c announced
     // A datagram signed with the old key is now dropped and counted; so after a reload with the same keys.
     await p.send("a", oldKey)(b.port);
@@ -273,6 +275,7 @@ describe("key retirement after a roll (issue 17.2)", () => {
     expect(got).toEqual(["a", "c", "a", "c", "c", "a"]);
     expect(await dropped(metrics, "retired-key")).toBe(2);
     expect(await dropped(metrics, "unknown-key")).toBe(0);
+    expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(0);
     expect(p.received.filter((r) => r.receiver === "c").map((r) => r.keyId)).toEqual([oldKey.id, newKey.id]);
     expect(lines.filter((l) => l.msg === "previous peer key retired: every member signs with the current key")).toEqual([
       expect.objectContaining({ level: "info", keyId: oldKey.id, current: newKey.id }),
