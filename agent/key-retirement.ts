@@ -2,13 +2,15 @@
  * When a key roll is over, the previous peer key is retired: no longer accepted, no longer used to
  * answer. Pure (the clock is passed in); the transport (agent/transport.ts) feeds it and logs.
  *
- * The rule: per member, the id of the key that signed its latest authenticated packet to us. Once
- * every member of the current list has been seen signing with our current key, every member holds
- * it, so nobody needs the previous one: it is dropped for the life of this process (a reload that
+ * The rule: per member, whether an authenticated packet from it was signed with our current key.
+ * Once every member of the current list has been seen doing so, every member holds it, so nobody
+ * needs the previous one: it is dropped for the life of this process (a reload that
  * brings the same pair of keys back does not bring it back). A member that never confirms (down,
  * or stuck on the old config) keeps the previous key accepted, and `fipd status` names it; removing
  * the member from the list, or its return with the new key, ends the wait. Nothing here is timed: a
- * time bound would cut off a member that is only late, i.e. split the cluster.
+ * time bound would cut off a member that is only late, i.e. split the cluster. A confirmation is
+ * not undone by a later packet signed with the previous key: whoever holds a leaked previous key
+ * could otherwise sign as a member forever and so keep the key it stole accepted.
  *
  * A member that signs with our current key has it, whether as its own current key or as its
  * previous one (a member already one roll ahead answers us with the key we announce), so either way
@@ -44,8 +46,8 @@ export interface Retirement {
 export class KeyRetirement {
   private keys: PeerKeys;
   private members: Set<string>;
-  /** Per member, the id of the key that signed its latest authenticated packet. Only members' ids: bounded by the list. */
-  private readonly signedWith = new Map<string, string>();
+  /** The members seen signing with the current key. Only members' ids: bounded by the list. */
+  private readonly confirmed = new Set<string>();
   private retired: Retirement | null = null;
 
   constructor(
@@ -64,15 +66,15 @@ export class KeyRetirement {
 
   /** An authenticated packet from `member` was signed with `keyId`. Returns the retirement if this completed it. */
   signed(member: string, keyId: string): Retirement | null {
-    if (!this.members.has(member)) return null;
-    this.signedWith.set(member, keyId);
+    if (!this.members.has(member) || keyId !== this.keys.current.id) return null;
+    this.confirmed.add(member);
     return this.check();
   }
 
   /** The member list changed: forget who left; a member that left no longer holds the previous key accepted. */
   setMembers(members: Iterable<string>): Retirement | null {
     this.members = new Set(members);
-    for (const id of [...this.signedWith.keys()]) if (!this.members.has(id)) this.signedWith.delete(id);
+    for (const id of [...this.confirmed]) if (!this.members.has(id)) this.confirmed.delete(id);
     return this.check();
   }
 
@@ -81,9 +83,12 @@ export class KeyRetirement {
    * previous key after the roll, and a reload must not revive it. Another pair is another roll.
    */
   setKeys(next: PeerKeys): void {
-    const same = next.current.id === this.keys.current.id && (next.previous?.id ?? null) === (this.keys.previous?.id ?? null);
+    const sameCurrent = next.current.id === this.keys.current.id;
+    const same = sameCurrent && (next.previous?.id ?? null) === (this.keys.previous?.id ?? null);
     this.keys = next;
     if (!same) this.retired = null;
+    // A confirmation is of one key: a new current key waits for every member again.
+    if (!sameCurrent) this.confirmed.clear();
   }
 
   /** The id of the retired previous key, whose packets are now dropped as `retired-key`; else null. */
@@ -92,7 +97,7 @@ export class KeyRetirement {
   }
 
   waitingFor(): string[] {
-    return [...this.members].filter((id) => this.signedWith.get(id) !== this.keys.current.id).sort();
+    return [...this.members].filter((id) => !this.confirmed.has(id)).sort();
   }
 
   status(): PeerKeyStatus {
