@@ -35,6 +35,11 @@ export function createMetrics() {
     peerLoss: new Gauge({ name: "fipd_peer_loss_ratio", help: "Share of a peer's expected heartbeats not received", labelNames: ["peer"], registers: r }),
     peerReachable: new Gauge({ name: "fipd_peer_reachable", help: "1 if the peer was heard within a lease", labelNames: ["peer"], registers: r }),
     peerDropped: new Counter({ name: "fipd_peer_packets_dropped_total", help: "Peer packets dropped", labelNames: ["reason"], registers: r }),
+    previousPeerKeyAccepted: new Gauge({
+      name: "fipd_previous_peer_key_accepted",
+      help: "1 while a key roll's previous peer key is still accepted: some member has not been seen signing with the new key",
+      registers: r,
+    }),
     healthUp: new Gauge({ name: "fipd_haproxy_healthy", help: "1 if the local HAProxy health check passes", registers: r }),
     reservedIpOnSelf: new Gauge({ name: "fipd_reserved_ip_on_self", help: "1 if the reserved IP is on this droplet (metadata)", registers: r }),
     reservedIpHolderIsLeader: new Gauge({

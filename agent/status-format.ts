@@ -1,5 +1,6 @@
 /** Human-readable `fipd status`, and the verdict `--wait-healthy` waits for. */
 import type { StatusReport } from "./controller.js";
+import type { PeerKeyStatus } from "./key-retirement.js";
 import { printable } from "./schema.js";
 import { redact } from "./secrets.js";
 
@@ -27,8 +28,26 @@ export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; w
   return { ok: true };
 }
 
-/** What the agent's `status` answers: the controller's report, and the config keys that wait for a restart (agent/reload-keys.ts). */
-export type AgentStatus = StatusReport & { restartPending?: string[] };
+/**
+ * What the agent's `status` answers: the controller's report, the config keys that wait for a
+ * restart (agent/reload-keys.ts), and the transport's peer keys (agent/key-retirement.ts; null
+ * before the transport runs, absent from an older agent).
+ */
+export type AgentStatus = StatusReport & { restartPending?: string[]; peerKeys?: PeerKeyStatus | null };
+
+/**
+ * The peer key line of `fipd status`, also printed by the deploy's final check: while a previous key
+ * is accepted, who has not confirmed the current one; once retired, when. Null when there is no roll
+ * to speak of (one key, none retired).
+ */
+export function formatPeerKeys(k: PeerKeyStatus): string | null {
+  if (k.previous !== null) {
+    const who = k.waitingFor.length ? `waiting for ${k.waitingFor.join(", ")}` : "waiting for a packet from every member";
+    return `previous peer key ${k.previous} still accepted: ${who} to sign with ${k.current}`;
+  }
+  if (k.retired) return `previous peer key ${k.retired.keyId} retired at ${k.retired.at}: every member signs with ${k.current}`;
+  return null;
+}
 
 export function formatStatus(s: AgentStatus): string {
   const lines: string[] = [];
@@ -63,6 +82,8 @@ export function formatStatus(s: AgentStatus): string {
     lines.push(`last assign: ${a.outcome} in ${a.ms} ms${a.error ? `: ${shown(a.error)}` : ""}`);
   }
   if (s.ipKeeper?.lastError) lines.push(`last error: ${shown(s.ipKeeper.lastError)}`);
+  const keys = s.peerKeys ? formatPeerKeys(s.peerKeys) : null;
+  if (keys) lines.push(keys);
   if (s.restartPending?.length) lines.push(`RESTART PENDING for ${s.restartPending.join(", ")}: a reload cannot apply them (systemctl restart fipd)`);
   return lines.join("\n") + "\n";
 }

@@ -9,7 +9,9 @@
  *   current key (field "$k"). Packets are signed with current, except to a peer whose current key is
  *   our previous one: that peer has not got the new key yet, so it gets packets it can check. A roll
  *   never splits the cluster, whatever order the droplets get the new config in, and needs one
- *   `pulumi up`, not two.
+ *   `pulumi up`, not two. Once every member has been seen signing with the current key, the previous
+ *   one is retired (agent/key-retirement.ts): its packets are dropped (reason `retired-key`), so a
+ *   roll revokes a leaked key.
  * - Replay protection without synchronized clocks: per sender, the highest (bootId, counter) seen and
  *   a 64-packet sliding window (as IPsec and WireGuard do). A new boot id from a sender starts a new
  *   window, and a lower one is refused, so an earlier incarnation's packets are refused; the election's
@@ -27,8 +29,11 @@ import type { PeerMessage } from "./election/types.js";
 import { parsePeerMessage } from "./messages.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
+import { KeyRetirement, type PeerKeys, type Retirement, type PeerKeyStatus } from "./key-retirement.js";
 import type { PeerKey } from "./secrets.js";
 import { MAX_BOOT } from "./durable-state.js";
+
+export type { PeerKeys, PeerKeyStatus } from "./key-retirement.js";
 
 const VERSION = 1;
 /** At most one warning per peer and kind of send failure in this long. */
@@ -41,15 +46,13 @@ export interface PeerAddress {
   address: string;
   port: number;
 }
-export interface PeerKeys {
-  current: PeerKey;
-  previous: PeerKey | null;
-}
 
 export interface PeerTransport {
   send(to: string, msg: PeerMessage): void;
   updateMembers(members: PeerAddress[]): void;
   updateKeys(keys: PeerKeys): void;
+  /** The keys accepted now, and whether and when the previous one was retired (`fipd status`). */
+  keyStatus(): PeerKeyStatus;
   close(): Promise<void>;
   port: number;
 }
@@ -60,7 +63,7 @@ interface ReplayState {
   bitmap: bigint;
 }
 
-export type DropReason = "malformed" | "unknown-key" | "bad-mac" | "unknown-sender" | "wrong-receiver" | "replay" | "unknown-kind" | "schema";
+export type DropReason = "malformed" | "unknown-key" | "retired-key" | "bad-mac" | "unknown-sender" | "wrong-receiver" | "replay" | "unknown-kind" | "schema";
 
 export function encodePacket(key: PeerKey, bootId: bigint, counter: bigint, sender: string, receiver: string, body: Buffer): Buffer {
   const kid = Buffer.from(key.id, "ascii");
@@ -158,7 +161,11 @@ export async function createPeerTransport(o: {
   metrics?: FipdMetrics;
 }): Promise<PeerTransport> {
   let members = new Map(o.members.map((m) => [m.id, m]));
-  let keys = o.keys;
+  const roll = new KeyRetirement(
+    o.keys,
+    o.members.map((m) => m.id),
+    () => Date.now(),
+  );
   const bootId = bootIdOf(o.boot);
   let counter = 0n;
   const replay = new Map<string, ReplayState>();
@@ -179,11 +186,21 @@ export async function createPeerTransport(o: {
     }
   };
 
+  const keyGauge = () => o.metrics?.previousPeerKeyAccepted.set(roll.accepted().previous ? 1 : 0);
+  keyGauge();
+  const noteRetirement = (r: Retirement | null) => {
+    if (!r) return;
+    // Once per roll: the retirement happens once, and a reload with the same keys keeps it.
+    o.log.info("previous peer key retired: every member signs with the current key", { keyId: r.keyId, current: r.current });
+    keyGauge();
+  };
+
   sock.on("message", (buf, rinfo) => {
     const p = decodePacket(buf);
     if (!p) return drop("malformed", { from: rinfo.address });
+    const keys = roll.accepted();
     const key = p.keyId === keys.current.id ? keys.current : keys.previous && p.keyId === keys.previous.id ? keys.previous : null;
-    if (!key) return drop("unknown-key", { from: rinfo.address, keyId: p.keyId });
+    if (!key) return drop(p.keyId === roll.retiredKeyId() ? "retired-key" : "unknown-key", { from: rinfo.address, keyId: p.keyId });
     const want = createHmac("sha256", key.key).update(p.unsigned).digest();
     if (!timingSafeEqual(want, p.tag)) return drop("bad-mac", { from: rinfo.address });
     if (p.receiver !== o.selfId) return drop("wrong-receiver", { from: rinfo.address, receiver: p.receiver });
@@ -191,6 +208,7 @@ export async function createPeerTransport(o: {
     const r = acceptCounter(replay.get(p.sender), p.bootId, p.counter);
     if (!r.ok) return drop("replay", { sender: p.sender });
     replay.set(p.sender, r.state);
+    noteRetirement(roll.signed(p.sender, key.id));
     let body: unknown;
     try {
       body = JSON.parse(p.body.toString("utf8"));
@@ -225,6 +243,7 @@ export async function createPeerTransport(o: {
       const m = members.get(to);
       if (!m) return;
       counter++;
+      const keys = roll.accepted();
       const useOld = keys.previous !== null && peerCurrentKey.get(to) === keys.previous.id;
       const body = Buffer.from(JSON.stringify({ ...msg, $k: keys.current.id }), "utf8");
       const pkt = encodePacket(useOld ? keys.previous! : keys.current, bootId, counter, o.selfId, to, body);
@@ -245,10 +264,13 @@ export async function createPeerTransport(o: {
     },
     updateMembers(next) {
       members = new Map(next.map((m) => [m.id, m]));
+      noteRetirement(roll.setMembers(members.keys()));
     },
     updateKeys(next) {
-      keys = next;
+      roll.setKeys(next);
+      keyGauge();
     },
+    keyStatus: () => roll.status(),
     close: () => new Promise<void>((r) => sock.close(() => r())),
   };
 }

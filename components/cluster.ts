@@ -317,7 +317,15 @@ export class HaLbCluster extends pulumi.ComponentResource {
             dialErrorLimit: DIAL_ERROR_LIMIT,
           },
           create: switchColorCheckScript(c.activeColor),
-          triggers: [c.activeColor, membershipVersion, a.bundle.sha256, JSON.stringify(c.failover ?? {}), ...lbs.droplets.map((d) => d.droplet.id)],
+          // The key generation: a key roll alone runs the check again, which prints when the old key was retired.
+          triggers: [
+            c.activeColor,
+            membershipVersion,
+            a.bundle.sha256,
+            JSON.stringify(c.failover ?? {}),
+            String(c.peerKeyGeneration),
+            ...lbs.droplets.map((d) => d.droplet.id),
+          ],
         },
         { ...p, dependsOn: [...deployments.flatMap((d) => [d.applyConfig, d.restart]), ...leaderRestarts] },
       );

@@ -195,12 +195,21 @@ ${o.service.restart}
 }
 
 /**
+ * How long the final check waits, once the color is in force, for the agent it asks to retire the
+ * previous peer key after a roll. Every member has the new key by then, and each signs with it at
+ * the next heartbeat (50 ms by default); a member that is down keeps it waiting, and the check then
+ * prints who, without failing the deploy.
+ */
+export const KEY_RETIREMENT_WAIT_S = 15;
+
+/**
  * Once per `pulumi up`, after every droplet got its config: wait until the requested color is in
  * force, led, holding the IP, with no switch pending. A switch to a color with no healthy node keeps
  * the old color in force (the agents refuse it), and this fails with the agents' reason so that
- * `pulumi up` reports it.
+ * `pulumi up` reports it. Then it prints the peer key line of `fipd status` (after a key roll: when
+ * the previous key was retired, or which members it still waits for; agent/key-retirement.ts).
  */
-export function switchColorCheckScript(color: "blue" | "green", timeoutS = 120, so?: ScriptOptions): string {
+export function switchColorCheckScript(color: "blue" | "green", timeoutS = 120, so?: ScriptOptions, keyWaitS = KEY_RETIREMENT_WAIT_S): string {
   const o = opts(so);
   return `set -u
 ${statusField(o)}
@@ -212,6 +221,12 @@ while :; do
   if [ "$requested" = "${color}" ] && [ "$inforce" = "${color}" ] && [ -z "$pending" ]; then
     if "${o.fipd}" status --wait-healthy --timeout 5 >/dev/null 2>&1; then
       echo "ha-lb: ${color} is in force and holds the Reserved IP"
+      i=0
+      while [ -n "$(status_field peerKeys.previous)" ] && [ "$i" -lt ${keyWaitS} ]; do
+        sleep 1
+        i=$((i + 1))
+      done
+      "${o.fipd}" status 2>/dev/null | grep '^previous peer key ' | sed 's/^/ha-lb: /' || true
       exit 0
     fi
   fi

@@ -263,3 +263,167 @@ describe("peer transport", () => {
     ]);
   }, 20_000);
 });
+
+describe("key retirement after a roll (issue 17.2)", () => {
+  /** A stand-in for the other members: one UDP socket that signs as any of them and records what it receives. */
+  async function peers() {
+    const sock = createSocket("udp4");
+    await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+    const received: Array<{ keyId: string; receiver: string }> = [];
+    sock.on("message", (buf) => {
+      const p = decodePacket(buf);
+      if (p) received.push({ keyId: p.keyId, receiver: p.receiver });
+    });
+    const counters = new Map<string, bigint>();
+    const port = sock.address().port;
+    return {
+      port,
+      received,
+      /** One packet from `from` to b, signed with `k`, whose body announces `announced` as the sender's current key. */
+      send: (from: string, k: ReturnType<typeof key>, announced = k) => {
+        const c = (counters.get(from) ?? 0n) + 1n;
+        counters.set(from, c);
+        const pkt = encodePacket(k, 7n, c, from, "b", Buffer.from(JSON.stringify({ ...msg(from), $k: announced.id })));
+        return (to: number) => new Promise<void>((r) => sock.send(pkt, to, "127.0.0.1", () => r()));
+      },
+      close: () => sock.close(),
+    };
+  }
+
+  async function node(keys: { current: ReturnType<typeof key>; previous: ReturnType<typeof key> | null }, members: Array<{ id: string; port: number }>) {
+    const got: string[] = [];
+    const lines: Array<Record<string, unknown>> = [];
+    const metrics = createMetrics();
+    const t = await createPeerTransport({
+      selfId: "b",
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      members: members.map((m) => ({ ...m, address: "127.0.0.1" })),
+      keys,
+      boot: 1,
+      onMessage: (from) => got.push(from),
+      log: createLogger({ level: "info", nodeId: "b", write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }),
+      metrics,
+    });
+    open.push(t);
+    return { t, got, lines, metrics };
+  }
+
+  it("accepts the old key until every member signs with the new one, then drops and counts it (retired-key), and answers only with the new key", async () => {
+    const oldKey = key();
+    const newKey = key();
+    const p = await peers();
+    const {
+      t: b,
+      got,
+      lines,
+      metrics,
+    } = await node({ current: newKey, previous: oldKey }, [
+      { id: "a", port: p.port },
+      { id: "c", port: p.port },
+    ]);
+    // During the roll: a and c have not got the new key yet.
+    await p.send("a", oldKey)(b.port);
+    await p.send("c", oldKey)(b.port);
+    await settle();
+    expect(got).toEqual(["a", "c"]);
+    expect(b.keyStatus()).toEqual({ current: newKey.id, previous: oldKey.id, waitingFor: ["a", "c"], retired: null });
+    b.send("c", msg("b")); // c announced the old key: it gets the old key
+    // a rolls; c is still behind, so the old key stays accepted.
+    await p.send("a", newKey)(b.port);
+    await p.send("c", oldKey)(b.port);
+    await settle();
+    expect(got).toEqual(["a", "c", "a", "c"]);
+    expect(b.keyStatus()).toEqual({ current: newKey.id, previous: oldKey.id, waitingFor: ["c"], retired: null });
+    expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(1);
+    expect(lines.filter((l) => l.msg === "previous peer key retired: every member signs with the current key")).toHaveLength(0);
+    // c signs with the new key (still announcing the old one as its own): every member has it.
+    const before = Date.now();
+    await p.send("c", newKey, oldKey)(b.port);
+    await settle();
+    expect(got).toHaveLength(5);
+    const st = b.keyStatus();
+    expect(st).toMatchObject({ current: newKey.id, previous: null, waitingFor: [], retired: { keyId: oldKey.id } });
+    expect(Date.parse(st.retired!.at)).toBeGreaterThanOrEqual(before - 1000);
+    expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(0);
+    b.send("c", msg("b")); // no longer answered with the old key, whatever c announced
+    // A datagram signed with the old key is now dropped and counted; so after a reload with the same keys.
+    await p.send("a", oldKey)(b.port);
+    b.updateKeys({ current: newKey, previous: oldKey });
+    await p.send("c", oldKey)(b.port);
+    await p.send("a", newKey)(b.port);
+    await settle();
+    expect(got).toEqual(["a", "c", "a", "c", "c", "a"]);
+    expect(await dropped(metrics, "retired-key")).toBe(2);
+    expect(await dropped(metrics, "unknown-key")).toBe(0);
+    expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(0);
+    expect(p.received.filter((r) => r.receiver === "c").map((r) => r.keyId)).toEqual([oldKey.id, newKey.id]);
+    expect(lines.filter((l) => l.msg === "previous peer key retired: every member signs with the current key")).toEqual([
+      expect.objectContaining({ level: "info", keyId: oldKey.id, current: newKey.id }),
+    ]);
+    p.close();
+  });
+
+  it("keeps the old key while a member has not confirmed, names it, and retires it when that member leaves the list", async () => {
+    const oldKey = key();
+    const newKey = key();
+    const p = await peers();
+    const {
+      t: b,
+      got,
+      metrics,
+    } = await node({ current: newKey, previous: oldKey }, [
+      { id: "a", port: p.port },
+      { id: "c", port: p.port },
+    ]);
+    await p.send("a", oldKey)(b.port);
+    await p.send("a", newKey)(b.port);
+    await settle();
+    // c, never confirming, keeps the old key accepted (it may be down, or behind on its config).
+    for (let i = 0; i < 3; i++) await p.send("c", oldKey)(b.port);
+    await settle();
+    expect(got).toEqual(["a", "a", "c", "c", "c"]);
+    expect(b.keyStatus()).toMatchObject({ previous: oldKey.id, waitingFor: ["c"], retired: null });
+    b.updateMembers([{ id: "a", address: "127.0.0.1", port: p.port }]);
+    expect(b.keyStatus()).toMatchObject({ previous: null, waitingFor: [], retired: { keyId: oldKey.id } });
+    await p.send("c", oldKey)(b.port);
+    await p.send("a", oldKey)(b.port);
+    await settle();
+    expect(got).toHaveLength(5);
+    expect(await dropped(metrics, "retired-key")).toBe(2);
+    p.close();
+  });
+
+  it("a node that was down during the roll comes back with the new key only and works with nodes that retired the old one", async () => {
+    const oldKey = key();
+    const newKey = key();
+    const { a, b, got: gotAtB, metrics: metricsB } = await pair({ current: newKey, previous: oldKey });
+    a.send("b", msg("a"));
+    await settle();
+    expect(b.keyStatus()).toMatchObject({ previous: null, retired: { keyId: oldKey.id } });
+    await a.close();
+    open.splice(open.indexOf(a), 1);
+    // A restart is a later boot: the boot counter (durable state) orders incarnations.
+    const gotAtA: string[] = [];
+    const back = await createPeerTransport({
+      selfId: "a",
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      members: [{ id: "b", address: "127.0.0.1", port: b.port }],
+      keys: { current: newKey, previous: null },
+      boot: 2,
+      onMessage: (from) => gotAtA.push(from),
+      log: silentLogger,
+    });
+    open.push(back);
+    b.updateMembers([{ id: "a", address: "127.0.0.1", port: back.port }]);
+    back.send("b", msg("a"));
+    b.send("a", msg("b"));
+    await settle();
+    expect(gotAtB.map((g) => g.from)).toEqual(["a", "a"]);
+    expect(gotAtA).toEqual(["b"]);
+    expect(back.keyStatus()).toEqual({ current: newKey.id, previous: null, waitingFor: [], retired: null });
+    expect(await dropped(metricsB, "retired-key")).toBe(0);
+    expect(await dropped(metricsB, "unknown-key")).toBe(0);
+  });
+});

@@ -23,7 +23,8 @@ let dir: string;
 let so: ScriptOptions;
 
 /**
- * A fake agent bundle: logs its arguments; `status --json` prints $DIR/status.json; `--wait-healthy`
+ * A fake agent bundle: logs its arguments; `status --json` prints $DIR/status.json, `status` prints
+ * $DIR/status.txt (if there); `--wait-healthy`
  * exits with $DIR/healthy-rc; `handover` moves $DIR/after-handover.json into place. The scripts reach
  * it through the same wrapper and symlink they set up on a droplet.
  */
@@ -31,6 +32,7 @@ function fakeBundle(d: string): string {
   return `const fs = require("fs"); const d = ${JSON.stringify(d)}; const a = process.argv.slice(2);
 fs.appendFileSync(d + "/log", "fipd " + a.join(" ") + "\\n");
 if (a[0] === "status" && a[1] === "--json") process.stdout.write(fs.readFileSync(d + "/status.json", "utf8"));
+else if (a[0] === "status" && a.length === 1 && fs.existsSync(d + "/status.txt")) process.stdout.write(fs.readFileSync(d + "/status.txt", "utf8"));
 else if (a[0] === "status" && a[1] === "--wait-healthy") process.exitCode = fs.existsSync(d + "/healthy-rc") ? Number(fs.readFileSync(d + "/healthy-rc", "utf8")) : 0;
 else if (a[0] === "handover" && fs.existsSync(d + "/after-handover.json")) fs.copyFileSync(d + "/after-handover.json", d + "/status.json");
 `;
@@ -139,6 +141,30 @@ describe("switchColorCheckScript", () => {
     const r = run(switchColorCheckScript("green", 5, so));
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain("green is in force");
+    expect(r.stdout).not.toContain("peer key");
+  });
+
+  it("after a key roll, prints when the previous peer key was retired (the agent's status line)", () => {
+    const keys = { current: "0badc0de", previous: null, waitingFor: [], retired: { keyId: "5eed1e55", at: "2026-12-03T08:30:00.000Z" } };
+    status({ requestedColor: "green", colorInForce: "green", pendingSwitch: null, peerKeys: keys });
+    const line = "previous peer key 5eed1e55 retired at 2026-12-03T08:30:00.000Z: every member signs with 0badc0de";
+    writeFileSync(join(dir, "status.txt"), `node b1: leader, term 3, leader b1\n${line}\n`);
+    const r = run(switchColorCheckScript("green", 5, so, 5));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`ha-lb: ${line}\n`);
+    expect(r.stdout).not.toContain("node b1");
+  });
+
+  it("waits a bounded time for the previous peer key to be retired, then names the members it waits for, without failing", () => {
+    const keys = { current: "0badc0de", previous: "5eed1e55", waitingFor: ["b2"], retired: null };
+    status({ requestedColor: "green", colorInForce: "green", pendingSwitch: null, peerKeys: keys });
+    const line = "previous peer key 5eed1e55 still accepted: waiting for b2 to sign with 0badc0de";
+    writeFileSync(join(dir, "status.txt"), `${line}\n`);
+    const started = Date.now();
+    const r = run(switchColorCheckScript("green", 5, so, 2));
+    expect(r.status, r.stderr).toBe(0);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
+    expect(r.stdout).toContain(`ha-lb: ${line}\n`);
   });
 });
 

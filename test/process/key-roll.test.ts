@@ -1,0 +1,108 @@
+/**
+ * A peer key roll on real fipd processes (issue 17.2): the agents reload the new key one by one; a
+ * member that is down holds the old key accepted (and status names it); once it is back, with the
+ * new key only, every agent retires the old key, and a datagram signed with it is dropped and counted.
+ */
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createSocket } from "node:dgram";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterEach, describe, expect, it } from "vitest";
+import { parsePeerKey } from "../../agent/secrets.js";
+import type { AgentStatus } from "../../agent/status-format.js";
+import { encodePacket } from "../../agent/transport.js";
+import { BUNDLE, LocalCluster } from "../../testbed/harness/local-cluster.js";
+import { freePort } from "../../testbed/harness/ports.js";
+
+const run = promisify(execFile);
+const fipdStatus = async (socket: string) => (await run(process.execPath, [BUNDLE, "status", "--socket", socket], { timeout: 20_000 })).stdout;
+
+let cluster: LocalCluster | null = null;
+afterEach(async () => {
+  await cluster?.close();
+  cluster = null;
+});
+
+describe("peer key roll", () => {
+  it("retires the old key once every member signs with the new one; a member down during the roll holds it, and comes back with the new key only", async () => {
+    cluster = await LocalCluster.start({ lbs: ["blue", "blue"], witness: true });
+    const c = cluster;
+    const metricsPort = await freePort();
+    const one = c.node("lb-blue-1");
+    one.config = { ...one.config, metrics: { enabled: true, address: "127.0.0.1", port: metricsPort } };
+    c.writeConfig(one);
+    c.startAll();
+    const leaderHoldsIp = async () => {
+      const l = await c.leader();
+      return l && c.holder() === l ? l : null;
+    };
+    // Generous waits: two cores shared with other work; the election's own speed is tested elsewhere.
+    const WAIT_MS = 60_000;
+    await c.waitFor("a leader holding the IP", leaderHoldsIp, WAIT_MS);
+    const status = async (id: string) => (await c.status(id)) as AgentStatus | null;
+
+    // lb-blue-2 is down for the whole roll.
+    await c.stopNode("lb-blue-2", "SIGTERM");
+    await c.waitFor("a leader holding the IP without lb-blue-2", leaderHoldsIp, WAIT_MS);
+    const oldFile = join(c.dir, "peer.key");
+    const newFile = join(c.dir, "peer.key.new");
+    writeFileSync(newFile, randomBytes(32).toString("hex") + "\n", { mode: 0o600 });
+    const oldKey = parsePeerKey(readFileSync(oldFile, "utf8"), `in ${oldFile}`);
+    const newKey = parsePeerKey(readFileSync(newFile, "utf8"), `in ${newFile}`);
+    for (const id of ["witness", "lb-blue-1"]) {
+      const h = c.node(id);
+      h.config = { ...h.config, peerAuth: { keyFile: newFile, previousKeyFile: oldFile } };
+      c.writeConfig(h);
+      expect(await c.request(id, { cmd: "reload" })).toMatchObject({ ok: true });
+    }
+    const waiting = await c.waitFor(
+      "the running members confirmed the new key; the old one waits for lb-blue-2",
+      async () => {
+        const st = await status("lb-blue-1");
+        return st?.peerKeys?.waitingFor.join(",") === "lb-blue-2" ? st : null;
+      },
+      WAIT_MS,
+    );
+    expect(waiting.peerKeys).toMatchObject({ current: newKey.id, previous: oldKey.id, retired: null });
+    expect(await fipdStatus(one.socket)).toContain(`previous peer key ${oldKey.id} still accepted: waiting for lb-blue-2 to sign with ${newKey.id}\n`);
+    await c.waitFor("a leader holding the IP during the roll", leaderHoldsIp, WAIT_MS);
+
+    // lb-blue-2 comes back with what the stack now gives it: the new key, nothing old.
+    const two = c.node("lb-blue-2");
+    two.config = { ...two.config, peerAuth: { keyFile: newFile } };
+    c.writeConfig(two);
+    c.startNode("lb-blue-2");
+    await c.waitFor(
+      "every agent that had the old key retired it",
+      async () => {
+        const sts = await Promise.all(["lb-blue-1", "witness"].map(status));
+        return sts.every((st) => st?.peerKeys?.retired?.keyId === oldKey.id && st.peerKeys.previous === null) ? sts : null;
+      },
+      WAIT_MS,
+    );
+    expect((await status("lb-blue-2"))?.peerKeys).toEqual({ current: newKey.id, previous: null, waitingFor: [], retired: null });
+    expect(await fipdStatus(one.socket)).toMatch(
+      new RegExp(`previous peer key ${oldKey.id} retired at \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z: every member signs with ${newKey.id}\\n`),
+    );
+    await c.waitFor(
+      "lb-blue-2 reachable from lb-blue-1",
+      async () => (await status("lb-blue-1"))?.members.find((m) => m.id === "lb-blue-2")?.reachable === true,
+      WAIT_MS,
+    );
+    await c.waitFor("a leader holding the IP after the roll", leaderHoldsIp, WAIT_MS);
+
+    // A datagram signed with the old key (as a leaked key's holder would send it): dropped and counted.
+    const sock = createSocket("udp4");
+    const body = Buffer.from(JSON.stringify({ kind: "release", from: "lb-blue-2", term: 1, successor: null, colorInForce: "blue", reason: "forged" }));
+    await new Promise<void>((r) => sock.send(encodePacket(oldKey, 1n << 62n, 1n, "lb-blue-2", "lb-blue-1", body), one.port, "127.0.0.1", () => r()));
+    sock.close();
+    const line = 'fipd_peer_packets_dropped_total{reason="retired-key"} 1';
+    await c.waitFor(
+      "the old-key datagram counted as retired-key",
+      async () => (await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).includes(line),
+      WAIT_MS,
+    );
+  });
+});
