@@ -8,6 +8,7 @@ import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { BUNDLE, LocalCluster } from "../../testbed/harness/local-cluster.js";
 import { freePort } from "../../testbed/harness/ports.js";
+import { get as httpGet } from "node:http";
 
 const run = promisify(execFile);
 async function fipd(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -40,12 +41,19 @@ afterEach(async () => {
 });
 
 /** The HTTP status of GET url, or the error code when nothing answers. */
-async function get(url: string): Promise<number | string> {
-  try {
-    return (await fetch(url, { signal: AbortSignal.timeout(2_000) })).status;
-  } catch (e) {
-    return ((e as Error & { cause?: { code?: string } }).cause?.code ?? (e as Error).message) || "error";
-  }
+/**
+ * One scrape on a connection of its own, as a Prometheus scrape after a listener move would open:
+ * fetch's pool could reuse a keep-alive socket the old listener has just closed (UND_ERR_SOCKET).
+ */
+function get(url: string): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = httpGet(url, { agent: false, timeout: 2_000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? "error");
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
 }
 
 describe("fipd operator interface", () => {
