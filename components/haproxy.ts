@@ -279,7 +279,8 @@ export function haproxyBundle(config: string, files: Readonly<Record<string, str
  * then polls the health frontend until the running HAProxy answers the new set's id (bounded). If it
  * does not, the previous config goes back in place (the new set is removed, the old one was never
  * touched), so the files on disk match what runs, and the command fails with HAProxy's log. Older
- * sets are removed only after a confirmed reload.
+ * sets are removed only after a confirmed reload. Then the chains of the running set's files (never
+ * a key) are published, 0644, in publicCertDir, where fipd reads their expiry (agent/cert-expiry.ts).
  */
 export interface HaproxyInstallOptions {
   /** Default METADATA_URL (DigitalOcean's metadata service, agent/ports.ts). */
@@ -288,6 +289,8 @@ export interface HaproxyInstallOptions {
   configPath?: string;
   /** Where the certificate sets live, one directory each (default: ha-lb beside the config, /etc/haproxy/ha-lb). */
   certRoot?: string;
+  /** Where the running set's certificates (chains only, 0644) are published for fipd's expiry metric (default: ha-lb-certs beside the config, CERTIFICATE_DIR). */
+  publicCertDir?: string;
   /** Default `systemctl reload-or-restart haproxy` (a graceful reload when HAProxy runs). */
   reloadCommand?: string;
   /** Metadata fetch retries, one second apart (default 10). */
@@ -303,7 +306,9 @@ export interface HaproxyInstallOptions {
 export function haproxyInstallScript(o: HaproxyInstallOptions = {}): string {
   const md = o.metadataUrl ?? METADATA_URL;
   const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
-  const root = o.certRoot ?? `${cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./"}ha-lb`;
+  const cfgDir = cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./";
+  const root = o.certRoot ?? `${cfgDir}ha-lb`;
+  const pub = o.publicCertDir ?? `${cfgDir}ha-lb-certs`;
   const reload = o.reloadCommand ?? "systemctl reload-or-restart haproxy";
   const idUrl = o.configIdUrl ?? `http://${LOOPBACK_IPV4}:${HAPROXY_HEALTH_PORT}${HAPROXY_CONFIG_ID_PATH}`;
   const confirmS = o.confirmTimeoutS ?? 30;
@@ -370,6 +375,19 @@ if [ "$running" != "$id" ]; then
 fi
 rm -f "$prev"
 trap - EXIT
+# Publish the chains of the running set (never a key) for fipd's certificate expiry metric.
+mkdir -p "${pub}"
+chmod 755 "${pub}"
+for f in "$new"/*.pem; do
+  [ -f "$f" ] || continue
+  n=$(basename "$f")
+  awk '/^-----BEGIN CERTIFICATE-----/ { c = 1 } c { print } /^-----END CERTIFICATE-----/ { c = 0 }' "$f" > "${pub}/.$n.tmp"
+  chmod 644 "${pub}/.$n.tmp"
+  mv "${pub}/.$n.tmp" "${pub}/$n"
+done
+for f in "${pub}"/*.pem; do
+  if [ -f "$f" ] && [ ! -e "$new/$(basename "$f")" ]; then rm -f "$f"; fi
+done
 for old in "${root}"/set.*; do
   if [ "$old" != "$new" ] && [ -d "$old" ]; then rm -rf "$old"; fi
 done

@@ -1,5 +1,6 @@
 /** The rendered HAProxy config and its install script, checked with the real haproxy (CI installs it). */
 import { spawn, spawnSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { createServer as createTcpServer } from "node:net";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -18,6 +19,8 @@ import {
   renderHaproxyConfig,
 } from "../../components/haproxy.js";
 import type { Frontend, Pool } from "../../components/lb-config.js";
+import { readCertificateExpiries } from "../../agent/cert-expiry.js";
+import { CERTIFICATE_DIR } from "../../agent/config.js";
 import { makePki, type TestPki } from "./pki.js";
 
 const ANCHOR = "10.20.0.5";
@@ -209,6 +212,10 @@ describe("a typical site: https with two certificates, redirect, routes, tcp pas
   });
 });
 
+/** The earliest notAfter in a PEM chain, Unix seconds. */
+const earliestS = (pem: string) =>
+  Math.min(...(pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map((b) => Date.parse(new X509Certificate(b).validTo) / 1000));
+
 /** Install options whose "running HAProxy" took the installed config (the metadata mock reads it back). */
 const took = (configPath: string) => ({ configIdUrl: `${mdUrl}/config-id?cfg=${encodeURIComponent(configPath)}`, confirmTimeoutS: 3 });
 
@@ -232,7 +239,7 @@ describe("haproxyInstallScript", () => {
       expect(installed).not.toMatch(/0\.0\.0\.0|\*:/);
       expect(installed).not.toContain(PUBLIC);
       expect(readFileSync(join(dir, "reloaded"), "utf8").trim()).toBe("reloaded");
-      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "haproxy.cfg", "reloaded"]); // no temp file left behind
+      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "ha-lb-certs", "haproxy.cfg", "reloaded"]); // no temp file left behind
       expect(readdirSync(join(dir, "ha-lb"))).toHaveLength(1); // the one set in use
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -305,6 +312,23 @@ describe("haproxyInstallScript", () => {
       expect(sets).toHaveLength(1);
       expect(sets[0]).not.toBe(set);
       expect(readFileSync(configPath, "utf8")).toContain(`crt ${join(dir, "ha-lb", sets[0])}/www.pem`);
+      // The running set's chains (never a key) are published 0644 for fipd's expiry metric; a removed certificate leaves.
+      const pub = join(dir, "ha-lb-certs");
+      expect(statSync(pub).mode & 0o777).toBe(0o755);
+      expect(readdirSync(pub).sort()).toEqual(["api.pem", "www.pem"]);
+      expect(readFileSync(join(pub, "www.pem"), "utf8")).toBe(certs.api.certificate);
+      for (const f of ["api.pem", "www.pem"]) expect(statSync(join(pub, f)).mode & 0o777).toBe(0o644);
+      expect(await readCertificateExpiries(pub)).toEqual([
+        { name: "api", notAfterS: earliestS(certs.www.certificate) },
+        { name: "www", notAfterS: earliestS(certs.api.certificate) },
+      ]);
+      // By default, where fipd looks (metrics.certificateDir's default).
+      expect(haproxyInstallScript()).toContain(`mkdir -p "${CERTIFICATE_DIR}"`);
+      const cfgWwwOnly = renderHaproxyConfig({ frontends: [{ ...frontends[0], certificates: ["www"] }], pools, runAs: null });
+      const fewer = await sh(haproxyInstallScript(opts), haproxyBundle(cfgWwwOnly, certificateFiles({ www: certs.www }, pools)));
+      expect(fewer.code, fewer.stderr).toBe(0);
+      expect(readdirSync(pub)).toEqual(["www.pem"]);
+      expect(readFileSync(join(pub, "www.pem"), "utf8")).toBe(certs.www.certificate);
       expect(() => haproxyBundle(cfg, { "../x": "y" })).toThrow(/bad file name/);
       expect(() => haproxyBundle(cfg, { x: `${BUNDLE_FILE_MARK}haproxy.cfg\n` })).toThrow(/file mark/);
     } finally {
@@ -341,7 +365,7 @@ describe("haproxyInstallScript confirms that HAProxy took the new config", () =>
         expect(r.stderr).toMatch(/the previous config is back in place. HAProxy's log since the reload:\nthe log since \d+\n/);
         expect(readFileSync(configPath, "utf8")).toBe(installed);
         expect(readdirSync(join(dir, "ha-lb"))).toEqual([set]); // the running set kept, the new one removed
-        expect(readdirSync(dir).sort()).toEqual(["ha-lb", "haproxy.cfg"]); // no temp or backup file left
+        expect(readdirSync(dir).sort()).toEqual(["ha-lb", "ha-lb-certs", "haproxy.cfg"]); // no temp or backup file left
       }
       // A config that does not answer its id cannot be confirmed: refused before anything changes.
       const noId = await sh(haproxyInstallScript({ ...base, ...took(configPath), reloadCommand: "true" }), second.replace(/^.*halb-config-id.*$/m, ""));
