@@ -19,7 +19,7 @@ interface Rule {
   labels: { severity: string };
   annotations: { summary: string; runbook?: string };
 }
-const doc = load(readFileSync(new URL("../docs/alerts.yml", import.meta.url), "utf8")) as { groups: { name: string; rules: Rule[] }[] };
+const doc = load(readFileSync(join(__dirname, "..", "docs", "alerts.yml"), "utf8")) as { groups: { name: string; rules: Rule[] }[] };
 const rules = doc.groups.flatMap((g) => g.rules);
 const rule = (name: string) => {
   const r = rules.find((x) => x.alert === name);
