@@ -38,6 +38,9 @@ export type Color = (typeof COLORS)[number];
 const path = nonEmptyString("a non-empty file path");
 const absolutePath = matching(/^\/[^\0]*$/, "an absolute path such as /run/fipd/fipd.sock");
 
+/** Where the HAProxy install publishes the running set's certificates (chains only, 0644) for fipd's expiry metric. */
+export const CERTIFICATE_DIR = "/etc/haproxy/ha-lb-certs";
+
 /** A URL's host without IPv6 brackets, lower case; "" when `text` is not a URL. */
 function hostOf(text: string): string {
   try {
@@ -183,6 +186,8 @@ export const AgentConfigSchema = v.pipe(
         enabled: v.optional(boolean, true),
         address: v.optional(ipAddress, LOOPBACK_IPV4),
         port: v.optional(port, METRICS_PORT),
+        /** Certificates to export the expiry of (fipd_certificate_expiry_timestamp_seconds); a missing directory exports none. */
+        certificateDir: v.optional(absolutePath, CERTIFICATE_DIR),
       }),
       {},
     ),

@@ -4,11 +4,41 @@
  */
 import { createServer } from "node:http";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { readCertificateExpiries } from "./cert-expiry.js";
 
-export function createMetrics() {
+/** `certificateDir`: where the HAProxy install publishes the running certificates (metrics.certificateDir), read at each scrape. */
+export function createMetrics(o: { certificateDir?: () => string | undefined } = {}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "fipd_" });
   const r = [registry];
+  // One directory read per scrape feeds both gauges: each collect awaits the same read.
+  let pending: ReturnType<typeof readCertificateExpiries> | null = null;
+  const read = async () => {
+    const dir = o.certificateDir?.();
+    return dir ? (pending ??= readCertificateExpiries(dir).finally(() => (pending = null))) : [];
+  };
+  new Gauge({
+    name: "fipd_certificate_expiry_timestamp_seconds",
+    help: "Earliest notAfter (Unix time) in each installed certificate's chain, by certificate name (ca-<pool> for a pool's CA)",
+    labelNames: ["name"],
+    registers: r,
+    async collect() {
+      const certs = await read();
+      this.reset();
+      for (const c of certs) if ("notAfterS" in c) this.set({ name: c.name }, c.notAfterS);
+    },
+  });
+  new Gauge({
+    name: "fipd_certificate_unreadable",
+    help: '1 for a certificate file in metrics.certificateDir that cannot be read or parsed (name "." for the directory itself)',
+    labelNames: ["name"],
+    registers: r,
+    async collect() {
+      const certs = await read();
+      this.reset();
+      for (const c of certs) if ("error" in c) this.set({ name: c.name }, 1);
+    },
+  });
   return {
     registry,
     role: new Gauge({ name: "fipd_role", help: "1 for this node's current role", labelNames: ["role"], registers: r }),

@@ -73,7 +73,8 @@ export async function runAgent(configPath: string): Promise<number> {
     return 2;
   }
   const log = createLogger({ level: cfg.logLevel, nodeId: cfg.nodeId });
-  const metrics = createMetrics();
+  // The directory in force (a reload may move it); read at scrape time, once the controller exists.
+  const metrics = createMetrics({ certificateDir: () => controller.config.metrics.certificateDir });
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
   let token = secrets.token;
   let keys = secrets.keys;

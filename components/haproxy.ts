@@ -26,6 +26,13 @@ import { HEALTH_DEFAULTS, normalizeLb, type Frontend, type Pool } from "./lb-con
 export const ANCHOR_PLACEHOLDER = "@ANCHOR_IPV4@";
 /** Where the certificate files are; the install script fills in the directory of the new set. */
 export const CERT_DIR_PLACEHOLDER = "@CERT_DIR@";
+/**
+ * The installed set's id (its directory's name, new on every install), which the health frontend
+ * answers on HAPROXY_CONFIG_ID_PATH: the install script reads it back after the reload to confirm
+ * that the running HAProxy took the new config (`systemctl reload` exits 0 even when it did not).
+ */
+export const CONFIG_ID_PLACEHOLDER = "@CONFIG_ID@";
+export const HAPROXY_CONFIG_ID_PATH = "/halb-config-id";
 
 /** Timeout defaults (ms), documented in the README; frontends and pools override them. */
 export const TIMEOUT_DEFAULTS = {
@@ -225,6 +232,7 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
     `    bind ${LOOPBACK_IPV4}:${healthPort}`,
     `    monitor-uri ${HAPROXY_HEALTH_PATH}`,
     `    monitor fail if ${used.map((p) => `{ nbsrv(${backendName(p)}) lt 1 }`).join(" ")}`,
+    `    http-request return status 200 content-type text/plain string ${CONFIG_ID_PLACEHOLDER} if { path ${HAPROXY_CONFIG_ID_PATH} }`,
     "",
     "# HAProxy's Prometheus exporter: per frontend, pool and server.",
     "frontend prometheus",
@@ -261,10 +269,18 @@ export function haproxyBundle(config: string, files: Readonly<Record<string, str
 /**
  * A POSIX sh script: reads the bundle (haproxyBundle) on stdin, writes the certificate files
  * (0600, root, umask 077) into a new directory beside the running set, fills in the anchor IPv4
- * from the metadata service and that directory, checks the whole new set with `haproxy -c` (not
- * `-q`, which prints nothing on error), and only then installs the config atomically and reloads
- * HAProxy. A set that fails the check is removed, leaves the running one untouched, and fails the
- * command with HAProxy's message. Older sets are removed after the reload.
+ * from the metadata service, that directory and its name (the config id), checks the whole new set
+ * with `haproxy -c` (not `-q`, which prints nothing on error), and only then installs the config
+ * atomically and reloads HAProxy. A set that fails the check is removed, leaves the running one
+ * untouched, and fails the command with HAProxy's message.
+ *
+ * `-c` binds nothing, so a reload can still fail (an address in use, a port below 1024 without the
+ * right), and `systemctl reload` exits 0 even then: the master keeps the old workers. So the script
+ * then polls the health frontend until the running HAProxy answers the new set's id (bounded). If it
+ * does not, the previous config goes back in place (the new set is removed, the old one was never
+ * touched), so the files on disk match what runs, and the command fails with HAProxy's log. Older
+ * sets are removed only after a confirmed reload. Then the chains of the running set's files (never
+ * a key) are published, 0644, in publicCertDir, where fipd reads their expiry (agent/cert-expiry.ts).
  */
 export interface HaproxyInstallOptions {
   /** Default METADATA_URL (DigitalOcean's metadata service, agent/ports.ts). */
@@ -273,24 +289,39 @@ export interface HaproxyInstallOptions {
   configPath?: string;
   /** Where the certificate sets live, one directory each (default: ha-lb beside the config, /etc/haproxy/ha-lb). */
   certRoot?: string;
+  /** Where the running set's certificates (chains only, 0644) are published for fipd's expiry metric (default: ha-lb-certs beside the config, CERTIFICATE_DIR). */
+  publicCertDir?: string;
   /** Default `systemctl reload-or-restart haproxy` (a graceful reload when HAProxy runs). */
   reloadCommand?: string;
   /** Metadata fetch retries, one second apart (default 10). */
   retries?: number;
+  /** Where the running HAProxy answers its config id (default: the health frontend on 127.0.0.1, HAPROXY_CONFIG_ID_PATH). */
+  configIdUrl?: string;
+  /** How long the running HAProxy may take to answer the new id after the reload (default 30 s). */
+  confirmTimeoutS?: number;
+  /** Prints HAProxy's log since the reload, run when it did not take the config; `$since` holds the reload's epoch seconds. Default: the haproxy unit's journal. */
+  logCommand?: string;
 }
 
 export function haproxyInstallScript(o: HaproxyInstallOptions = {}): string {
   const md = o.metadataUrl ?? METADATA_URL;
   const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
-  const root = o.certRoot ?? `${cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./"}ha-lb`;
+  const cfgDir = cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./";
+  const root = o.certRoot ?? `${cfgDir}ha-lb`;
+  const pub = o.publicCertDir ?? `${cfgDir}ha-lb-certs`;
   const reload = o.reloadCommand ?? "systemctl reload-or-restart haproxy";
+  const idUrl = o.configIdUrl ?? `http://${LOOPBACK_IPV4}:${HAPROXY_HEALTH_PORT}${HAPROXY_CONFIG_ID_PATH}`;
+  const confirmS = o.confirmTimeoutS ?? 30;
+  const log = o.logCommand ?? `journalctl -u haproxy --since "@$since" --no-pager -o cat 2>&1 | tail -n 40`;
   return `set -eu
 umask 077
 mkdir -p "${root}"
 chmod 700 "${root}"
 new=$(mktemp -d "${root}/set.XXXXXX")
+id=$(basename "$new")
 tmp=$(mktemp "${cfg}.XXXXXX")
-trap 'rm -rf "$new"; rm -f "$tmp"' EXIT
+prev=$(mktemp "${cfg}.prev.XXXXXX")
+trap 'rm -rf "$new"; rm -f "$tmp" "$prev"' EXIT
 anchor=$(curl -fsS --retry ${o.retries ?? 10} --retry-delay 1 --retry-connrefused --max-time 3 ${md}/metadata/v1/interfaces/public/0/anchor_ipv4/address || true)
 if ! printf '%s' "$anchor" | grep -Eq '^[0-9]{1,3}([.][0-9]{1,3}){3}$'; then
   echo "ha-lb: no anchor IPv4 from the metadata service (${md}), got '$anchor'; refusing to bind HAProxy to anything else" >&2
@@ -303,10 +334,14 @@ awk -v dir="$new" 'BEGIN { out = dir "/haproxy.cfg" }
     close(out); out = dir "/" name; next
   }
   { print > out }'
-sed -e "s/${ANCHOR_PLACEHOLDER}/$anchor/g" -e "s|${CERT_DIR_PLACEHOLDER}|$new|g" "$new/haproxy.cfg" > "$tmp"
+sed -e "s/${ANCHOR_PLACEHOLDER}/$anchor/g" -e "s|${CERT_DIR_PLACEHOLDER}|$new|g" -e "s/${CONFIG_ID_PLACEHOLDER}/$id/g" "$new/haproxy.cfg" > "$tmp"
 rm -f "$new/haproxy.cfg"
 if ! grep -q "bind $anchor:" "$tmp"; then
   echo "ha-lb: the HAProxy config on stdin has no listener on ${ANCHOR_PLACEHOLDER}; refusing to install it" >&2
+  exit 1
+fi
+if ! grep -q "string $id if { path ${HAPROXY_CONFIG_ID_PATH} }" "$tmp"; then
+  echo "ha-lb: the HAProxy config on stdin does not answer its id (${CONFIG_ID_PLACEHOLDER}) on ${HAPROXY_CONFIG_ID_PATH}, so the reload could not be confirmed; refusing to install it" >&2
   exit 1
 fi
 if ! out=$(haproxy -c -f "$tmp" 2>&1); then
@@ -314,12 +349,48 @@ if ! out=$(haproxy -c -f "$tmp" 2>&1); then
   exit 1
 fi
 chmod 644 "$tmp"
+if [ -f "${cfg}" ]; then cp -p "${cfg}" "$prev"; else rm -f "$prev"; fi
 mv "$tmp" "${cfg}"
+since=$(date +%s)
+# Poll (bounded) until the running HAProxy answers the new id: a failed reload leaves the old workers running.
+running=""
+reloaded="the reload command exited 0"
+if ( ${reload}
+); then
+  deadline=$(( since + ${confirmS} ))
+  while :; do
+    running=$(curl -fsS --max-time 2 "${idUrl}" 2>/dev/null || true)
+    [ "$running" = "$id" ] && break
+    [ "$(date +%s)" -ge "$deadline" ] && break
+    sleep 0.2
+  done
+else
+  reloaded="the reload command failed"
+fi
+if [ "$running" != "$id" ]; then
+  if [ -f "$prev" ]; then mv "$prev" "${cfg}"; else rm -f "${cfg}"; fi
+  echo "ha-lb: HAProxy did not take the new config within ${confirmS} s (\${reloaded}; the running one answers config id '\${running:-none}', the new one is '$id'); the previous config is back in place. HAProxy's log since the reload:" >&2
+  ( ${log} ) >&2 || true
+  exit 1
+fi
+rm -f "$prev"
 trap - EXIT
-${reload}
+# Publish the chains of the running set (never a key) for fipd's certificate expiry metric.
+mkdir -p "${pub}"
+chmod 755 "${pub}"
+for f in "$new"/*.pem; do
+  [ -f "$f" ] || continue
+  n=$(basename "$f")
+  awk '/^-----BEGIN CERTIFICATE-----/ { c = 1 } c { print } /^-----END CERTIFICATE-----/ { c = 0 }' "$f" > "${pub}/.$n.tmp"
+  chmod 644 "${pub}/.$n.tmp"
+  mv "${pub}/.$n.tmp" "${pub}/$n"
+done
+for f in "${pub}"/*.pem; do
+  if [ -f "$f" ] && [ ! -e "$new/$(basename "$f")" ]; then rm -f "$f"; fi
+done
 for old in "${root}"/set.*; do
   if [ "$old" != "$new" ] && [ -d "$old" ]; then rm -rf "$old"; fi
 done
-echo "ha-lb: HAProxy config installed, listeners on $anchor, certificates in $new"
+echo "ha-lb: HAProxy config $id installed and running, listeners on $anchor, certificates in $new"
 `;
 }

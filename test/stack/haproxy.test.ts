@@ -1,6 +1,8 @@
 /** The rendered HAProxy config and its install script, checked with the real haproxy (CI installs it). */
 import { spawn, spawnSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { createServer, type Server } from "node:http";
+import { createServer as createTcpServer } from "node:net";
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   ANCHOR_PLACEHOLDER,
   BUNDLE_FILE_MARK,
+  HAPROXY_CONFIG_ID_PATH,
   certificateFiles,
   haproxyBundle,
   cookieValue,
@@ -16,6 +19,8 @@ import {
   renderHaproxyConfig,
 } from "../../components/haproxy.js";
 import type { Frontend, Pool } from "../../components/lb-config.js";
+import { readCertificateExpiries } from "../../agent/cert-expiry.js";
+import { CERTIFICATE_DIR } from "../../agent/config.js";
 import { makePki, type TestPki } from "./pki.js";
 
 const ANCHOR = "10.20.0.5";
@@ -48,8 +53,14 @@ function sh(script: string, input: string): Promise<{ code: number | null; stdou
 beforeAll(async () => {
   // A metadata service that knows both addresses: the script must take the anchor one.
   md = createServer((req, res) => {
-    if (req.url === "/metadata/v1/interfaces/public/0/anchor_ipv4/address") res.end(anchorReply);
-    else if (req.url === "/metadata/v1/interfaces/public/0/ipv4/address") res.end(PUBLIC);
+    const u = new URL(req.url ?? "/", "http://x");
+    if (u.pathname === "/metadata/v1/interfaces/public/0/anchor_ipv4/address") res.end(anchorReply);
+    // A HAProxy that took whatever config is installed at ?cfg=: answers the id written into it.
+    else if (u.pathname === "/config-id")
+      res.end(/string (\S+) if \{ path \/halb-config-id \}/.exec(readFileSync(u.searchParams.get("cfg")!, "utf8"))?.[1] ?? "");
+    // One whose reload failed: still answers the id of an older set.
+    else if (u.pathname === "/stale-id") res.end("set.OLD123");
+    else if (u.pathname === "/metadata/v1/interfaces/public/0/ipv4/address") res.end(PUBLIC);
     else ((res.statusCode = 404), res.end());
   });
   await new Promise<void>((r) => md.listen(0, "127.0.0.1", r));
@@ -201,12 +212,25 @@ describe("a typical site: https with two certificates, redirect, routes, tcp pas
   });
 });
 
+/** The earliest notAfter in a PEM chain, Unix seconds. */
+const earliestS = (pem: string) =>
+  Math.min(...(pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map((b) => Date.parse(new X509Certificate(b).validTo) / 1000));
+
+/** Install options whose "running HAProxy" took the installed config (the metadata mock reads it back). */
+const took = (configPath: string) => ({ configIdUrl: `${mdUrl}/config-id?cfg=${encodeURIComponent(configPath)}`, confirmTimeoutS: 3 });
+
 describe("haproxyInstallScript", () => {
   it("fills in the anchor from the metadata service, validates, installs, reloads; never the public IP", async () => {
     const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
     try {
       const configPath = join(dir, "haproxy.cfg");
-      const script = haproxyInstallScript({ metadataUrl: mdUrl, configPath, reloadCommand: `echo reloaded > ${join(dir, "reloaded")}`, retries: 0 });
+      const script = haproxyInstallScript({
+        ...took(configPath),
+        metadataUrl: mdUrl,
+        configPath,
+        reloadCommand: `echo reloaded > ${join(dir, "reloaded")}`,
+        retries: 0,
+      });
       const r = await sh(script, renderHaproxyConfig({ listenPorts: [80], backends: ["10.10.0.5:8080"] }));
       expect(r.code, r.stderr).toBe(0);
       const installed = readFileSync(configPath, "utf8");
@@ -215,7 +239,7 @@ describe("haproxyInstallScript", () => {
       expect(installed).not.toMatch(/0\.0\.0\.0|\*:/);
       expect(installed).not.toContain(PUBLIC);
       expect(readFileSync(join(dir, "reloaded"), "utf8").trim()).toBe("reloaded");
-      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "haproxy.cfg", "reloaded"]); // no temp file left behind
+      expect(readdirSync(dir).sort()).toEqual(["ha-lb", "ha-lb-certs", "haproxy.cfg", "reloaded"]); // no temp file left behind
       expect(readdirSync(join(dir, "ha-lb"))).toHaveLength(1); // the one set in use
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -227,7 +251,7 @@ describe("haproxyInstallScript", () => {
     try {
       const configPath = join(dir, "haproxy.cfg");
       writeFileSync(configPath, "# the old config\n");
-      const opts = { configPath, reloadCommand: `touch ${join(dir, "reloaded")}`, retries: 0 };
+      const opts = { ...took(configPath), configPath, reloadCommand: `touch ${join(dir, "reloaded")}`, retries: 0 };
       const good = renderHaproxyConfig({ listenPorts: [80], backends: ["10.10.0.5:8080"] });
       const unreachable = await sh(haproxyInstallScript({ ...opts, metadataUrl: "http://127.0.0.1:9" }), good);
       expect(unreachable.code).not.toBe(0);
@@ -252,7 +276,7 @@ describe("haproxyInstallScript", () => {
     const pki = makePki(["www.example.com", "api.example.com"], 30);
     try {
       const configPath = join(dir, "haproxy.cfg");
-      const opts = { configPath, metadataUrl: mdUrl, reloadCommand: `echo reloaded >> ${join(dir, "reloads")}`, retries: 0 };
+      const opts = { ...took(configPath), configPath, metadataUrl: mdUrl, reloadCommand: `echo reloaded >> ${join(dir, "reloads")}`, retries: 0 };
       const frontends: Frontend[] = [{ port: 443, protocol: "https", pool: "web", certificates: ["www", "api"] }];
       const pools: Record<string, Pool> = { web: { servers: ["10.10.0.5:8080"] } };
       const cfg = renderHaproxyConfig({ frontends, pools, runAs: null });
@@ -288,6 +312,23 @@ describe("haproxyInstallScript", () => {
       expect(sets).toHaveLength(1);
       expect(sets[0]).not.toBe(set);
       expect(readFileSync(configPath, "utf8")).toContain(`crt ${join(dir, "ha-lb", sets[0])}/www.pem`);
+      // The running set's chains (never a key) are published 0644 for fipd's expiry metric; a removed certificate leaves.
+      const pub = join(dir, "ha-lb-certs");
+      expect(statSync(pub).mode & 0o777).toBe(0o755);
+      expect(readdirSync(pub).sort()).toEqual(["api.pem", "www.pem"]);
+      expect(readFileSync(join(pub, "www.pem"), "utf8")).toBe(certs.api.certificate);
+      for (const f of ["api.pem", "www.pem"]) expect(statSync(join(pub, f)).mode & 0o777).toBe(0o644);
+      expect(await readCertificateExpiries(pub)).toEqual([
+        { name: "api", notAfterS: earliestS(certs.www.certificate) },
+        { name: "www", notAfterS: earliestS(certs.api.certificate) },
+      ]);
+      // By default, where fipd looks (metrics.certificateDir's default).
+      expect(haproxyInstallScript()).toContain(`mkdir -p "${CERTIFICATE_DIR}"`);
+      const cfgWwwOnly = renderHaproxyConfig({ frontends: [{ ...frontends[0], certificates: ["www"] }], pools, runAs: null });
+      const fewer = await sh(haproxyInstallScript(opts), haproxyBundle(cfgWwwOnly, certificateFiles({ www: certs.www }, pools)));
+      expect(fewer.code, fewer.stderr).toBe(0);
+      expect(readdirSync(pub)).toEqual(["www.pem"]);
+      expect(readFileSync(join(pub, "www.pem"), "utf8")).toBe(certs.www.certificate);
       expect(() => haproxyBundle(cfg, { "../x": "y" })).toThrow(/bad file name/);
       expect(() => haproxyBundle(cfg, { x: `${BUNDLE_FILE_MARK}haproxy.cfg\n` })).toThrow(/file mark/);
     } finally {
@@ -295,4 +336,118 @@ describe("haproxyInstallScript", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("haproxyInstallScript confirms that HAProxy took the new config", () => {
+  it("a reload that exits 0 while the running HAProxy keeps its old config fails the install and puts the previous config back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-"));
+    try {
+      const configPath = join(dir, "haproxy.cfg");
+      const base = { configPath, metadataUrl: mdUrl, retries: 0, confirmTimeoutS: 2, logCommand: `echo "the log since $since"` };
+      const first = renderHaproxyConfig({ listenPorts: [80], backends: ["10.10.0.5:8080"] });
+      const ok = await sh(haproxyInstallScript({ ...base, ...took(configPath), reloadCommand: "true" }), first);
+      expect(ok.code, ok.stderr).toBe(0);
+      const installed = readFileSync(configPath, "utf8");
+      const [set] = readdirSync(join(dir, "ha-lb"));
+      expect(installed).toContain(`string ${set} if { path ${HAPROXY_CONFIG_ID_PATH} }`);
+      expect(ok.stdout).toContain(`HAProxy config ${set} installed and running`);
+
+      const second = renderHaproxyConfig({ listenPorts: [80, 8080], backends: ["10.10.0.5:8080"] });
+      for (const [reloadCommand, why] of [
+        ["true", "the reload command exited 0"],
+        ["exit 3", "the reload command failed"],
+      ]) {
+        const r = await sh(haproxyInstallScript({ ...base, configIdUrl: `${mdUrl}/stale-id`, reloadCommand }), second);
+        expect(r.code).not.toBe(0);
+        expect(r.stderr).toMatch(
+          new RegExp(`HAProxy did not take the new config within 2 s \\(${why}; the running one answers config id '(set\\.OLD123|none)'`),
+        );
+        expect(r.stderr).toMatch(/the previous config is back in place. HAProxy's log since the reload:\nthe log since \d+\n/);
+        expect(readFileSync(configPath, "utf8")).toBe(installed);
+        expect(readdirSync(join(dir, "ha-lb"))).toEqual([set]); // the running set kept, the new one removed
+        expect(readdirSync(dir).sort()).toEqual(["ha-lb", "ha-lb-certs", "haproxy.cfg"]); // no temp or backup file left
+      }
+      // A config that does not answer its id cannot be confirmed: refused before anything changes.
+      const noId = await sh(haproxyInstallScript({ ...base, ...took(configPath), reloadCommand: "true" }), second.replace(/^.*halb-config-id.*$/m, ""));
+      expect(noId.code).not.toBe(0);
+      expect(noId.stderr).toContain("does not answer its id");
+      expect(readFileSync(configPath, "utf8")).toBe(installed);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("real HAProxy (master-worker, reloaded by SIGUSR2 as systemd does): a bind error after haproxy -c passed fails the install with HAProxy's message", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-haproxy-reload-"));
+    const freePort = () =>
+      new Promise<number>((resolve) => {
+        const s = createTcpServer().listen(0, "127.0.0.1", () => {
+          const { port } = s.address() as { port: number };
+          s.close(() => resolve(port));
+        });
+      });
+    const [healthPort, metricsPort, portA, portB] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const holder = createTcpServer();
+    const p = { cfg: join(dir, "haproxy.cfg"), pid: join(dir, "haproxy.pid"), log: join(dir, "haproxy.log") };
+    anchorReply = "127.0.0.1";
+    try {
+      const opts = {
+        configPath: p.cfg,
+        metadataUrl: mdUrl,
+        retries: 0,
+        confirmTimeoutS: 5,
+        configIdUrl: `http://127.0.0.1:${healthPort}${HAPROXY_CONFIG_ID_PATH}`,
+        // First run starts the master in the background (its output to a file); later runs signal it, as `systemctl reload` does.
+        reloadCommand: `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then kill -USR2 "$(cat "${p.pid}")"; else nohup haproxy -W -p "${p.pid}" -f "${p.cfg}" >>"${p.log}" 2>&1 </dev/null & fi`,
+        logCommand: `cat "${p.log}"`,
+      };
+      const render = (listenPorts: number[]) =>
+        renderHaproxyConfig({
+          listenPorts,
+          backends: ["127.0.0.1:9"],
+          healthPort,
+          metricsPort,
+          statsSocket: join(dir, "admin.sock"),
+          runAs: null,
+          maxconn: 2000,
+        });
+      const idNow = async () => (await fetch(`http://127.0.0.1:${healthPort}${HAPROXY_CONFIG_ID_PATH}`)).text();
+
+      const first = await sh(haproxyInstallScript(opts), render([portA]));
+      expect(first.code, first.stderr).toBe(0);
+      const [set1] = readdirSync(join(dir, "ha-lb"));
+      expect(await idNow()).toBe(set1);
+      const installed = readFileSync(p.cfg, "utf8");
+
+      // Another process holds portB: haproxy -c passes (it binds nothing), the reload cannot bind.
+      await new Promise<void>((r) => holder.listen(portB, "127.0.0.1", r));
+      const both = render([portA, portB]);
+      const failed = await sh(haproxyInstallScript(opts), both);
+      expect(failed.code).not.toBe(0);
+      expect(failed.stderr).toContain(
+        `HAProxy did not take the new config within 5 s (the reload command exited 0; the running one answers config id '${set1}'`,
+      );
+      expect(failed.stderr).toMatch(new RegExp(`cannot bind socket \\(Address already in use\\) for \\[127\\.0\\.0\\.1:${portB}\\]`));
+      expect(readFileSync(p.cfg, "utf8")).toBe(installed);
+      expect(readdirSync(join(dir, "ha-lb"))).toEqual([set1]);
+      expect(await idNow()).toBe(set1); // the old workers still serve
+
+      // The port freed, the same config goes in.
+      await new Promise<void>((r) => holder.close(() => r()));
+      const ok = await sh(haproxyInstallScript(opts), both);
+      expect(ok.code, ok.stderr).toBe(0);
+      const [set2] = readdirSync(join(dir, "ha-lb"));
+      expect(set2).not.toBe(set1);
+      expect(await idNow()).toBe(set2);
+    } finally {
+      anchorReply = ANCHOR;
+      if (holder.listening) holder.close();
+      try {
+        process.kill(Number(readFileSync(p.pid, "utf8").trim()), "SIGTERM");
+      } catch {
+        // never started
+      }
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
