@@ -25,6 +25,7 @@ import { parseArgs } from "node:util";
 import { HOST_IP, NetBed, RESERVED_IP } from "../testbed/netbed/bed.js";
 import type { Frontend, Pool } from "../components/lb-config.js";
 import { makePki } from "../test/stack/pki.js";
+import { renderReloadSvg } from "./report.js";
 
 const { values } = parseArgs({
   options: {
@@ -165,6 +166,7 @@ async function main() {
     "",
   ].join("\n");
   writeFileSync(join(values.out!, "reload.md"), md);
+  writeFileSync(join(values.out!, "reload.svg"), renderReloadSvg(json));
   process.stdout.write(md);
 }
 

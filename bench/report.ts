@@ -323,3 +323,59 @@ export function writeFailoverReport(r: FailoverResults, dir: string): { json: st
   writeFileSync(paths.svg, renderFailoverSvg(r));
   return paths;
 }
+
+/** What bench/reload.ts writes to reload.json (the part the plot reads). */
+export interface ReloadResults {
+  when: string;
+  host: string;
+  rate: number;
+  results: { case: string; kind: "reload" | "failover"; clients: { mode: string; total: number; failed: number }[] }[];
+}
+
+const RELOAD_MODE_COLORS: Record<string, string> = { new: "#1f77b4", keepalive: "#ff7f0e" };
+
+/** Horizontal grouped bars: one group per case, one bar per client (failed requests of the total). */
+export function renderReloadSvg(r: ReloadResults): string {
+  const modes = [...new Set(r.results.flatMap((c) => c.clients.map((x) => x.mode)))];
+  const axis = niceAxis(Math.max(0, ...r.results.flatMap((c) => c.clients.map((x) => x.failed))));
+  const plotW = SVG_WIDTH - LEFT - RIGHT;
+  const x = (v: number) => LEFT + (v / axis.top) * plotW;
+  const groupH = modes.length * (BAR + BAR_GAP) - BAR_GAP + GROUP_GAP;
+  const plotH = Math.max(1, r.results.length) * groupH;
+  const height = TOP + plotH + BOTTOM;
+  const axisY = TOP + plotH;
+  const px = (v: number) => Number(v.toFixed(2));
+  const o: string[] = [];
+  o.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
+  );
+  o.push(`<title>${escapeXml(`Failed requests per reload, ${r.when}, ${r.host}`)}</title>`);
+  o.push(`<text x="${LEFT}" y="20" font-size="15" font-weight="bold">Failed requests during reloads and a failover (${r.rate} requests/s per client)</text>`);
+  o.push(`<text x="${LEFT}" y="38" fill="#555">${escapeXml(`${r.when} · ${r.host}`)}</text>`);
+  let lx = LEFT;
+  for (const m of modes) {
+    o.push(`<path d="M${lx} 50h12v12h-12z" fill="${RELOAD_MODE_COLORS[m] ?? "#777"}"/>`);
+    o.push(`<text x="${lx + 17}" y="60">${escapeXml(m === "new" ? "new connection per request" : m)}</text>`);
+    lx += 17 + (m === "new" ? 26 : m.length) * 7 + 24;
+  }
+  for (const t of axis.ticks) {
+    const tx = px(x(t));
+    o.push(`<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${axisY}" stroke="#e3e3e3" stroke-width="1"/>`);
+    o.push(`<text x="${tx}" y="${axisY + 18}" text-anchor="middle">${escapeXml(fmt(t))}</text>`);
+  }
+  o.push(`<line x1="${LEFT}" y1="${axisY}" x2="${px(x(axis.top))}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
+  o.push(`<text x="${px(LEFT + plotW / 2)}" y="${axisY + 36}" text-anchor="middle" fill="#555">failed requests</text>`);
+  r.results.forEach((c, gi) => {
+    const gy = TOP + gi * groupH + GROUP_GAP / 2;
+    o.push(`<text x="${LEFT - 8}" y="${px(gy + (groupH - GROUP_GAP) / 2 + 4)}" text-anchor="end">${escapeXml(c.case.replace(/ \(.*\)$/, ""))}</text>`);
+    modes.forEach((m, mi) => {
+      const cl = c.clients.find((x) => x.mode === m);
+      if (!cl) return;
+      const y = gy + mi * (BAR + BAR_GAP);
+      o.push(`<rect x="${LEFT}" y="${px(y)}" width="${px(x(cl.failed) - LEFT)}" height="${BAR}" fill="${RELOAD_MODE_COLORS[m] ?? "#777"}"/>`);
+      o.push(`<text x="${px(x(cl.failed) + 4)}" y="${px(y + BAR - 3)}">${escapeXml(`${cl.failed} / ${cl.total}`)}</text>`);
+    });
+  });
+  o.push("</svg>");
+  return o.join("\n") + "\n";
+}

@@ -121,7 +121,10 @@ function frontendLines(f: Frontend, o: HaproxyOptions, certDir: string): string[
     bind.push("ssl", ...(f.certificates ?? []).map((c) => `crt ${certDir}/${certFile(c)}`), `alpn ${f.http2 === false ? "http/1.1" : "h2,http/1.1"}`);
   }
   const out = [`frontend fe_${f.port}`, `    mode ${http ? "http" : "tcp"}`, `    ${bind.join(" ")}`, http ? "    option httplog" : "    option tcplog"];
-  if (http) out.push("    option forwardfor");
+  // On a reload, the old process keeps an idle keep-alive connection until it answers one more
+  // request (with Connection: close) instead of closing it under a client that may be sending on
+  // it (bench:reload measured those resets), bounded by timeout http-keep-alive.
+  if (http) out.push("    option forwardfor", "    option idle-close-on-response");
   if (t.clientMs !== undefined) out.push(`    timeout client ${ms(t.clientMs)}`);
   if (http && t.httpRequestMs !== undefined) out.push(`    timeout http-request ${ms(t.httpRequestMs)}`);
   if (http && t.httpKeepAliveMs !== undefined) out.push(`    timeout http-keep-alive ${ms(t.httpKeepAliveMs)}`);

@@ -173,6 +173,7 @@ describe("a typical site: https with two certificates, redirect, routes, tcp pas
     has("http-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }");
     has('http-response set-header Strict-Transport-Security "max-age=31536000"');
     has("http-request set-header X-Forwarded-Proto https");
+    has("option idle-close-on-response"); // a reload does not close idle keep-alive connections under the client
     has("use_backend pool_api if { req.hdr(host),field(1,:),lower -m str api.example.com }");
     has("use_backend pool_api if { req.hdr(host),field(1,:),lower -m str www.example.com } { path_beg /api/ }");
     has("tcp-request connection reject if { src 192.0.2.0/24 }");

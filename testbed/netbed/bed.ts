@@ -474,7 +474,10 @@ export class NetBed extends ClusterViews {
   installHaproxy(id: string): Promise<string> {
     const n = this.node(id);
     const p = this.haproxyPaths(id);
-    const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then haproxy -D -p "${p.pid}" -f "${p.cfg}" -sf "$(cat "${p.pid}")"; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
+    // -x: the new process takes the listening sockets from the old one (expose-fd listeners), as a
+    // master-worker reload does, instead of binding its own beside them (SYNs queued on the old
+    // socket would be lost when it closes).
+    const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then haproxy -D -p "${p.pid}" -f "${p.cfg}" -x "${p.sock}" -sf "$(cat "${p.pid}")"; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
     return mustAsync(
       "ip",
       ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })],
