@@ -207,7 +207,9 @@ describe("fipd operator interface", () => {
       return l && c.holder() === l ? l : null;
     });
     const h = c.node("lb-blue-1");
+    let reloads = 0;
     const reload = async (over: Partial<typeof h.config>) => {
+      reloads++;
       h.config = { ...h.config, ...over };
       c.writeConfig(h);
       return (await c.request(h.id, { cmd: "reload" })) as { ok: boolean; error?: string; restartPending?: string[] };
@@ -227,7 +229,10 @@ describe("fipd operator interface", () => {
     // logLevel: at "error", the next reload's "configuration reloaded" (info) is not written.
     const reloadedLines = () => (readFileSync(join(c.dir, `${h.id}.log`), "utf8").match(/"msg":"configuration reloaded"/g) ?? []).length;
     // (The log file is fed through a pipe: wait for each line rather than read at once.)
-    const before = reloadedLines();
+    // Every reload so far was at info: wait until all of their lines are through the pipe, or a late
+    // one would be counted as the next reload's.
+    await c.waitFor("the earlier reloads to be logged", () => reloadedLines() === reloads, 5_000);
+    const before = reloads;
     await reload({ logLevel: "error" });
     await c.waitFor("the reload to be logged (at info, before the level changes)", () => reloadedLines() === before + 1, 5_000);
     await reload({ logLevel: "error", activeColor: "blue" });

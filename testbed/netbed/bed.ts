@@ -476,8 +476,11 @@ export class NetBed extends ClusterViews {
     const p = this.haproxyPaths(id);
     // -x: the new process takes the listening sockets from the old one (expose-fd listeners), as a
     // master-worker reload does, instead of binding its own beside them (SYNs queued on the old
-    // socket would be lost when it closes).
-    const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then haproxy -D -p "${p.pid}" -f "${p.cfg}" -x "${p.sock}" -sf "$(cat "${p.pid}")"; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
+    // socket would be lost when it closes). A running HAProxy that a test started another way (after
+    // stopping it) may have no socket to hand over: then the new process binds its own, as before.
+    const takeOver = `haproxy -D -p "${p.pid}" -f "${p.cfg}" -x "${p.sock}" -sf "$(cat "${p.pid}")"`;
+    const beside = `haproxy -D -p "${p.pid}" -f "${p.cfg}" -sf "$(cat "${p.pid}")"`;
+    const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then ${takeOver} 2>/dev/null || ${beside}; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
     return mustAsync(
       "ip",
       ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })],
