@@ -129,13 +129,13 @@ export class HaLbCluster extends pulumi.ComponentResource {
     super("ha-lb:index:HaLbCluster", name, {}, opts);
     const c = a.config;
     const p = { parent: this };
-    const network = new Network(`${name}-network`, { region: c.region, prefix: a.prefix }, p);
+    const network = new Network(`${name}-network`, { region: c.region, prefix: a.prefix, vpcUuid: c.vpcUuid }, p);
     const specs = lbSpecs(c, a.prefix);
     const lbs = new LoadBalancers(
       `${name}-lbs`,
       {
         region: c.region,
-        vpcUuid: network.vpc.id,
+        vpcUuid: network.vpcId,
         sshKeys: c.sshKeys,
         tags: [network.clusterTag.name],
         colorTags: { blue: network.colorTags.blue.name, green: network.colorTags.green.name },
@@ -206,7 +206,9 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const tagged = pulumi.all(
       Object.fromEntries(poolTags(c.pools).map((t) => [t, digitalocean.getDropletsOutput({ filters: [{ key: "tags", values: [t] }] }, p).droplets])),
     );
-    const pools = pulumi.all([tagged, network.vpc.id]).apply(([byTag, vpc]) => resolveTaggedPools(c.pools, byTag, vpc));
+    // With ha-lb:vpcUuid the VPC's id is known at preview, so a droplet outside it fails the preview;
+    // the stack's own VPC has an id only once created (a new stack then fails at its first `pulumi up`).
+    const pools = pulumi.all([tagged, network.vpcId]).apply(([byTag, id]) => resolveTaggedPools(c.pools, byTag, { id, fromConfig: c.vpcUuid !== undefined }));
     const plan = pulumi.all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion, pools]).apply(([l, w, ip, version, resolved]) =>
       planCluster<KeyName>({
         config: { ...c, pools: resolved },

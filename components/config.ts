@@ -12,6 +12,11 @@ import { CertificatesSchema, FrontendsSchema, PoolsSchema, checkLb, hostPort, no
 
 const region = matching(/^[a-z]{3}\d$/, "a DigitalOcean region slug such as nyc3, fra1 or sgp1");
 const slug = nonEmptyString("a non-empty slug");
+/** DigitalOcean's VPC ids are lowercase UUIDs (`doctl vpcs list`); tagged droplets report theirs in that form, compared as is. */
+const vpcId = matching(
+  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+  "a DigitalOcean VPC id, a lowercase UUID as `doctl vpcs list` prints it",
+);
 /** A partial entry: what is left out comes from the color's default (see StackConfigSchema). */
 const colorEntry = strictObject({ count: v.optional(integer(0, 9)), size: v.optional(slug), image: v.optional(slug) });
 
@@ -22,6 +27,8 @@ const StackConfigEntries = {
   colors: v.optional(strictObject({ blue: v.optional(colorEntry), green: v.optional(colorEntry) }), {}),
   activeColor: v.optional(oneOf(["blue", "green"]), "blue"),
   witnessRegion: v.optional(region),
+  /** An existing VPC in region for the LBs, instead of the stack's own (network.ts); pools by tag must be in it. */
+  vpcUuid: v.optional(vpcId),
   sshKeys: listOf(nonEmptyString("a DigitalOcean SSH key ID or fingerprint"), { min: 1, fewer: "needs at least one DigitalOcean SSH key ID or fingerprint" }),
   sshPrivateKey: secret("a private key"),
   adminCidrs: listOf(cidr4, { min: 1, fewer: "needs at least one CIDR that may reach SSH" }),
@@ -65,6 +72,7 @@ const EXPECTED: Record<string, string> = {
   colors: '{"blue": {"count": 2}, "green": {"count": 0}}',
   activeColor: "blue or green",
   witnessRegion: "a region slug different from region, e.g. sfo3",
+  vpcUuid: "the id of an existing VPC in region, e.g. 5a4f7c2e-1d3b-4c8a-9e6f-0b1c2d3e4f5a (doctl vpcs list)",
   sshKeys: '["<key id or fingerprint>"]',
   sshPrivateKey: "pulumi config set --secret ha-lb:sshPrivateKey < ~/.ssh/id_ed25519",
   adminCidrs: '["203.0.113.0/24"]',

@@ -30,6 +30,8 @@ export interface ClusterArgs {
   activeColor?: string;
   /** Region of the witness, a small voting droplet that never serves; must differ from region. Needed with 2 load balancers. */
   witnessRegion?: string;
+  /** The id of an existing VPC in region to run the load balancers in (the backends' VPC), instead of a new one. */
+  vpcUuid?: string;
   /** DigitalOcean SSH key IDs or fingerprints put on every droplet (at least one). */
   sshKeys: string[];
   /** CIDRs that may reach SSH (at least one), e.g. 203.0.113.0/24. */
@@ -89,6 +91,7 @@ export function clusterConfig(args: ClusterArgs): { config: PublicStackConfig; w
     colors: { blue: color(args.blueCount, args.blueSize), green: color(args.greenCount, args.greenSize) },
     activeColor: args.activeColor,
     witnessRegion: args.witnessRegion,
+    vpcUuid: args.vpcUuid,
     sshKeys: args.sshKeys,
     adminCidrs: args.adminCidrs,
     metricsCidrs: args.metricsCidrs,

@@ -282,7 +282,7 @@ describe("pools given by tag", () => {
 
   it("resolve to the tagged droplets' VPC addresses on the pool's port, sorted; pools with servers stay as they are", () => {
     const pools = { app: { tag: "app", port: 8080, balance: "leastconn" as const }, fixed: { servers: ["10.10.0.9:80"] } };
-    expect(resolveTaggedPools(pools, { app: [d("app-2", "10.10.0.22"), d("app-1", "10.10.0.21")] }, "vpc-lb")).toEqual({
+    expect(resolveTaggedPools(pools, { app: [d("app-2", "10.10.0.22"), d("app-1", "10.10.0.21")] }, { id: "vpc-lb", fromConfig: false })).toEqual({
       app: { servers: ["10.10.0.21:8080", "10.10.0.22:8080"], balance: "leastconn" },
       fixed: { servers: ["10.10.0.9:80"] },
     });
@@ -290,8 +290,10 @@ describe("pools given by tag", () => {
 
   it("a tagged droplet outside the LBs' VPC, or no tagged droplet at all, fails with the reason", () => {
     const pools = { app: { tag: "app", port: 8080 }, api: { tag: "api", port: 9000 } };
-    expect(() => resolveTaggedPools(pools, { app: [d("app-1", "10.10.0.21"), d("app-9", "10.99.0.5", "vpc-other")] }, "vpc-lb")).toThrow(
-      /ha-lb:pools: app: the droplet app-9 \(tag "app"\) is in VPC vpc-other, not the LBs' VPC vpc-lb, so the LBs cannot reach it[\s\S]*ha-lb:pools: api: no droplet has the tag "api"/,
+    expect(() =>
+      resolveTaggedPools(pools, { app: [d("app-1", "10.10.0.21"), d("app-9", "10.99.0.5", "vpc-other")] }, { id: "vpc-lb", fromConfig: false }),
+    ).toThrow(
+      /ha-lb:pools: app: the droplet app-9 \(tag "app"\) is in VPC vpc-other, but the LBs use VPC vpc-lb \(the stack's own VPC\), so the LBs cannot reach it; set ha-lb:vpcUuid to vpc-other[\s\S]*ha-lb:pools: api: no droplet has the tag "api"/,
     );
   });
 

@@ -47,6 +47,9 @@ export const mockHostKey = (resourceName: string) => ({
 /** What the mocked getDroplets answers, per tag (tests set it). */
 export const taggedDroplets: Record<string, { name: string; ipv4AddressPrivate: string; vpcUuid: string }[]> = {};
 
+/** What the mocked getVpc answers, per id (tests set it). */
+export const existingVpcs: Record<string, { id: string; name: string; region: string; ipRange: string }> = {};
+
 const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
 
 /** Mocks the provider; returns the list every declared resource lands in. `localCommand` gives a command:local:Command's stdout. */
@@ -75,6 +78,12 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
         if (a.token === "digitalocean:index/getDroplets:getDroplets") {
           const tag = (a.inputs.filters as { key: string; values: string[] }[])[0].values[0];
           return { id: "droplets", droplets: taggedDroplets[tag] ?? [] };
+        }
+        // ha-lb:vpcUuid (components/network.ts): the VPC existingVpcs holds for the id.
+        if (a.token === "digitalocean:index/getVpc:getVpc") {
+          const vpc = existingVpcs[String(a.inputs.id)];
+          if (!vpc) throw new Error(`unmocked VPC ${String(a.inputs.id)}`);
+          return { ...vpc, urn: `do:vpc:${vpc.id}`, default: false, description: "", createdAt: "2026-01-01T00:00:00Z" };
         }
         throw new Error(`unmocked invoke ${a.token}`);
       },

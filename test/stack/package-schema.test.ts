@@ -113,6 +113,7 @@ describe("the component package's schema (GetSchema on the running plugin)", () 
       "greenSize",
       "activeColor",
       "witnessRegion",
+      "vpcUuid",
       "sshKeys",
       "adminCidrs",
       "metricsCidrs",
