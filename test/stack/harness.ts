@@ -53,7 +53,8 @@ export const existingVpcs: Record<string, { id: string; name: string; region: st
 const promiseOf = <T>(o: pulumi.Output<T>) => new Promise<T>((r) => o.apply((v) => (r(v), v)));
 
 /** Mocks the provider; returns the list every declared resource lands in. `localCommand` gives a command:local:Command's stdout. */
-export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtime.MockResourceArgs) => string): Promise<Declared[]> {
+/** `preview`: run as `pulumi preview` does (a dry run: what is to be created has no id yet). */
+export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtime.MockResourceArgs) => string, preview = false): Promise<Declared[]> {
   const resources: Declared[] = [];
   let ip = 10;
   await pulumi.runtime.setMocks(
@@ -61,6 +62,8 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
       newResource(a) {
         const state: Record<string, unknown> = { ...a.inputs };
         resources.push({ type: a.type, name: a.name, inputs: a.inputs, id: a.id, state });
+        // As the engine previews a create: no id yet, and the outputs beyond the inputs unknown.
+        if (preview && !a.id) return { id: "", state };
         if (a.type === "digitalocean:index/droplet:Droplet") {
           ip++;
           state.ipv4Address = `203.0.113.${ip}`;
@@ -90,7 +93,7 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
     },
     "ha-lb",
     stack,
-    false,
+    preview,
   );
   return resources;
 }
@@ -105,8 +108,9 @@ export async function runProgram(
   config: Record<string, string>,
   stack = "dev",
   secretKeys = ["ha-lb:agentToken", "ha-lb:sshPrivateKey"],
+  preview = false,
 ): Promise<{ resources: Declared[]; outputs: Record<string, unknown>; warnings: string[] }> {
-  const resources = await setupMocks(stack);
+  const resources = await setupMocks(stack, undefined, preview);
   pulumi.runtime.setAllConfig({ ...config }, secretKeys);
   const warnings: string[] = [];
   const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async (m: string) => void warnings.push(m));

@@ -26,7 +26,7 @@ const configOf = (extra: Record<string, string>) => loadStackConfig((k) => ({ ..
  * apply rejects the registration of every resource that depends on it, and the host fails the
  * program with that error (its unhandledRejection handler). Here the test's listener stands in.
  */
-async function programErrors(config: Record<string, string>): Promise<string[]> {
+async function programErrors(config: Record<string, string>, preview = false): Promise<string[]> {
   const errors = new Set<string>();
   const previous = process.listeners("unhandledRejection");
   process.removeAllListeners("unhandledRejection");
@@ -34,7 +34,7 @@ async function programErrors(config: Record<string, string>): Promise<string[]> 
   try {
     // The program never finishes when the LBs' droplets cannot register (no VPC id): wait for the
     // first error (bounded), then a little longer for others.
-    const done = runProgram(config).then(() => true);
+    const done = runProgram(config, "dev", undefined, preview).then(() => true);
     for (let i = 0; i < 500 && !errors.size; i++) if (await Promise.race([done, new Promise((r) => setTimeout(() => r(false), 20))])) break;
     await new Promise((r) => setTimeout(r, 200));
   } finally {
@@ -97,21 +97,30 @@ describe("ha-lb:vpcUuid", () => {
     expect(stdin).toContain("server s_10_20_0_22_8080 10.20.0.22:8080 check");
   });
 
-  it("a tagged droplet in another VPC fails the program, naming the droplet, the tag, both VPCs and the fix", async () => {
+  it("a tagged droplet in another VPC fails the preview, naming the droplet, the tag, both VPCs and the fix", async () => {
     existingVpcs[APPS_VPC] = { id: APPS_VPC, name: "apps", region: "nyc3", ipRange: "10.20.0.0/16" };
     taggedDroplets.app = [droplet("app-1", "10.20.0.21", APPS_VPC), droplet("app-9", "10.30.0.9", OTHER_VPC)];
-    const errors = await programErrors({ ...TAG_POOL, "ha-lb:vpcUuid": APPS_VPC });
+    // At preview already: the VPC's id comes from an invoke, known before anything is created.
+    const errors = await programErrors({ ...TAG_POOL, "ha-lb:vpcUuid": APPS_VPC }, true);
     expect(errors).toEqual([
       `invalid stack configuration:\n  ha-lb:pools: app: the droplet app-9 (tag "app") is in VPC ${OTHER_VPC}, but the LBs use VPC ${APPS_VPC} (ha-lb:vpcUuid), so the LBs cannot reach it; set ha-lb:vpcUuid to ${OTHER_VPC} to run the LBs in that VPC (this replaces the LB droplets), or create the droplet in VPC ${APPS_VPC}, or list its address in servers`,
     ]);
   });
 
-  it("a vpcUuid in another region fails the program (an id that does not exist fails the provider's getVpc)", async () => {
+  it("a vpcUuid in another region fails the preview (an id that does not exist fails the provider's getVpc)", async () => {
     existingVpcs[FRA_VPC] = { id: FRA_VPC, name: "apps-fra", region: "fra1", ipRange: "10.40.0.0/16" };
-    expect(await programErrors({ ...BASE_CONFIG, "ha-lb:vpcUuid": FRA_VPC })).toEqual([
+    expect(await programErrors({ ...BASE_CONFIG, "ha-lb:vpcUuid": FRA_VPC }, true)).toEqual([
       `invalid stack configuration:\n  ha-lb:vpcUuid: the VPC ${FRA_VPC} (apps-fra) is in region fra1, not nyc3 where the LBs run, and a droplet can only join a VPC of its own region; expected the id of a VPC in nyc3 (doctl vpcs list)`,
     ]);
   });
+
+  it("without vpcUuid, a new stack's own VPC has no id at preview: the same droplet fails only the first `pulumi up`", async () => {
+    taggedDroplets.app = [droplet("app-9", "10.30.0.9", OTHER_VPC)];
+    expect(await programErrors(TAG_POOL, true)).toEqual([]);
+    expect(await programErrors(TAG_POOL)).toEqual([
+      expect.stringContaining(`the droplet app-9 (tag "app") is in VPC ${OTHER_VPC}, but the LBs use VPC ha-lb-network-vpc_id (the stack's own VPC)`),
+    ]);
+  }, 60_000);
 
   it("without vpcUuid, the stack's own VPC is the LBs' and the message says so", () => {
     expect(() =>
