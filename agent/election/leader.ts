@@ -54,7 +54,7 @@ function leaderState(e: Election): Extract<Election["state"], { kind: "leader" }
 }
 
 /** The lease length on the leader's clock (README "Promise and lease"). */
-export function leaseLengthMs(e: Election): number {
+function leaseLengthMs(e: Election): number {
   return SIM && e.bugs.noDriftMargin ? e.timing.leaseMs : leaderLeaseMs(e.timing.leaseMs, e.timing.maxClockDrift);
 }
 

@@ -19,7 +19,7 @@ import type { Color, Member } from "../config.js";
 import { assert } from "./assert.js";
 import { candidateStep, checkPreVotes, checkVotes, preCandidateStep, votesSuffice } from "./candidate.js";
 import { followerStep } from "./follower.js";
-import { leaderStep, leaseLengthMs, renewLease } from "./leader.js";
+import { leaderStep, renewLease } from "./leader.js";
 import { bootQuietMs } from "./quorum.js";
 import { SIM } from "./sim-only.js";
 import { bestOfColor, claimsEligible, colorFallbackAfterMs, colorMayLead, isEligible, seenEligible, whyNoneOfColor, type PeerView } from "./rank.js";
@@ -427,7 +427,6 @@ export class Election implements ElectionNode {
     if (s.kind === "leader") {
       assert(this.leader === this.cfg.nodeId && this.votedFor === this.cfg.nodeId, "a leader leads the term it voted for itself in");
       assert(s.leaseValidUntilMs !== null && this.nowMs < s.leaseValidUntilMs, "a leader's lease is valid after each step");
-      assert(s.leaseValidUntilMs <= this.nowMs + leaseLengthMs(this), "a leader's lease ends within one lease length");
     }
     if (s.kind === "candidate") assert(this.votedFor === this.cfg.nodeId && this.leader === null, "a candidate voted for itself and knows no leader");
     assert(this.persistedTerm === this.term && this.persistedVote === this.votedFor, "the durable state is handed out before the step's messages");
