@@ -8,6 +8,7 @@
  */
 import { createElectionNode } from "./election/index.js";
 import { majorityOf } from "./election/quorum.js";
+import { isEligible } from "./election/rank.js";
 import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionSnapshot, PeerMessage } from "./election/types.js";
 import type { AgentConfig, Member } from "./config.js";
 import type { Logger } from "./log.js";
@@ -316,7 +317,7 @@ export class Controller {
         reachable: self ? true : (seen?.reachable ?? false),
         lastHeardMsAgo: self ? 0 : seen?.lastHeardAt != null ? Math.round(now - seen.lastHeardAt) : null,
         healthy: self ? (m.role === "lb" ? this.healthy : null) : (seen?.status?.healthy ?? null),
-        eligible: self ? s.role !== "witness" && this.healthy && !s.maintenance : (seen?.status?.eligible ?? null),
+        eligible: self ? isEligible(m, this.healthy, s.maintenance) : (seen?.status?.eligible ?? null),
         holdsReservedIp: self ? (keeper?.onSelf ?? null) : (seen?.status?.holdsReservedIp ?? null),
         build: self ? (this.d.build ?? null) : (seen?.status?.build ?? null),
         rttMs: self ? null : this.rtt.has(m.id) ? Math.round(this.rtt.get(m.id)! * 10) / 10 : null,

@@ -5,11 +5,25 @@
  * Pure and deterministic: every input is an event with the node's monotonic `now`; every output is
  * messages, effects and the next wake-up time. See agent/election/README.md for the rules and the
  * safety argument; the simulator (testbed/sim/) checks them after every step over thousands of seeds.
+ *
+ * In the shape of etcd's raft: `Election` holds the state every role shares and does what every role
+ * does alike (timers shared by all, the term of each message, answering pre-votes and votes); what
+ * differs by role is that role's step table (follower.ts, candidate.ts, leader.ts, witness.ts), and
+ * only the transitions below (`becomeFollower`, `becomePreCandidate`, `becomeCandidate`,
+ * `becomeLeader`) swap it. Pre- and postconditions are assertions that throw (assert.ts).
+ *
+ * The members without `private` are read and written by the role steps only; everything else uses the
+ * `ElectionNode` interface, `probe` (the simulator) and the constructor.
  */
 import type { Color, Member } from "../config.js";
-import { bootQuietMs, hasMajorityInAll, leaderLeaseMs, majorityAckTime, majorityOf } from "./quorum.js";
+import { assert } from "./assert.js";
+import { candidateStep, checkPreVotes, checkVotes, preCandidateStep, votesSuffice } from "./candidate.js";
+import { followerStep } from "./follower.js";
+import { leaderStep, renewLease } from "./leader.js";
+import { bootQuietMs } from "./quorum.js";
 import { SIM } from "./sim-only.js";
-import { bestOfColor, colorFallbackAfterMs, colorMayLead, compareRank, preferringBuild, rankedEligible, whyNoneOfColor, type PeerView } from "./rank.js";
+import { bestOfColor, claimsEligible, colorFallbackAfterMs, colorMayLead, isEligible, seenEligible, whyNoneOfColor, type PeerView } from "./rank.js";
+import type { RoleKind, RoleState, RoleStep } from "./role.js";
 import type {
   ElectionConfig,
   DurableState,
@@ -23,10 +37,11 @@ import type {
   PeerMessage,
   Role,
 } from "./types.js";
+import { witnessStep } from "./witness.js";
 
 /**
  * Deliberate bugs, only for proving that the simulator's invariants catch them. Compiled out of the
- * agent bundle (see agent/election/sim-only.ts); every use reads `SIM && this.bugs.…`.
+ * agent bundle (see agent/election/sim-only.ts); every use reads `SIM && ….bugs.…`.
  */
 export interface PlantedBugs {
   /** Leader lease as long as the followers' promise: ignores clock-rate differences. */
@@ -50,22 +65,35 @@ export interface ElectionOptions {
 }
 
 interface Peer {
-  lastHeardAt: number | null;
+  /** Local time this node last heard from the peer; null: never. */
+  lastHeardAtMs: number | null;
   status: NodeStatus | null;
 }
 
-type Phase =
-  | { kind: "idle" }
-  | { kind: "prevote"; nextTerm: number; granted: Set<NodeId>; deadline: number }
-  | { kind: "vote"; granted: Map<NodeId, number>; deadline: number };
-
+/** A handover this node made as leader; repeated with its heartbeats until `untilMs` (local time). */
 interface Release {
   term: number;
   successor: NodeId | null;
   colorInForce: Color;
   reason: string;
-  until: number;
+  untilMs: number;
 }
+
+/** Each role's step table, by the kind of the state it runs on. */
+const STEPS: Record<RoleKind, RoleStep> = {
+  follower: followerStep,
+  precandidate: preCandidateStep,
+  candidate: candidateStep,
+  leader: leaderStep,
+  witness: witnessStep,
+};
+
+/**
+ * The order in which the roles' timers run in one pass: a leader whose lease ended, or that handed
+ * over, is a follower by the time the follower's timer runs (and may stand at once); a candidate or
+ * pre-candidate whose deadline passed is a follower again.
+ */
+const TICK_ORDER: readonly RoleStep[] = [leaderStep, candidateStep, preCandidateStep, followerStep];
 
 /** A small deterministic PRNG (mulberry32) for retry jitter. */
 function seededRandom(seedText: string): () => number {
@@ -95,64 +123,67 @@ export interface ElectionProbe {
 }
 
 export class Election implements ElectionNode {
-  private cfg: ElectionConfig;
-  private readonly random: () => number;
-  private readonly bugs: PlantedBugs;
-  private now: number;
+  cfg: ElectionConfig;
+  readonly random: () => number;
+  readonly bugs: PlantedBugs;
+  /** The latest local time an event carried (monotonic). */
+  nowMs: number;
+  /** A process that boots as a witness stays one (its role never changes). */
+  private readonly witness: boolean;
 
-  private term = 0;
-  private votedFor: NodeId | null = null;
-  private role: Role;
-  private leader: NodeId | null = null;
-  private lastLeaderHeardAt: number | null = null;
-  private promisedTo: NodeId | null = null;
-  private promisedUntil = -Infinity;
-  private readonly bootQuietUntil: number;
-  private healthy = false;
-  private maintenance = false;
-  private colorInForce: Color;
-  private requestedColor: Color;
-  private leaderPendingReason: string | null = null;
-  private pendingSwitchReason: string | null = null;
-  private readonly peers = new Map<NodeId, Peer>();
-  private phase: Phase = { kind: "idle" };
-  /** Earliest time this node may stand again (after a failed try, or after handing over). */
-  private retryAt = -Infinity;
-  private nextBeaconAt: number;
+  /** The role and its own data, and its step table: changed together, by the `become…` transitions only. */
+  state: RoleState;
+  roleStep: RoleStep;
+
+  term = 0;
+  votedFor: NodeId | null = null;
+  leader: NodeId | null = null;
+  lastLeaderHeardAtMs: number | null = null;
+  promisedTo: NodeId | null = null;
+  /** Local time until which this node promised `promisedTo` not to back another leader. */
+  promisedUntilMs = -Infinity;
+  /** Local time until which a restarted node takes no part in elections (README "Boot quiet period"). */
+  readonly bootQuietUntilMs: number;
+  healthy = false;
+  maintenance = false;
+  colorInForce: Color;
+  requestedColor: Color;
+  leaderPendingReason: string | null = null;
+  pendingSwitchReason: string | null = null;
+  readonly peers = new Map<NodeId, Peer>();
+  /** Earliest local time this node may stand again (after a failed try, or after handing over). */
+  retryAtMs = -Infinity;
+  nextBeaconAtMs: number;
   private hbSeq = 0;
-  /** Leader only: latest acknowledged heartbeat/vote send time per member (leader's clock). */
-  private acks = new Map<NodeId, number>();
-  private leaseValidUntil: number | null = null;
-  private asserting = false;
-  private release: Release | null = null;
+  /** True exactly while leading with a valid lease: the shell keeps the Reserved IP on this droplet. */
+  asserting = false;
+  release: Release | null = null;
   /**
    * The successor the last leader named when it handed over (and the term it handed over in). That
    * leader's config is the newer one during a rolling reload, so its choice of a node of the newly
    * requested color is honoured here even before this node's own config says so.
    */
-  private namedSuccessor: { id: NodeId; term: number } | null = null;
+  namedSuccessor: { id: NodeId; term: number } | null = null;
   /**
    * Member id lists of earlier, not yet committed configurations: their majorities are needed too.
    * Learned from our own previous config on reload, or from peers' status (a node that boots with a
    * new list learns the old one from the nodes that still run it, or that are in joint consensus).
    */
-  private jointLists: NodeId[][] = [];
+  jointLists: NodeId[][] = [];
   /** Every member record we have seen in a config (for ranking and addressing old members). */
   private readonly known = new Map<NodeId, Member>();
-  private committedVersion = 0;
-  /** Leader with preempt: since when a better node has been eligible. */
-  private betterSince: number | null = null;
+  committedVersion = 0;
   /** Per color, the last local time this node saw an eligible LB of it (itself included); -Infinity: never. */
-  private readonly colorSeenAt: Record<Color, number> = { blue: -Infinity, green: -Infinity };
-  /** When this process started: the fallback bound also runs from here (a fresh node has seen nobody yet). */
-  private readonly bootedAt: number;
+  private readonly colorSeenAtMs: Record<Color, number> = { blue: -Infinity, green: -Infinity };
+  /** Local time this process started: the fallback bound also runs from here (a fresh node has seen nobody yet). */
+  private readonly bootedAtMs: number;
   /** The color in force at the last `trackColors`, to notice it change. */
   private lastColorInForce: Color;
   /**
    * Set while the tier serves from another color than the requested one because the requested color,
    * in force before, went dark (a color fallback); cleared when the requested color is in force again.
    */
-  private fallback: { from: Color; since: number } | null = null;
+  private fallback: { from: Color; sinceMs: number } | null = null;
 
   /** The durable state as last handed out in a `persist` effect. */
   private persistedTerm = 0;
@@ -164,20 +195,22 @@ export class Election implements ElectionNode {
 
   constructor(config: ElectionConfig, now: number, opts: ElectionOptions = {}) {
     this.cfg = config;
-    this.now = now;
+    this.nowMs = now;
     this.random = opts.random ?? seededRandom(config.nodeId);
     this.bugs = SIM ? (opts.bugs ?? {}) : {};
-    this.role = this.selfMember()?.role === "witness" ? "witness" : "follower";
+    this.witness = this.selfMember()?.role === "witness";
+    this.state = this.witness ? { kind: "witness" } : { kind: "follower" };
+    this.roleStep = STEPS[this.state.kind];
     this.colorInForce = config.activeColor;
     this.requestedColor = config.activeColor;
     this.lastColorInForce = config.activeColor;
-    this.bootedAt = now;
+    this.bootedAtMs = now;
     // The first configuration (version 1) is committed by definition; a later one is not known to be
     // until a leader says so, so until then this node learns old lists from its peers.
     this.committedVersion = config.membershipVersion <= 1 ? config.membershipVersion : 0;
     for (const m of config.members) this.known.set(m.id, m);
-    this.bootQuietUntil = SIM && this.bugs.noBootQuiet ? now : now + bootQuietMs(config.timing.leaseMs, config.timing.maxClockDrift);
-    this.nextBeaconAt = now;
+    this.bootQuietUntilMs = SIM && this.bugs.noBootQuiet ? now : now + bootQuietMs(config.timing.leaseMs, config.timing.maxClockDrift);
+    this.nextBeaconAtMs = now;
     if (opts.durable && !(SIM && this.bugs.noDurableState)) {
       this.term = this.persistedTerm = opts.durable.term;
       this.votedFor = this.persistedVote = opts.durable.votedFor;
@@ -189,7 +222,7 @@ export class Election implements ElectionNode {
   step(event: ElectionEvent): ElectionOutput {
     this.out = { send: [], effects: [], wakeAt: Infinity };
     // Monotonic: a caller's clock never goes back, but be defensive.
-    this.now = Math.max(this.now, event.now);
+    this.nowMs = Math.max(this.nowMs, event.now);
     // Timers first, so a message is judged with up-to-date leases and promises.
     this.runTimers();
     switch (event.type) {
@@ -200,17 +233,18 @@ export class Election implements ElectionNode {
         break;
       case "health":
         this.healthy = event.healthy;
-        if (!event.healthy && this.role === "leader") this.handOver(undefined, "local HAProxy is unhealthy");
+        this.roleStep.local(this, event);
         break;
       case "maintenance":
         this.maintenance = event.on;
-        if (event.on && this.role === "leader") this.handOver(undefined, "entering maintenance");
+        this.roleStep.local(this, event);
         break;
       case "handover":
-        if (this.role === "leader") this.handOver(event.to, event.reason, undefined, event.preferBuild);
+        this.roleStep.local(this, event);
         break;
       case "config":
         this.onConfig(event.config);
+        this.roleStep.local(this, event);
         break;
     }
     this.runTimers();
@@ -222,19 +256,21 @@ export class Election implements ElectionNode {
       this.out.effects.unshift({ type: "persist", state: { term: this.term, votedFor: this.votedFor } });
     }
     this.out.wakeAt = this.nextWake();
+    this.checkInvariants();
     return this.out;
   }
 
   snapshot(now: number): ElectionSnapshot {
-    const t = Math.max(now, this.now);
-    const leaseValid = this.role === "leader" && this.leaseValidUntil !== null && t < this.leaseValidUntil;
+    const t = Math.max(now, this.nowMs);
+    const leaseValidUntil = this.leaseValidUntilMs;
+    const leaseValid = leaseValidUntil !== null && t < leaseValidUntil;
     return {
       nodeId: this.cfg.nodeId,
       role: this.role,
       term: this.term,
       leader: this.leader,
-      leaseValidUntil: this.role === "leader" ? this.leaseValidUntil : null,
-      promisedUntil: this.promisedUntil,
+      leaseValidUntil,
+      promisedUntil: this.promisedUntilMs,
       asserting: this.asserting && leaseValid,
       healthy: this.healthy,
       maintenance: this.maintenance,
@@ -248,7 +284,7 @@ export class Election implements ElectionNode {
         ? {
             color: this.colorInForce,
             requested: this.requestedColor,
-            since: this.fallback.since,
+            since: this.fallback.sinceMs,
             reason:
               `no ${this.fallback.from} node was eligible for ${colorFallbackAfterMs(this.timing.leaseMs)} ms` +
               ((this.pendingSwitchReason ?? this.leaderPendingReason) ? `; now: ${this.pendingSwitchReason ?? this.leaderPendingReason}` : ""),
@@ -260,7 +296,7 @@ export class Election implements ElectionNode {
         .filter((m) => m.id !== this.cfg.nodeId)
         .map((m) => {
           const p = this.peers.get(m.id);
-          return { id: m.id, lastHeardAt: p?.lastHeardAt ?? null, status: p?.status ?? null, reachable: this.reachable(m.id, t) };
+          return { id: m.id, lastHeardAt: p?.lastHeardAtMs ?? null, status: p?.status ?? null, reachable: this.reachable(m.id, t) };
         }),
     };
   }
@@ -275,13 +311,13 @@ export class Election implements ElectionNode {
     if (SIM) {
       Object.defineProperty(Election.prototype, "probe", {
         value: function probe(this: Election, now: number): ElectionProbe {
-          const t = Math.max(now, this.now);
-          const leaseValid = this.role === "leader" && this.leaseValidUntil !== null && t < this.leaseValidUntil;
+          const t = Math.max(now, this.nowMs);
+          const leaseValidUntil = this.leaseValidUntilMs;
           return {
             role: this.role,
             term: this.term,
-            leaseValid,
-            leaseValidUntil: this.leaseValidUntil,
+            leaseValid: leaseValidUntil !== null && t < leaseValidUntil,
+            leaseValidUntil,
             asserting: this.asserting,
             eligible: this.eligible(),
             color: this.selfMember()?.color ?? null,
@@ -293,13 +329,116 @@ export class Election implements ElectionNode {
     }
   }
 
+  // ---------------------------------------------------------------- transitions (the only writers of `state`)
+
+  /** The role reported outside: a pre-candidate is still a follower. */
+  get role(): Role {
+    return this.roleStep.role;
+  }
+
+  /** The end of the lease on this node's clock: a leader's, else null. */
+  get leaseValidUntilMs(): number | null {
+    return this.state.kind === "leader" ? this.state.leaseValidUntilMs : null;
+  }
+
+  private setState(state: RoleState): void {
+    this.state = state;
+    this.roleStep = STEPS[state.kind];
+  }
+
+  /** A term newer than ours: adopt it, with no vote cast in it yet. The one writer of `term` besides `becomeCandidate`. */
+  private enterTerm(term: number): void {
+    assert(term > this.term, `enterTerm: term ${term} is newer than ${this.term}`);
+    this.term = term;
+    this.votedFor = null;
+  }
+
+  /**
+   * Step down to follower (a witness stays a witness), optionally into a newer term. A leader stops
+   * asserting, forgets its leader and reports the change with `reason`; a candidate or pre-candidate
+   * ends its candidacy.
+   */
+  becomeFollower(reason: string, newTerm?: number): void {
+    const wasLeader = this.state.kind === "leader";
+    const termBefore = this.term;
+    if (wasLeader && this.asserting) this.effect({ type: "stop-asserting", term: this.term, reason });
+    this.asserting = false;
+    this.setState(this.witness ? { kind: "witness" } : { kind: "follower" });
+    if (newTerm !== undefined && newTerm > this.term) {
+      this.enterTerm(newTerm);
+      this.leader = null;
+    }
+    if (wasLeader) {
+      this.leader = null;
+      this.reportRole(reason);
+    }
+    assert(!this.asserting && this.leaseValidUntilMs === null && this.term >= termBefore, "becomeFollower: not asserting, no lease, term not lowered");
+  }
+
+  /** Ask for pre-votes for the next term (PreVote): a follower whose time to stand has come. */
+  becomePreCandidate(): void {
+    assert(this.state.kind === "follower" && this.eligible(), "becomePreCandidate: from an eligible follower");
+    assert(this.nowMs >= this.bootQuietUntilMs, "becomePreCandidate: after the boot quiet period");
+    const nextTerm = this.term + 1;
+    this.setState({ kind: "precandidate", nextTerm, granted: new Set([this.cfg.nodeId]), deadlineMs: this.nowMs + this.timing.electionTimeoutMs });
+    this.broadcast({ kind: "prevote-request", from: this.cfg.nodeId, nextTerm, status: this.status() });
+    checkPreVotes(this);
+  }
+
+  /** Stand in a new term with our own vote: after a pre-vote majority, or at once as the successor a leader named (`transfer`). */
+  becomeCandidate(transfer: boolean): void {
+    assert(this.state.kind === "follower" || this.state.kind === "precandidate", "becomeCandidate: from a follower or pre-candidate");
+    assert(this.nowMs >= this.bootQuietUntilMs, "becomeCandidate: after the boot quiet period");
+    const termBefore = this.term;
+    this.term++;
+    this.votedFor = this.cfg.nodeId;
+    this.setState({ kind: "candidate", granted: new Map([[this.cfg.nodeId, this.nowMs]]), deadlineMs: this.nowMs + this.timing.electionTimeoutMs });
+    this.leader = null;
+    this.broadcast({ kind: "vote-request", from: this.cfg.nodeId, term: this.term, sentAt: this.nowMs, transfer, status: this.status() });
+    this.reportRole(transfer ? "standing as the chosen successor" : "standing for election");
+    assert(this.term === termBefore + 1 && this.votedFor === this.cfg.nodeId, "becomeCandidate: a new term, our own vote");
+    checkVotes(this);
+  }
+
+  /** Lead the term we won: the lease from the votes' send times, then assert the IP. */
+  becomeLeader(votes: Map<NodeId, number>): void {
+    assert(this.state.kind === "candidate" && this.votedFor === this.cfg.nodeId, "becomeLeader: from a candidate that voted for itself");
+    assert(votesSuffice(this, new Set(votes.keys())), "becomeLeader: votes from a majority of every list in use");
+    this.setState({ kind: "leader", acksMs: new Map(votes), leaseValidUntilMs: null, betterSinceMs: null });
+    this.leader = this.cfg.nodeId;
+    this.release = null;
+    // Winning the vote is the switch taking force when this node is of the requested color.
+    const color = this.selfMember()?.color;
+    if (color && color !== this.colorInForce) this.colorInForce = color;
+    renewLease(this);
+    if (this.role !== "leader") return; // the votes came too late for a lease (renewLease stepped down)
+    this.asserting = true;
+    this.reportRole("won the election");
+    this.effect({ type: "start-asserting", term: this.term });
+    this.nextBeaconAtMs = this.nowMs; // tell everyone at once
+    assert(this.leaseValidUntilMs !== null && this.nowMs < this.leaseValidUntilMs, "becomeLeader: a valid lease before asserting");
+  }
+
+  /** What holds after every step, whatever the role. */
+  private checkInvariants(): void {
+    const s = this.state;
+    assert(this.witness === (s.kind === "witness"), "a witness process is in the witness state, and only it");
+    assert(this.asserting === (s.kind === "leader"), "asserting exactly while leading");
+    if (s.kind === "leader") {
+      assert(this.leader === this.cfg.nodeId && this.votedFor === this.cfg.nodeId, "a leader leads the term it voted for itself in");
+      assert(s.leaseValidUntilMs !== null && this.nowMs < s.leaseValidUntilMs, "a leader's lease is valid after each step");
+    }
+    if (s.kind === "candidate") assert(this.votedFor === this.cfg.nodeId && this.leader === null, "a candidate voted for itself and knows no leader");
+    assert(this.persistedTerm === this.term && this.persistedVote === this.votedFor, "the durable state is handed out before the step's messages");
+  }
+
   // ---------------------------------------------------------------- views and helpers
 
-  private get timing() {
+  get timing() {
     return this.cfg.timing;
   }
 
-  private selfMember(): Member | undefined {
+  selfMember(): Member | undefined {
     return this.cfg.members.find((m) => m.id === this.cfg.nodeId);
   }
 
@@ -313,12 +452,12 @@ export class Election implements ElectionNode {
     return [...seen.values()];
   }
 
-  private memberIds(): NodeId[] {
+  memberIds(): NodeId[] {
     return this.cfg.members.map((m) => m.id);
   }
 
   /** The lists whose majorities are needed: the current one, plus earlier uncommitted ones. */
-  private quorumLists(): NodeId[][] {
+  quorumLists(): NodeId[][] {
     if (SIM && this.bugs.noJointMajority) return [this.memberIds()];
     return [this.memberIds(), ...this.jointLists];
   }
@@ -331,28 +470,27 @@ export class Election implements ElectionNode {
     this.jointLists = [...this.jointLists, [...ids]];
   }
 
-  private reachable(id: NodeId, now = this.now): boolean {
+  reachable(id: NodeId, nowMs = this.nowMs): boolean {
     const p = this.peers.get(id);
-    return p?.lastHeardAt != null && now - p.lastHeardAt <= this.timing.leaseMs;
+    return p?.lastHeardAtMs != null && nowMs - p.lastHeardAtMs <= this.timing.leaseMs;
   }
 
-  private views(): PeerView[] {
+  views(): PeerView[] {
     return this.allMembers()
       .filter((m) => m.id !== this.cfg.nodeId)
       .map((m) => ({ id: m.id, member: m, status: this.peers.get(m.id)?.status ?? null, reachable: this.reachable(m.id) }));
   }
 
-  private isMember(): boolean {
+  isMember(): boolean {
     return this.selfMember() !== undefined;
   }
 
-  /** Healthy, not in maintenance, an LB and a member: could lead if its color is in force. */
-  private eligible(): boolean {
-    const self = this.selfMember();
-    return self !== undefined && self.role === "lb" && this.healthy && !this.maintenance;
+  /** Healthy, not in maintenance, an LB and a member: could lead if its color is in force (`isEligible`). */
+  eligible(): boolean {
+    return isEligible(this.selfMember(), this.healthy, this.maintenance);
   }
 
-  private status(): NodeStatus {
+  status(): NodeStatus {
     const self = this.selfMember();
     return {
       role: self?.role ?? "lb",
@@ -373,16 +511,16 @@ export class Election implements ElectionNode {
    * color in force may; the requested color may only when no eligible node of the color in force is
    * reachable (the switch then takes force); another color when the fallback opens.
    */
-  private colorOpensAt(): number {
+  colorOpensAtMs(): number {
     const color = this.selfMember()?.color;
     if (color === this.colorInForce) return -Infinity;
     if (color === this.requestedColor) return this.blockerOfColorInForce(this.views()) === null ? -Infinity : Infinity;
     if (!this.fallbackPossible()) return Infinity;
-    return Math.max(this.colorSeenAt[this.colorInForce], this.bootedAt) + colorFallbackAfterMs(this.timing.leaseMs);
+    return Math.max(this.colorSeenAtMs[this.colorInForce], this.bootedAtMs) + colorFallbackAfterMs(this.timing.leaseMs);
   }
 
   /** A fallback could open: it is enabled and the color in force is the requested one. */
-  private fallbackPossible(): boolean {
+  fallbackPossible(): boolean {
     return this.timing.colorFallback && this.colorInForce === this.requestedColor;
   }
 
@@ -396,22 +534,22 @@ export class Election implements ElectionNode {
    */
   private fallbackOpen(asVoter = false): boolean {
     if (!this.fallbackPossible()) return false;
-    const seen = Math.max(this.colorSeenAt[this.colorInForce], this.bootedAt);
+    const seenMs = Math.max(this.colorSeenAtMs[this.colorInForce], this.bootedAtMs);
     // A voter opens a heartbeat interval earlier than a candidate: their views of the last sign of
     // the color in force differ by a delivery, and a refused pre-vote would cost a retry backoff.
     const slackMs = asVoter ? this.timing.heartbeatIntervalMs : 0;
-    return this.now - seen >= colorFallbackAfterMs(this.timing.leaseMs) - slackMs;
+    return this.nowMs - seenMs >= colorFallbackAfterMs(this.timing.leaseMs) - slackMs;
   }
 
   /** Record which colors have an eligible node in view, and notice the color in force change (fallback in and out). */
   private trackColors(): void {
-    const now = this.now;
+    const nowMs = this.nowMs;
     const self = this.selfMember();
-    if (self?.color && this.eligible()) this.colorSeenAt[self.color] = now;
+    if (self?.color && this.eligible()) this.colorSeenAtMs[self.color] = nowMs;
     for (const v of this.views()) {
-      const heardAt = this.peers.get(v.id)?.lastHeardAt;
-      if (v.reachable && heardAt != null && v.status?.eligible === true && v.member.role === "lb" && v.member.color) {
-        this.colorSeenAt[v.member.color] = Math.max(this.colorSeenAt[v.member.color], heardAt);
+      const heardAtMs = this.peers.get(v.id)?.lastHeardAtMs;
+      if (seenEligible(v) && heardAtMs != null && v.member.color) {
+        this.colorSeenAtMs[v.member.color] = Math.max(this.colorSeenAtMs[v.member.color], heardAtMs);
       }
     }
     if (this.colorInForce !== this.lastColorInForce) {
@@ -419,7 +557,7 @@ export class Election implements ElectionNode {
       this.lastColorInForce = this.colorInForce;
       // A fallback, not a planned switch: the requested color left force after being dark for at
       // least a lease (a planned switch leaves a node with an older config seeing the old color alive).
-      if (from === this.requestedColor && now - this.colorSeenAt[from] >= this.timing.leaseMs) this.fallback = { from, since: now };
+      if (from === this.requestedColor && nowMs - this.colorSeenAtMs[from] >= this.timing.leaseMs) this.fallback = { from, sinceMs: nowMs };
     }
     if (this.colorInForce === this.requestedColor) this.fallback = null;
   }
@@ -437,11 +575,11 @@ export class Election implements ElectionNode {
     );
   }
 
-  private send(to: NodeId, message: PeerMessage): void {
+  send(to: NodeId, message: PeerMessage): void {
     if (to !== this.cfg.nodeId) this.out.send.push({ to, message });
   }
 
-  private broadcast(message: PeerMessage): void {
+  broadcast(message: PeerMessage): void {
     for (const m of this.allMembers()) this.send(m.id, message);
   }
 
@@ -466,66 +604,31 @@ export class Election implements ElectionNode {
   // ---------------------------------------------------------------- timers
 
   private runTimers(): void {
-    const now = this.now;
+    const nowMs = this.nowMs;
     this.trackColors();
-    if (this.role === "leader") {
-      this.renewLease();
-      if (this.role === "leader") this.leaderDuties();
-    }
-    if (this.phase.kind !== "idle" && now >= this.phase.deadline) {
-      // Nobody answered in time (lost messages, a partition, or a split vote): try again later.
-      const wasVoting = this.phase.kind === "vote";
-      this.phase = { kind: "idle" };
-      if (wasVoting) this.role = "follower";
-      this.retryAt = now + this.timing.electionTimeoutMs + this.random() * this.timing.candidateBackoffMs * Math.max(1, this.cfg.members.length);
-    }
-    if (this.release && now >= this.release.until) this.release = null;
-    if (this.role === "follower" && this.phase.kind === "idle" && now >= this.standAt()) this.startPreVote();
-    if (now >= this.nextBeaconAt) this.beacon();
+    if (this.release && nowMs >= this.release.untilMs) this.release = null;
+    for (const s of TICK_ORDER) if (this.roleStep === s) s.tick(this);
+    if (nowMs >= this.nextBeaconAtMs) this.beacon();
     this.updatePendingSwitch();
     this.trackColors();
   }
 
-  /** When this follower would stand for election, or Infinity if it may not. */
-  private standAt(): number {
-    if (this.role !== "follower" || !this.eligible()) return Infinity;
-    // A fallback candidate wakes when the fallback opens, and the rank backoff counts from then, so
-    // that the fallback color's nodes do not all stand at once.
-    const opensAt = this.colorOpensAt();
-    if (opensAt === Infinity) return Infinity;
-    const heardLeader = this.lastLeaderHeardAt === null ? -Infinity : this.lastLeaderHeardAt + this.timing.electionTimeoutMs;
-    const base = Math.max(this.promisedUntil, heardLeader, this.bootQuietUntil, this.retryAt, opensAt);
-    return base + this.rank() * this.timing.candidateBackoffMs;
-  }
-
-  /** 0 for the best eligible node this node can hear (itself included), 1 for the next, … */
-  private rank(): number {
-    const self = this.selfMember();
-    if (!self) return 0;
-    const others = rankedEligible(this.views(), this.colorInForce, this.requestedColor, this.fallbackPossible()).filter((v) => v.id !== this.leader);
-    return others.filter((v) => compareRank(v.member, self, this.colorInForce) < 0).length;
-  }
-
   private nextWake(): number {
-    let t = this.nextBeaconAt;
-    if (this.role === "leader" && this.leaseValidUntil !== null) t = Math.min(t, this.leaseValidUntil);
-    if (this.phase.kind !== "idle") t = Math.min(t, this.phase.deadline);
-    if (this.role === "follower" && this.phase.kind === "idle") t = Math.min(t, this.standAt());
-    return Math.max(t, this.now);
+    return Math.max(Math.min(this.nextBeaconAtMs, this.roleStep.wakeAtMs(this)), this.nowMs);
   }
 
   /** Every node tells every member its status each heartbeat interval; a leader's carries its lease renewal. */
   private beacon(): void {
-    const now = this.now;
-    this.nextBeaconAt = now + this.timing.heartbeatIntervalMs;
-    const leading = this.role === "leader";
+    const nowMs = this.nowMs;
+    this.nextBeaconAtMs = nowMs + this.timing.heartbeatIntervalMs;
+    const leading = this.state.kind === "leader";
     if (leading) this.hbSeq++;
     this.broadcast({
       kind: "heartbeat",
       from: this.cfg.nodeId,
       term: this.term,
       seq: this.hbSeq,
-      sentAt: now,
+      sentAt: nowMs,
       status: this.status(),
       leader: leading
         ? { colorInForce: this.colorInForce, committedMembershipVersion: this.committedVersion, pendingSwitchReason: this.pendingSwitchReason }
@@ -539,214 +642,11 @@ export class Election implements ElectionNode {
     }
   }
 
-  // ---------------------------------------------------------------- leader
-
-  private leaseFrom(ackTime: (id: NodeId) => number): number {
-    const lists = this.quorumLists();
-    let start = Infinity;
-    for (const list of lists) {
-      const needed = SIM && this.bugs.minorityLeader ? Math.max(1, majorityOf(list.length) - 1) : majorityOf(list.length);
-      start = Math.min(start, majorityAckTime(list, ackTime, needed));
-    }
-    const length = SIM && this.bugs.noDriftMargin ? this.timing.leaseMs : leaderLeaseMs(this.timing.leaseMs, this.timing.maxClockDrift);
-    return start + length;
-  }
-
-  private renewLease(): void {
-    const now = this.now;
-    this.leaseValidUntil = this.leaseFrom((id) => (id === this.cfg.nodeId ? now : (this.acks.get(id) ?? -Infinity)));
-    if (now >= this.leaseValidUntil) this.stepDown("lease expired: no acknowledgement from a majority in time");
-  }
-
-  private stepDown(reason: string, newTerm?: number): void {
-    const wasLeader = this.role === "leader";
-    if (wasLeader && this.asserting) this.effect({ type: "stop-asserting", term: this.term, reason });
-    this.asserting = false;
-    if (this.role !== "witness") this.role = "follower";
-    this.phase = { kind: "idle" };
-    this.leaseValidUntil = null;
-    this.acks.clear();
-    this.betterSince = null;
-    if (newTerm !== undefined && newTerm > this.term) {
-      this.term = newTerm;
-      this.votedFor = null;
-      this.leader = null;
-    }
-    if (wasLeader) {
-      this.leader = null;
-      this.reportRole(reason);
-    }
-  }
-
-  private becomeLeader(votes: Map<NodeId, number>): void {
-    this.role = "leader";
-    this.leader = this.cfg.nodeId;
-    this.phase = { kind: "idle" };
-    this.acks = new Map(votes);
-    this.betterSince = null;
-    this.release = null;
-    // Winning the vote is the switch taking force when this node is of the requested color.
-    const color = this.selfMember()?.color;
-    if (color && color !== this.colorInForce) this.colorInForce = color;
-    this.renewLease();
-    if (this.role !== "leader") return;
-    this.asserting = true;
-    this.reportRole("won the election");
-    this.effect({ type: "start-asserting", term: this.term });
-    this.nextBeaconAt = this.now; // tell everyone at once
-  }
-
-  /** Duties of a leader with a valid lease: handovers for health, color switch, preemption; commits. */
-  private leaderDuties(): void {
-    if (!this.eligible()) {
-      this.handOver(undefined, !this.isMember() ? "no longer a member" : this.maintenance ? "entering maintenance" : "local HAProxy is unhealthy");
-      return;
-    }
-    this.commitMembership();
-    const views = this.views();
-    if (this.requestedColor !== this.colorInForce) {
-      // Hand over only to a node whose own config already requests the new color: during a rolling
-      // reload, one that does not yet would lead as the old color's exception and hand back, and an
-      // old-color node would win in between (two extra moves of the IP).
-      const requested = this.requestedColor;
-      const target = bestOfColor(
-        views.filter((v) => v.status?.requestedColor === requested),
-        requested,
-        this.colorInForce,
-      );
-      if (target) {
-        this.handOver(target.id, `switching to ${requested}`, requested);
-        return;
-      }
-      const notYet = bestOfColor(views, requested, this.colorInForce);
-      this.pendingSwitchReason = notYet
-        ? `waiting for ${notYet.id} (${requested}) to get the configuration that requests ${requested}`
-        : whyNoneOfColor(views, requested);
-    } else {
-      this.pendingSwitchReason = null;
-    }
-    if (this.timing.preempt) {
-      const self = this.selfMember()!;
-      const best = bestOfColor(views, this.colorInForce, this.colorInForce);
-      if (best && compareRank(best.member, self, this.colorInForce) < 0) {
-        this.betterSince ??= this.now;
-        // Wait a lease so that a flapping node does not make the IP flap with it.
-        if (this.now - this.betterSince >= this.timing.leaseMs) this.handOver(best.id, `preempted by better node ${best.id}`);
-      } else {
-        this.betterSince = null;
-      }
-    }
-  }
-
-  /** A configuration is committed once a majority of every list runs it (or a newer one). */
-  private commitMembership(): void {
-    if (this.jointLists.length === 0 && this.committedVersion >= this.cfg.membershipVersion) return;
-    const v = this.cfg.membershipVersion;
-    const upToDate = new Set<NodeId>([this.cfg.nodeId]);
-    for (const [id, p] of this.peers) if (this.reachable(id) && (p.status?.membershipVersion ?? -1) >= v) upToDate.add(id);
-    if (hasMajorityInAll([this.memberIds(), ...this.jointLists], upToDate)) {
-      this.jointLists = [];
-      this.committedVersion = v;
-    }
-  }
-
-  /**
-   * Planned handover: stop leading now, and tell everyone (repeatedly, for a lease) that the promise
-   * to this leader is released and who should stand. The old droplet keeps the IP and serves until the
-   * successor assigns it to itself, so clients see no gap.
-   */
-  private handOver(to: NodeId | undefined, reason: string, newColor?: Color, preferBuild?: string): void {
-    const views = this.views();
-    const colorAfter = newColor ?? this.colorInForce;
-    let successor: PeerView | null = null;
-    if (to) {
-      const v = views.find((x) => x.id === to);
-      if (v && v.reachable && v.status?.eligible && v.member.role === "lb" && colorMayLead(v.member.color, colorAfter, this.requestedColor)) successor = v;
-    }
-    successor ??= newColor
-      ? bestOfColor(views, newColor, colorAfter)
-      : preferringBuild(rankedEligible(views, this.colorInForce, this.requestedColor), preferBuild);
-    const term = this.term;
-    this.stepDown(`handing over: ${reason}${successor ? ` (to ${successor.id})` : " (no eligible successor)"}`);
-    // The color in force changes only when a node of the new color wins (its heartbeats say so): if the
-    // chosen successor fails to stand, the old color stays in force and another old-color node leads.
-    this.promisedTo = null;
-    this.promisedUntil = this.now;
-    // Give the successor the first chance; stand again only later (if still eligible).
-    this.retryAt = this.now + this.timing.leaseMs;
-    this.release = { term, successor: successor?.id ?? null, colorInForce: this.colorInForce, reason, until: this.now + this.timing.leaseMs };
-    const r = this.release;
-    this.broadcast({ kind: "release", from: this.cfg.nodeId, term: r.term, successor: r.successor, colorInForce: r.colorInForce, reason });
-  }
-
-  // ---------------------------------------------------------------- candidates
-
-  private startPreVote(): void {
-    const nextTerm = this.term + 1;
-    this.phase = { kind: "prevote", nextTerm, granted: new Set([this.cfg.nodeId]), deadline: this.now + this.timing.electionTimeoutMs };
-    this.broadcast({ kind: "prevote-request", from: this.cfg.nodeId, nextTerm, status: this.status() });
-    this.checkPreVote();
-  }
-
-  private checkPreVote(): void {
-    if (this.phase.kind === "prevote" && this.votesSuffice(this.phase.granted)) this.startVote(false);
-  }
-
-  /** Whether `granted` is enough to proceed: a majority of every list in use (joint consensus). */
-  private votesSuffice(granted: ReadonlySet<NodeId>): boolean {
-    if (!(SIM && this.bugs.minorityLeader)) return hasMajorityInAll(this.quorumLists(), granted);
-    // The planted bug: one vote fewer than a majority suffices.
-    return this.quorumLists().every((list) => list.filter((id) => granted.has(id)).length >= Math.max(1, majorityOf(list.length) - 1));
-  }
-
-  private startVote(transfer: boolean): void {
-    this.term++;
-    this.votedFor = this.cfg.nodeId;
-    this.role = "candidate";
-    this.leader = null;
-    this.phase = { kind: "vote", granted: new Map([[this.cfg.nodeId, this.now]]), deadline: this.now + this.timing.electionTimeoutMs };
-    this.broadcast({ kind: "vote-request", from: this.cfg.nodeId, term: this.term, sentAt: this.now, transfer, status: this.status() });
-    this.reportRole(transfer ? "standing as the chosen successor" : "standing for election");
-    this.checkVotes();
-  }
-
-  private checkVotes(): void {
-    if (this.phase.kind !== "vote") return;
-    const granted = this.phase.granted;
-    if (this.votesSuffice(new Set(granted.keys()))) this.becomeLeader(granted);
-  }
-
-  /** Why this node would refuse to back `from` (null: it would back it). Used for pre-votes and votes. */
-  private refusal(from: NodeId, status: NodeStatus, transfer: boolean): string | null {
-    const now = this.now;
-    const candidate = this.allMembers().find((m) => m.id === from);
-    if (!candidate) return "not a member of my configuration";
-    if (now < this.bootQuietUntil) return "recently restarted: waiting out promises made before the restart";
-    if (this.role === "leader") return "I am the leader and my lease is valid";
-    if (this.promisedUntil > now && this.promisedTo !== from) return `promised to ${this.promisedTo} for another ${Math.ceil(this.promisedUntil - now)} ms`;
-    if (!status.eligible || candidate.role !== "lb") return "candidate is not eligible";
-    if (status.membershipVersion < this.cfg.membershipVersion)
-      return `candidate runs membership version ${status.membershipVersion}, I run ${this.cfg.membershipVersion}`;
-    // The successor the last leader named, standing right after that release (no newer term since):
-    // judged by the color its own (newer) config requests.
-    const named = transfer && this.namedSuccessor !== null && this.namedSuccessor.id === from && this.namedSuccessor.term === this.term;
-    const requested = named ? status.requestedColor : this.requestedColor;
-    if (!colorMayLead(candidate.color, this.colorInForce, requested, this.fallbackOpen(true)))
-      return `candidate's color ${candidate.color} is not in force (${this.colorInForce})`;
-    if (!transfer && candidate.color !== this.colorInForce) {
-      const better = this.blockerOfColorInForce(this.views().filter((v) => v.id !== from));
-      if (better || (this.eligible() && this.selfMember()?.color === this.colorInForce)) {
-        return `an eligible ${this.colorInForce} node (${better?.id ?? this.cfg.nodeId}) is reachable; ${this.colorInForce} stays in force`;
-      }
-    }
-    return null;
-  }
-
-  // ---------------------------------------------------------------- messages
+  // ---------------------------------------------------------------- messages: the part every role shares
 
   private notePeer(from: NodeId, status: NodeStatus | undefined): void {
-    const p = this.peers.get(from) ?? { lastHeardAt: null, status: null };
-    p.lastHeardAt = this.now;
+    const p = this.peers.get(from) ?? { lastHeardAtMs: null, status: null };
+    p.lastHeardAtMs = this.nowMs;
     if (status) {
       p.status = status;
       // Joint consensus for nodes that booted with a new list: learn the lists still in use.
@@ -767,95 +667,74 @@ export class Election implements ElectionNode {
       return;
     }
     this.notePeer(m.from, "status" in m ? m.status : undefined);
-    switch (m.kind) {
-      case "heartbeat":
-        return this.onHeartbeat(m);
-      case "heartbeat-ack":
-        return this.onAck(m.from, m.term, m.echoSentAt);
-      case "prevote-request": {
-        const reason = m.nextTerm <= this.term ? `term ${m.nextTerm} is not newer than mine (${this.term})` : this.refusal(m.from, m.status, false);
-        this.send(m.from, {
-          kind: "prevote-response",
-          from: this.cfg.nodeId,
-          nextTerm: m.nextTerm,
-          granted: reason === null,
-          ...(reason ? { reason } : {}),
-          status: this.status(),
-        });
-        return;
-      }
-      case "prevote-response":
-        if (this.phase.kind === "prevote" && m.nextTerm === this.phase.nextTerm && m.granted) {
-          this.phase.granted.add(m.from);
-          this.checkPreVote();
-        }
-        return;
-      case "vote-request":
-        return this.onVoteRequest(m);
-      case "vote-response":
-        if (m.term > this.term) {
-          this.stepDown(`saw newer term ${m.term}`, m.term);
-          return;
-        }
-        if (this.phase.kind === "vote" && m.term === this.term && m.granted) {
-          this.phase.granted.set(m.from, m.echoSentAt);
-          this.checkVotes();
-        }
-        return;
-      case "release":
-        return this.onRelease(m);
-    }
+    if (this.handleTerm(m)) this.roleStep.message(this, m);
   }
 
-  private onHeartbeat(m: Extract<PeerMessage, { kind: "heartbeat" }>): void {
-    if (!m.leader) {
-      // A status beacon from a non-leader. Learning its newer term (from a failed candidacy) lets this
-      // node's next pre-vote ask for a term the others can grant; a leader ignores it (PreVote).
-      this.learnTerm(m.term);
-      return;
+  /**
+   * The term of a message, for every role in one place (etcd's `Step`), and the answers to pre-votes
+   * and votes, which every role gives alike. Returns whether the message goes on to the role's step:
+   * then its term is ours (a heartbeat from a leader, an acknowledgement, a vote response, a
+   * release), or it carries none (a pre-vote response).
+   */
+  private handleTerm(m: PeerMessage): boolean {
+    switch (m.kind) {
+      case "heartbeat":
+        if (!m.leader) {
+          // A status beacon from a non-leader. Learning its newer term (from a failed candidacy) lets this
+          // node's next pre-vote ask for a term the others can grant; a leader ignores it (PreVote).
+          this.learnTerm(m.term);
+          return false;
+        }
+        if (m.term < this.term) {
+          // A stale leader: tell it the newer term so it steps down without waiting for its lease.
+          this.send(m.from, { kind: "heartbeat-ack", from: this.cfg.nodeId, term: this.term, seq: m.seq, echoSentAt: m.sentAt, status: this.status() });
+          return false;
+        }
+        if (m.term > this.term) this.becomeFollower(`leader ${m.from} has newer term ${m.term}`, m.term);
+        return true;
+      case "heartbeat-ack":
+      case "vote-response":
+        if (m.term > this.term) {
+          this.becomeFollower(m.kind === "vote-response" ? `saw newer term ${m.term}` : `${m.from} has newer term ${m.term}`, m.term);
+          return false;
+        }
+        return m.term === this.term;
+      case "prevote-request":
+        this.onPreVoteRequest(m);
+        return false;
+      case "prevote-response":
+        return true;
+      case "vote-request":
+        this.onVoteRequest(m);
+        return false;
+      case "release":
+        // Only a leader sends a release, and only for its own term: one of our term or newer is current
+        // even if we never heard that leader's heartbeats (it may have handed over at once). A leader
+        // or a candidate carries on: a rival's release is no reason to give up.
+        if (m.term < this.term || this.state.kind === "leader" || this.state.kind === "candidate") return false;
+        if (m.term > this.term) this.enterTerm(m.term);
+        return true;
     }
-    if (m.term < this.term) {
-      // A stale leader: tell it the newer term so it steps down without waiting for its lease.
-      this.send(m.from, { kind: "heartbeat-ack", from: this.cfg.nodeId, term: this.term, seq: m.seq, echoSentAt: m.sentAt, status: this.status() });
-      return;
-    }
-    if (m.term > this.term) this.stepDown(`leader ${m.from} has newer term ${m.term}`, m.term);
-    if (this.role === "leader") return; // same term, another leader: impossible (one vote per term); ignore
-    if (this.leader !== null && this.leader !== m.from) return; // ditto
-    if (this.role === "candidate") {
-      this.role = "follower";
-      this.phase = { kind: "idle" };
-    }
-    this.phase = { kind: "idle" };
-    this.leader = m.from;
-    this.lastLeaderHeardAt = this.now;
-    this.promisedTo = m.from;
-    this.promisedUntil = Math.max(this.promisedUntil, this.now + this.timing.leaseMs);
-    this.colorInForce = m.leader.colorInForce;
-    this.leaderPendingReason = m.leader.pendingSwitchReason;
-    if (m.leader.committedMembershipVersion >= this.cfg.membershipVersion) {
-      this.jointLists = [];
-      this.committedVersion = Math.max(this.committedVersion, this.cfg.membershipVersion);
-    }
-    this.send(m.from, { kind: "heartbeat-ack", from: this.cfg.nodeId, term: m.term, seq: m.seq, echoSentAt: m.sentAt, status: this.status() });
   }
 
   /** Adopt a newer term heard from a non-leader, when that cannot disturb a running leader. */
   private learnTerm(term: number): void {
-    if (term > this.term && this.role !== "leader" && this.phase.kind === "idle" && this.promisedUntil <= this.now) {
-      this.term = term;
-      this.votedFor = null;
+    if (term > this.term && (this.state.kind === "follower" || this.state.kind === "witness") && this.promisedUntilMs <= this.nowMs) {
+      this.enterTerm(term);
       this.leader = null;
     }
   }
 
-  private onAck(from: NodeId, term: number, echoSentAt: number): void {
-    if (term > this.term) {
-      this.stepDown(`${from} has newer term ${term}`, term);
-      return;
-    }
-    if (this.role !== "leader" || term !== this.term) return;
-    this.acks.set(from, Math.max(this.acks.get(from) ?? -Infinity, echoSentAt));
+  private onPreVoteRequest(m: Extract<PeerMessage, { kind: "prevote-request" }>): void {
+    const reason = m.nextTerm <= this.term ? `term ${m.nextTerm} is not newer than mine (${this.term})` : this.refusal(m.from, m.status, false);
+    this.send(m.from, {
+      kind: "prevote-response",
+      from: this.cfg.nodeId,
+      nextTerm: m.nextTerm,
+      granted: reason === null,
+      ...(reason ? { reason } : {}),
+      status: this.status(),
+    });
   }
 
   private onVoteRequest(m: Extract<PeerMessage, { kind: "vote-request" }>): void {
@@ -884,49 +763,48 @@ export class Election implements ElectionNode {
         status: this.status(),
       });
     }
-    if (m.term > this.term) this.stepDown(`${m.from} stands in newer term ${m.term}`, m.term);
+    if (m.term > this.term) this.becomeFollower(`${m.from} stands in newer term ${m.term}`, m.term);
     if (this.votedFor !== null && this.votedFor !== m.from) return respond(false, `already voted for ${this.votedFor} in term ${this.term}`);
+    assert(this.state.kind !== "leader" && m.term === this.term, "onVoteRequest: a vote goes to a candidate of our term, never from a leader");
     this.votedFor = m.from;
     this.leader = null;
     this.promisedTo = m.from;
-    this.promisedUntil = Math.max(this.promisedUntil, this.now + this.timing.leaseMs);
+    this.promisedUntilMs = Math.max(this.promisedUntilMs, this.nowMs + this.timing.leaseMs);
     respond(true);
   }
 
-  private onRelease(m: Extract<PeerMessage, { kind: "release" }>): void {
-    // Only a leader sends a release, and only for its own term: one of our term or newer is current
-    // even if we never heard that leader's heartbeats (it may have handed over at once).
-    if (m.term < this.term) return;
-    if (this.role === "leader" || this.phase.kind === "vote") return;
-    if (m.term > this.term) {
-      this.term = m.term;
-      this.votedFor = null;
+  /** Why this node would refuse to back `from` (null: it would back it). Used for pre-votes and votes. */
+  private refusal(from: NodeId, status: NodeStatus, transfer: boolean): string | null {
+    const nowMs = this.nowMs;
+    const candidate = this.allMembers().find((m) => m.id === from);
+    if (!candidate) return "not a member of my configuration";
+    if (nowMs < this.bootQuietUntilMs) return "recently restarted: waiting out promises made before the restart";
+    if (this.state.kind === "leader") return "I am the leader and my lease is valid";
+    if (this.promisedUntilMs > nowMs && this.promisedTo !== from)
+      return `promised to ${this.promisedTo} for another ${Math.ceil(this.promisedUntilMs - nowMs)} ms`;
+    if (!claimsEligible(candidate, status)) return "candidate is not eligible";
+    if (status.membershipVersion < this.cfg.membershipVersion)
+      return `candidate runs membership version ${status.membershipVersion}, I run ${this.cfg.membershipVersion}`;
+    // The successor the last leader named, standing right after that release (no newer term since):
+    // judged by the color its own (newer) config requests.
+    const named = transfer && this.namedSuccessor !== null && this.namedSuccessor.id === from && this.namedSuccessor.term === this.term;
+    const requested = named ? status.requestedColor : this.requestedColor;
+    if (!colorMayLead(candidate.color, this.colorInForce, requested, this.fallbackOpen(true)))
+      return `candidate's color ${candidate.color} is not in force (${this.colorInForce})`;
+    if (!transfer && candidate.color !== this.colorInForce) {
+      const better = this.blockerOfColorInForce(this.views().filter((v) => v.id !== from));
+      if (better || (this.eligible() && this.selfMember()?.color === this.colorInForce)) {
+        return `an eligible ${this.colorInForce} node (${better?.id ?? this.cfg.nodeId}) is reachable; ${this.colorInForce} stays in force`;
+      }
     }
-    this.colorInForce = m.colorInForce;
-    this.namedSuccessor = m.successor ? { id: m.successor, term: m.term } : null;
-    if (this.promisedTo === m.from) {
-      this.promisedUntil = this.now;
-      this.promisedTo = null;
-    }
-    if (this.leader === m.from || this.leader === null) {
-      this.leader = null;
-      this.lastLeaderHeardAt = null;
-    } else {
-      return; // a newer leader already runs this term's successor election; nothing to do
-    }
-    if (m.successor === this.cfg.nodeId && this.eligible() && this.role === "follower" && this.now >= this.bootQuietUntil) {
-      this.startVote(true);
-    } else {
-      // Let the chosen successor go first.
-      this.retryAt = Math.max(this.retryAt, this.now + (m.successor ? this.timing.electionTimeoutMs : 0));
-    }
+    return null;
   }
 
   // ---------------------------------------------------------------- config
 
   private onConfig(next: ElectionConfig): void {
     const prev = this.cfg;
-    if (next.nodeId !== prev.nodeId) throw new Error(`nodeId cannot change on reload (${prev.nodeId} → ${next.nodeId})`);
+    assert(next.nodeId === prev.nodeId, `onConfig: nodeId cannot change on reload (${prev.nodeId} → ${next.nodeId})`);
     const ids = (ms: Member[]) =>
       ms
         .map((m) => `${m.id}:${m.role}:${m.color ?? ""}`)
@@ -940,18 +818,14 @@ export class Election implements ElectionNode {
     }
     if (next.membershipVersion > prev.membershipVersion) this.committedVersion = Math.min(this.committedVersion, prev.membershipVersion);
     this.requestedColor = next.activeColor;
-    if (this.role === "leader") {
-      this.renewLease();
-      if (this.role === "leader" && !this.isMember()) this.handOver(undefined, "no longer a member");
-    }
   }
 
   private leaderHeardRecently(): boolean {
-    return this.leader !== null && this.lastLeaderHeardAt !== null && this.now - this.lastLeaderHeardAt <= this.timing.leaseMs;
+    return this.leader !== null && this.lastLeaderHeardAtMs !== null && this.nowMs - this.lastLeaderHeardAtMs <= this.timing.leaseMs;
   }
 
   private updatePendingSwitch(): void {
-    if (this.requestedColor !== this.colorInForce && this.role !== "leader" && !this.leaderHeardRecently()) {
+    if (this.requestedColor !== this.colorInForce && this.state.kind !== "leader" && !this.leaderHeardRecently()) {
       // Without a leader to tell us, learn a switch that already took force from a peer that asks for
       // the same color and says it is in force (only a leader's decision makes that so). Otherwise a
       // node that missed the leader's release would keep the old color alive and deadlock the switch.
@@ -962,7 +836,7 @@ export class Election implements ElectionNode {
       this.pendingSwitchReason = null;
       return;
     }
-    if (this.role !== "leader") this.pendingSwitchReason = this.leader ? this.leaderPendingReason : whyNoneOfColor(this.views(), this.requestedColor);
+    if (this.state.kind !== "leader") this.pendingSwitchReason = this.leader ? this.leaderPendingReason : whyNoneOfColor(this.views(), this.requestedColor);
   }
 }
 

@@ -45,10 +45,25 @@ export interface PeerView {
   reachable: boolean;
 }
 
+/**
+ * Eligibility, the one definition: a node is eligible when it is an LB member of the configuration,
+ * its HAProxy is healthy and it is not in maintenance. An eligible node may lead if its color may
+ * (`colorMayLead`). Each node judges itself with this (the core, into the `eligible` of the status it
+ * sends; `fipd status`), and every other node believes that claim (`claimsEligible`).
+ */
+export const isEligible = (member: Pick<Member, "role"> | undefined, healthy: boolean, maintenance: boolean): boolean =>
+  member !== undefined && member.role === "lb" && healthy && !maintenance;
+
+/** A member whose last status says it is eligible, and that is an LB in this node's configuration. */
+export const claimsEligible = (member: Pick<Member, "role">, status: NodeStatus): boolean => status.eligible === true && member.role === "lb";
+
+/** A peer that could lead now, as far as this node can tell: reachable, and its last status claims eligibility. */
+export const seenEligible = (v: PeerView): boolean => v.reachable && v.status !== null && claimsEligible(v.member, v.status);
+
 /** Eligible peers this node can hear, best first (`fallback`: as in `colorMayLead`). */
 export function rankedEligible(views: readonly PeerView[], colorInForce: Color, requested: Color, fallback = false): PeerView[] {
   return views
-    .filter((v) => v.reachable && v.status?.eligible === true && v.member.role === "lb" && colorMayLead(v.member.color, colorInForce, requested, fallback))
+    .filter((v) => seenEligible(v) && colorMayLead(v.member.color, colorInForce, requested, fallback))
     .sort((a, b) => compareRank(a.member, b.member, colorInForce));
 }
 
@@ -61,11 +76,7 @@ export const preferringBuild = (ranked: readonly PeerView[], build?: string): Pe
 
 /** The best reachable eligible node of one color, or null. */
 export function bestOfColor(views: readonly PeerView[], color: Color, colorInForce: Color): PeerView | null {
-  return (
-    views
-      .filter((v) => v.reachable && v.status?.eligible === true && v.member.role === "lb" && v.member.color === color)
-      .sort((a, b) => compareRank(a.member, b.member, colorInForce))[0] ?? null
-  );
+  return views.filter((v) => seenEligible(v) && v.member.color === color).sort((a, b) => compareRank(a.member, b.member, colorInForce))[0] ?? null;
 }
 
 /** Human-readable reason a color has no node that can take over (for `fipd status` and metrics). */
