@@ -460,7 +460,7 @@ const SOAK_DASHES = ["", "6 3", "2 2", "8 2 2 2"];
 
 /** RSS over time, one line per agent (colored by role), and the target as a dashed line. */
 export function renderSoakSvg(r: SoakResults): string {
-  const plotW = SVG_WIDTH - 70 - RIGHT;
+  const plotW = SVG_WIDTH - 70 - 100; // room on the right for the target's label
   const left = 70;
   const plotH = 260;
   const height = TOP + plotH + BOTTOM;
@@ -468,7 +468,7 @@ export function renderSoakSvg(r: SoakResults): string {
   const px = (v: number) => Number(v.toFixed(2));
   const maxLen = Math.max(1, ...r.agents.map((a) => a.rssMb.length));
   const xAxis = niceAxis((maxLen - 1) * r.seriesStepS);
-  const yAxis = niceAxis(Math.max(r.rssTargetMb, ...r.agents.flatMap((a) => [...a.rssMb, soakPeakMb(a)])));
+  const yAxis = niceAxis(Math.max(r.rssTargetMb * 1.2, ...r.agents.flatMap((a) => [...a.rssMb, soakPeakMb(a)])));
   const x = (s: number) => left + (s / xAxis.top) * plotW;
   const y = (mb: number) => axisY - (mb / yAxis.top) * plotH;
   const o: string[] = [];
