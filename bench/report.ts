@@ -379,3 +379,148 @@ export function renderReloadSvg(r: ReloadResults): string {
   o.push("</svg>");
   return o.join("\n") + "\n";
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Soak
+
+/** One agent of the soak: its resident memory (VmRSS) and CPU, read from /proc. */
+export interface SoakAgent {
+  id: string;
+  /** "leader" if it led at any 1 s sample, else "idle follower" (an LB) or "witness". */
+  role: "leader" | "idle follower" | "witness";
+  /** The kernel's high-water mark of VmRSS (VmHWM) at the end: the peak since the agent started, start-up included. */
+  hwmMb: number;
+  /** The largest 1 s sample of VmRSS during the soak. */
+  peakSampledMb: number;
+  finalRssMb: number;
+  cpuPct: number;
+  /** VmRSS every `seriesStepS` seconds from the soak's start (MB), for the plot. */
+  rssMb: number[];
+}
+
+/** What bench/soak.ts writes to soak.json. */
+export interface SoakResults {
+  startedAt: string;
+  host: string;
+  /** The Node.js that ran the agents (process.version) and a note on the droplets' one. */
+  node: string;
+  /** The flags the agents ran with: the unit's ExecStart (testbed/harness/node-flags.ts). */
+  nodeFlags: string[];
+  minutes: number;
+  rssTargetMb: number;
+  seriesStepS: number;
+  /** The cluster-wide figures: one metric | value table. */
+  summary: Record<string, number | string>;
+  agents: SoakAgent[];
+}
+
+/** The peak of an agent that the target is judged on: the larger of its high-water mark and its samples. */
+export function soakPeakMb(a: SoakAgent): number {
+  return Math.max(a.hwmMb, a.peakSampledMb);
+}
+
+/** The largest peak of the agents of one role; null if no agent had it. */
+export function soakPeakOfRole(r: SoakResults, role: SoakAgent["role"]): number | null {
+  const peaks = r.agents.filter((a) => a.role === role).map(soakPeakMb);
+  return peaks.length ? Math.max(...peaks) : null;
+}
+
+const SOAK_ROLES: readonly SoakAgent["role"][] = ["leader", "idle follower", "witness"];
+
+export function renderSoakResultsMarkdown(r: SoakResults, command: string): string {
+  const out: string[] = [`# Soak: \`${command}\``, ""];
+  out.push(
+    `Started at ${r.startedAt} on host ${r.host}, ${r.minutes} minutes. Node.js ${r.node}; agent flags (the unit's ExecStart): \`${r.nodeFlags.join(" ")}\`.`,
+    "",
+  );
+  out.push(renderSoakMarkdown(r.summary).trimEnd(), "");
+  out.push("## Agent memory and CPU", "");
+  const verdicts = SOAK_ROLES.flatMap((role) => {
+    const p = soakPeakOfRole(r, role);
+    return p === null ? [] : [`${role} ${fmt(p)} MB`];
+  });
+  const worst = Math.max(...r.agents.map(soakPeakMb));
+  out.push(
+    `Peak resident memory per role: ${verdicts.join(", ")}, against the ${fmt(r.rssTargetMb)} MB target: ${worst <= r.rssTargetMb ? "met" : `**missed** by ${fmt(worst - r.rssTargetMb)} MB`}. The peak is the larger of the kernel's high-water mark (VmHWM, start-up included) and the largest 1 s sample of VmRSS during the soak.`,
+    "",
+  );
+  out.push(
+    table(
+      ["agent", "role", "peak RSS (MB)", "VmHWM (MB)", "largest 1 s sample (MB)", "RSS at the end (MB)", "CPU, mean (% of one core)"],
+      r.agents.map((a) => [a.id, a.role, fmt(soakPeakMb(a)), fmt(a.hwmMb), fmt(a.peakSampledMb), fmt(a.finalRssMb), fmt(a.cpuPct)]),
+      ["l", "l", "r", "r", "r", "r", "r"],
+    ),
+    "",
+  );
+  return out.join("\n");
+}
+
+const SOAK_ROLE_COLORS: Readonly<Record<SoakAgent["role"], string>> = { leader: "#d62728", "idle follower": "#1f77b4", witness: "#2ca02c" };
+const SOAK_DASHES = ["", "6 3", "2 2", "8 2 2 2"];
+
+/** RSS over time, one line per agent (colored by role), and the target as a dashed line. */
+export function renderSoakSvg(r: SoakResults): string {
+  const plotW = SVG_WIDTH - 70 - 100; // room on the right for the target's label
+  const left = 70;
+  const plotH = 260;
+  const height = TOP + plotH + BOTTOM;
+  const axisY = TOP + plotH;
+  const px = (v: number) => Number(v.toFixed(2));
+  const maxLen = Math.max(1, ...r.agents.map((a) => a.rssMb.length));
+  const xAxis = niceAxis((maxLen - 1) * r.seriesStepS);
+  const yAxis = niceAxis(Math.max(r.rssTargetMb * 1.2, ...r.agents.flatMap((a) => [...a.rssMb, soakPeakMb(a)])));
+  const x = (s: number) => left + (s / xAxis.top) * plotW;
+  const y = (mb: number) => axisY - (mb / yAxis.top) * plotH;
+  const o: string[] = [];
+  o.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
+  );
+  o.push(`<title>${escapeXml(`Agent RSS during the soak, ${r.startedAt}, ${r.host}`)}</title>`);
+  o.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">Agent resident memory during the soak (VmRSS every ${fmt(r.seriesStepS)} s)</text>`);
+  o.push(`<text x="${left}" y="38" fill="#555">${escapeXml(`${r.startedAt} · ${r.host} · Node.js ${r.node}`)}</text>`);
+  let lx = left;
+  r.agents.forEach((a, i) => {
+    o.push(
+      `<path d="M${lx} 56h18" stroke="${SOAK_ROLE_COLORS[a.role]}" stroke-width="2"${SOAK_DASHES[i % SOAK_DASHES.length] ? ` stroke-dasharray="${SOAK_DASHES[i % SOAK_DASHES.length]}"` : ""}/>`,
+    );
+    const label = `${a.id} (${a.role})`;
+    o.push(`<text x="${lx + 23}" y="60">${escapeXml(label)}</text>`);
+    lx += 23 + label.length * 7 + 18;
+  });
+  for (const t of yAxis.ticks) {
+    const ty = px(y(t));
+    o.push(`<line x1="${left}" y1="${ty}" x2="${left + plotW}" y2="${ty}" stroke="#e3e3e3" stroke-width="1"/>`);
+    o.push(`<text x="${left - 6}" y="${px(ty + 4)}" text-anchor="end">${escapeXml(`${fmt(t)} MB`)}</text>`);
+  }
+  for (const t of xAxis.ticks) {
+    const tx = px(x(t));
+    o.push(`<line x1="${tx}" y1="${axisY}" x2="${tx}" y2="${axisY + 5}" stroke="#333" stroke-width="1"/>`);
+    o.push(`<text x="${tx}" y="${axisY + 18}" text-anchor="middle">${escapeXml(`${fmt(t / 60)} min`)}</text>`);
+  }
+  o.push(`<line x1="${left}" y1="${axisY}" x2="${left + plotW}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
+  o.push(`<line x1="${left}" y1="${TOP}" x2="${left}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
+  const ty = px(y(r.rssTargetMb));
+  o.push(`<line x1="${left}" y1="${ty}" x2="${left + plotW}" y2="${ty}" stroke="#000" stroke-width="1" stroke-dasharray="4 4"/>`);
+  o.push(`<text x="${left + plotW + 4}" y="${px(ty + 4)}">${escapeXml(`target ${fmt(r.rssTargetMb)} MB`)}</text>`);
+  r.agents.forEach((a, i) => {
+    if (a.rssMb.length === 0) return;
+    const d = a.rssMb.map((mb, k) => `${k === 0 ? "M" : "L"}${px(x(k * r.seriesStepS))} ${px(y(mb))}`).join("");
+    const dash = SOAK_DASHES[i % SOAK_DASHES.length];
+    o.push(
+      `<path d="${d}" fill="none" stroke="${SOAK_ROLE_COLORS[a.role]}" stroke-width="1.5"${dash ? ` stroke-dasharray="${dash}"` : ""}><title>${escapeXml(`${a.id} (${a.role}): peak ${fmt(soakPeakMb(a))} MB`)}</title></path>`,
+    );
+  });
+  o.push(`<text x="${px(left + plotW / 2)}" y="${axisY + 36}" text-anchor="middle" fill="#555">time into the soak</text>`);
+  o.push("</svg>");
+  return `${o.join("\n")}\n`;
+}
+
+/** Writes soak.json (pretty), soak.md and soak.svg into dir, creating it if needed. */
+export function writeSoakReport(r: SoakResults, dir: string, command: string): { json: string; md: string; svg: string } {
+  mkdirSync(dir, { recursive: true });
+  const paths = { json: join(dir, "soak.json"), md: join(dir, "soak.md"), svg: join(dir, "soak.svg") };
+  writeFileSync(paths.json, `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(paths.md, renderSoakResultsMarkdown(r, command));
+  writeFileSync(paths.svg, renderSoakSvg(r));
+  return paths;
+}

@@ -4,18 +4,22 @@
  * Steady state under a lossy, jittery network: 3 LBs + witness in the network test bed, every peer
  * datagram through a userspace relay (20 ms ± 20 ms one way: this kernel has no netem) and 1 %
  * random loss on each droplet's peer port (nftables `numgen`). Reports leader changes, assigns after
- * the first, API requests per hour, agent RSS and CPU. Needs root. Not part of CI.
+ * the first, API requests per hour, and each agent's resident memory and CPU by role (leader, idle
+ * follower, witness) against the 60 MB target, with the Node.js that ran them. The agents run with the
+ * unit's own node flags (testbed/harness/node-flags.ts). Needs root. Not part of CI.
  *
- * Writes bench/results/soak.{json,md}.
+ * Writes bench/results/soak.{json,md,svg}.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { PEER_PORT } from "../agent/ports.js";
+import { NODE_VERSION } from "../components/cloud-init.js";
+import { agentNodeFlags } from "../testbed/harness/node-flags.js";
 import { HOST_IP, NetBed, RESERVED_IP, sh } from "../testbed/netbed/bed.js";
 import { startUdpRelay, type UdpRelay } from "../testbed/relay.js";
-import { renderSoakMarkdown } from "./report.js";
+import { renderSoakResultsMarkdown, writeSoakReport, type SoakAgent, type SoakResults } from "./report.js";
 
 const { values } = parseArgs({
   options: {
@@ -27,14 +31,26 @@ const { values } = parseArgs({
   },
 });
 
+/** The agent's resident memory target (issue 13 item 16), for idle followers and the leader alike. */
+const RSS_TARGET_MB = 60;
+/** The plot's step: one VmRSS value every this many seconds (the peak uses every 1 s sample). */
+const SERIES_STEP_S = 5;
 const CLK_TCK = 100;
-function procStats(pid: number): { rssMb: number; cpuS: number } {
+
+function statusKb(status: string, field: string, pid: number): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+  if (!m) throw new Error(`/proc/${pid}/status has no ${field} line (is the agent still running?)`);
+  return Number(m[1]);
+}
+
+function procStats(pid: number): { rssMb: number; hwmMb: number; cpuS: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { rssMb: rssKb / 1024, cpuS: (Number(f[11]) + Number(f[12])) / CLK_TCK };
+  return { rssMb: statusKb(status, "VmRSS", pid) / 1024, hwmMb: statusKb(status, "VmHWM", pid) / 1024, cpuS: (Number(f[11]) + Number(f[12])) / CLK_TCK };
 }
+
+const round1 = (n: number) => Math.round(n * 10) / 10;
 
 async function main(): Promise<void> {
   const minutes = Number(values.minutes);
@@ -81,39 +97,68 @@ async function main(): Promise<void> {
     const started = Date.now();
     let leader: string | null = first;
     let changes = 0;
-    let peakRss = 0;
     let noLeaderSamples = 0;
-    while (Date.now() - started < minutes * 60_000) {
+    const led = new Set<string>([first]);
+    const peakSampled = new Map<string, number>();
+    const series = new Map<string, number[]>([...pids.keys()].map((id) => [id, []]));
+    for (let tick = 1; Date.now() - started < minutes * 60_000; tick++) {
       await new Promise((r) => setTimeout(r, 1_000));
       const l = await bed.leader();
       if (l === null) noLeaderSamples++;
-      else if (l !== leader) {
-        changes++;
-        console.log(`${((Date.now() - started) / 1000).toFixed(0)} s: leader ${leader} → ${l}`);
-        leader = l;
+      else {
+        led.add(l);
+        if (l !== leader) {
+          changes++;
+          console.log(`${((Date.now() - started) / 1000).toFixed(0)} s: leader ${leader} → ${l}`);
+          leader = l;
+        }
       }
-      for (const pid of pids.values()) peakRss = Math.max(peakRss, procStats(pid).rssMb);
+      for (const [id, pid] of pids) {
+        const { rssMb } = procStats(pid);
+        peakSampled.set(id, Math.max(peakSampled.get(id) ?? 0, rssMb));
+        if (tick % SERIES_STEP_S === 0) series.get(id)!.push(round1(rssMb));
+      }
     }
-    const elapsedH = (Date.now() - started) / 3_600_000;
+    const elapsedS = (Date.now() - started) / 1000;
+    const elapsedH = elapsedS / 3600;
     const log = bed.emulator.requestLog().slice(log0);
-    const cpu = [...pids].map(([id, pid]) => (procStats(pid).cpuS - cpu0.get(id)!) / (elapsedH * 3600));
-    const result = {
+    const agents: SoakAgent[] = [...pids].map(([id, pid]) => {
+      const end = procStats(pid);
+      const role = led.has(id) ? "leader" : bed.node(id).role === "witness" ? "witness" : "idle follower";
+      return {
+        id,
+        role,
+        hwmMb: round1(end.hwmMb),
+        peakSampledMb: round1(peakSampled.get(id)!),
+        finalRssMb: round1(end.rssMb),
+        cpuPct: round1(((end.cpuS - cpu0.get(id)!) / elapsedS) * 100),
+        rssMb: series.get(id)!,
+      };
+    });
+    const order: SoakAgent["role"][] = ["leader", "idle follower", "witness"];
+    agents.sort((a, b) => order.indexOf(a.role) - order.indexOf(b.role) || a.id.localeCompare(b.id));
+    const result: SoakResults = {
       startedAt: new Date(started).toISOString(),
       host: hostname(),
+      node: `${process.version} (this machine; the droplets run Node.js ${NODE_VERSION}, components/cloud-init.ts)`,
+      nodeFlags: agentNodeFlags(),
       minutes,
-      "network (one way)": `${values.delay} ± ${values.jitter} ms, ${lossPct} % loss`,
-      "leader changes": changes,
-      "seconds with no agreed leader (1 s samples)": noLeaderSamples,
-      "assigns after the first": log.filter((r) => r.method === "POST").length,
-      "API requests per hour (cluster)": Math.round(log.length / elapsedH),
-      "agent RSS, peak (MB)": Math.round(peakRss * 10) / 10,
-      "agent CPU, mean (% of one core)": Math.round((cpu.reduce((a, b) => a + b, 0) / cpu.length) * 1000) / 10,
-      "Reserved IP answers at the end": String((await bed.curl(RESERVED_IP)) === leader),
+      rssTargetMb: RSS_TARGET_MB,
+      seriesStepS: SERIES_STEP_S,
+      summary: {
+        "network (one way)": `${values.delay} ± ${values.jitter} ms, ${lossPct} % loss`,
+        "leader changes": changes,
+        "seconds with no agreed leader (1 s samples)": noLeaderSamples,
+        "assigns after the first": log.filter((r) => r.method === "POST").length,
+        "API requests per hour (cluster)": Math.round(log.length / elapsedH),
+        "Reserved IP answers at the end": String((await bed.curl(RESERVED_IP)) === leader),
+      },
+      agents,
     };
-    mkdirSync(values.out, { recursive: true });
-    writeFileSync(join(values.out, "soak.json"), JSON.stringify(result, null, 2) + "\n");
-    writeFileSync(join(values.out, "soak.md"), `# Soak: \`npm run bench:soak -- --minutes ${minutes}\`\n\n${renderSoakMarkdown(result)}\n`);
-    console.log(renderSoakMarkdown(result));
+    const command = `npm run bench:soak -- --minutes ${minutes}`;
+    const files = writeSoakReport(result, values.out, command);
+    console.log(renderSoakResultsMarkdown(result, command));
+    console.log(`wrote ${files.json}, ${files.md}, ${files.svg}`);
   } finally {
     for (const r of relays) await r.close();
     await bed.close();

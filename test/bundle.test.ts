@@ -27,6 +27,25 @@ describe("agent bundle", () => {
     expect(packages).not.toContain("yaml");
   });
 
+  it("carries only the prom-client parts the agent uses: no push gateway, cluster aggregator, OpenTelemetry or summaries (agent/metrics.ts)", () => {
+    const files = [...text.matchAll(/^\/\/ node_modules\/(\S+)$/gm)].map((m) => m[1]!);
+    // The registry and the metric types are there: the check is not passing on a bundle without metrics.
+    for (const f of ["prom-client/lib/registry.js", "prom-client/lib/gauge.js", "prom-client/lib/metrics/osMemoryHeap.js"]) expect(files).toContain(f);
+    for (const f of [
+      "prom-client/index.js",
+      "prom-client/lib/pushgateway.js",
+      "prom-client/lib/cluster.js",
+      "prom-client/lib/defaultMetrics.js",
+      "prom-client/lib/summary.js",
+    ]) {
+      expect(files, `${f} is in the bundle`).not.toContain(f);
+    }
+    expect(files.filter((f) => /^(@opentelemetry|tdigest|bintrees)\//.test(f))).toEqual([]);
+    // Built-ins the agent itself never needs, which that code would load at start.
+    const requires = new Set([...text.matchAll(/\brequire\(["']([^"']+)["']\)/g)].map((m) => m[1]!.replace(/^node:/, "")));
+    for (const b of ["cluster", "zlib", "url", "perf_hooks", "v8"]) expect(requires.has(b), `require("${b}")`).toBe(false);
+  });
+
   it("loads no native module and nothing from node_modules at run time", () => {
     expect(text).not.toMatch(/\.node["']\)/);
     const requires = [...text.matchAll(/\brequire\(["']([^"']+)["']\)/g)].map((m) => m[1]);

@@ -9,7 +9,8 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { UNIT_FILE } from "../testbed/harness/node-flags.js";
+import { soakPeakMb, type SoakResults } from "../bench/report.js";
+import { UNIT_FILE, agentNodeFlags } from "../testbed/harness/node-flags.js";
 import { parseBytes, parseTimeSpanMs, readUnit, unitValue, unitValues, type UnitFile } from "../testbed/harness/unit-file.js";
 
 const MAX_EXPOSURE = 2.0;
@@ -84,12 +85,23 @@ describe("fipd.service hardening", () => {
   });
 
   it("caps memory with at least twice the agent's measured peak as headroom", () => {
-    const soak = JSON.parse(readFileSync(resolve(__dirname, "..", "bench", "results", "soak.json"), "utf8")) as Record<string, unknown>;
-    const peakMb = Number(soak["agent RSS, peak (MB)"]);
+    const soak = JSON.parse(readFileSync(resolve(__dirname, "..", "bench", "results", "soak.json"), "utf8")) as SoakResults;
+    const peakMb = Math.max(...soak.agents.map(soakPeakMb));
     expect(peakMb).toBeGreaterThan(0);
     const max = unitValue(unit, "Service", "MemoryMax");
     expect(max, "MemoryMax= is not set").toBeDefined();
     expect(parseBytes(max!)).toBeGreaterThanOrEqual(2 * peakMb * 1024 * 1024);
+  });
+});
+
+describe("fipd.service node flags", () => {
+  it("start Node.js without a warning: lite mode's WebAssembly notice would reach the journal at every start", () => {
+    const flags = agentNodeFlags();
+    expect(flags).toContain("--lite-mode");
+    const r = spawnSync(process.execPath, [...flags, "-e", "process.stdout.write(typeof WebAssembly)"], { encoding: "utf8", timeout: 30_000 });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe("undefined");
   });
 });
 

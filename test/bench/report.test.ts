@@ -10,8 +10,14 @@ import {
   renderFailoverMarkdown,
   renderFailoverSvg,
   renderSoakMarkdown,
+  renderSoakResultsMarkdown,
+  renderSoakSvg,
+  type SoakAgent,
+  type SoakResults,
+  soakPeakOfRole,
   summarize,
   writeFailoverReport,
+  writeSoakReport,
 } from "../../bench/report.js";
 
 const sample = (downtimeMs: number, apiRequests = 3, assigns = 1, failedRequests = 0): FailoverSample => ({ downtimeMs, failedRequests, apiRequests, assigns });
@@ -178,5 +184,89 @@ describe("writeFailoverReport and renderSoakMarkdown", () => {
     expect(lines[2]).toBe("| leaderChanges | 0 |");
     expect(lines[3]).toBe("| p99 ms | 12.346 |");
     expect(lines[4]!.slice(1, -1).split("|")).toHaveLength(2);
+  });
+});
+
+describe("soak report", () => {
+  const agent = (id: string, role: SoakAgent["role"], hwmMb: number, peakSampledMb: number, rssMb = [50, 51, 52]): SoakAgent => ({
+    id,
+    role,
+    hwmMb,
+    peakSampledMb,
+    finalRssMb: rssMb.at(-1)!,
+    cpuPct: 5.5,
+    rssMb,
+  });
+  const soak: SoakResults = {
+    startedAt: "2026-12-03T10:00:00.000Z",
+    host: "vm",
+    node: "v20.20.2 (this machine; the droplets run Node.js 22.12.0)",
+    nodeFlags: ["--max-semi-space-size=1", "--lite-mode"],
+    minutes: 10,
+    rssTargetMb: 60,
+    seriesStepS: 5,
+    summary: { "leader changes": 0, "Reserved IP answers at the end": "true" },
+    agents: [
+      agent("lb-blue-2", "leader", 57.25, 58.5),
+      agent("lb-blue-1", "idle follower", 55, 54),
+      agent("lb-blue-3", "idle follower", 53.5, 56.75),
+      agent("witness", "witness", 51, 50),
+    ],
+  };
+
+  it("the peak of a role is the largest of its agents' high-water marks and samples", () => {
+    expect(soakPeakOfRole(soak, "leader")).toBe(58.5);
+    expect(soakPeakOfRole(soak, "idle follower")).toBe(56.75);
+    expect(soakPeakOfRole(soak, "witness")).toBe(51);
+    expect(soakPeakOfRole({ ...soak, agents: soak.agents.slice(0, 1) }, "witness")).toBeNull();
+  });
+
+  it("markdown: the Node.js and flags, the summary table, one row per agent with its role, and the verdict per role", () => {
+    const md = renderSoakResultsMarkdown(soak, "npm run bench:soak -- --minutes 10");
+    expect(md.startsWith("# Soak: `npm run bench:soak -- --minutes 10`\n")).toBe(true);
+    expect(md).toContain("Node.js v20.20.2 (this machine; the droplets run Node.js 22.12.0)");
+    expect(md).toContain("`--max-semi-space-size=1 --lite-mode`");
+    expect(rowOf(md, "leader changes")).toEqual(["leader changes", "0"]);
+    expect(md).toContain("Peak resident memory per role: leader 58.5 MB, idle follower 56.8 MB, witness 51 MB, against the 60 MB target: met.");
+    expect(rowOf(md, "lb-blue-2")).toEqual(["lb-blue-2", "leader", "58.5", "57.3", "58.5", "52", "5.5"]);
+    expect(rowOf(md, "lb-blue-3").slice(0, 3)).toEqual(["lb-blue-3", "idle follower", "56.8"]);
+    const over = renderSoakResultsMarkdown({ ...soak, agents: [...soak.agents, agent("lb-blue-4", "idle follower", 61.5, 60)] }, "x");
+    expect(over).toContain("idle follower 61.5 MB");
+    expect(over).toContain("target: **missed** by 1.5 MB");
+  });
+
+  it("svg: one line per agent colored by role, the target line, well formed", () => {
+    const svg = renderSoakSvg(soak);
+    expect(svg.startsWith("<svg")).toBe(true);
+    const lines = [...svg.matchAll(/<path d="M[^"]*L[^"]*" fill="none" stroke="(#[0-9a-f]{6})"/g)].map((m) => m[1]);
+    expect(lines).toHaveLength(4);
+    expect(new Set(lines).size).toBe(3);
+    expect(lines[1]).toBe(lines[2]);
+    expect(svg).toContain(">target 60 MB</text>");
+    expect(svg).toContain("lb-blue-2 (leader)");
+    expect(svg).not.toMatch(/NaN|undefined|Infinity/);
+    const stack: string[] = [];
+    for (const m of svg.matchAll(/<(\/?)([a-zA-Z]+)\b[^<>]*?(\/?)>/g)) {
+      if (m[3]) continue;
+      if (m[1]) expect(stack.pop()).toBe(m[2]);
+      else stack.push(m[2]!);
+    }
+    expect(stack).toEqual([]);
+    // Higher RSS is drawn higher: the y of a 52 MB point is above (smaller than) that of a 50 MB point.
+    const d = /<path d="(M[^"]*)" fill="none"/.exec(svg)![1]!;
+    const ys = [...d.matchAll(/[ML][\d.]+ ([\d.]+)/g)].map((m) => Number(m[1]));
+    expect(ys[2]!).toBeLessThan(ys[0]!);
+  });
+
+  it("writes soak.json, soak.md and soak.svg", () => {
+    const dir = mkdtempSync(join(tmpdir(), "halb-soak-report-"));
+    try {
+      writeSoakReport(soak, dir, "cmd");
+      expect(JSON.parse(readFileSync(join(dir, "soak.json"), "utf8"))).toEqual(soak);
+      expect(readFileSync(join(dir, "soak.md"), "utf8")).toBe(renderSoakResultsMarkdown(soak, "cmd"));
+      expect(readFileSync(join(dir, "soak.svg"), "utf8")).toBe(renderSoakSvg(soak));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
