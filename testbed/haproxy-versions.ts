@@ -7,7 +7,7 @@
  *
  * Exits non-zero when a binary refuses a config, warns about one, or has a diagnostic remark
  * (`-dD`), printing HAProxy's output.
- * test/haproxy-versions.test.ts runs the same fixtures with the haproxy on PATH.
+ * test/stack/haproxy-versions.test.ts runs the same fixtures with the haproxy on PATH.
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
