@@ -2,7 +2,10 @@
  * `fipd apply-config`: the one way the stack writes a droplet's configuration and secrets.
  *
  * The Pulumi command pipes a JSON document through SSH stdin (never argv, never userData):
- *   {"config": {...agent config...}, "token": "...", "peerKey": "...", "previousPeerKey": "..."}
+ *   {"config": {...agent config...}, "token": "...", "identityKey": "<PEM>", "previousIdentityKey": "<PEM>"}
+ * `identityKey` is this droplet's own Ed25519 private key (agent/identity.ts), and only its own: the
+ * config lists every member's public key (peerAuth.publicKeys), and the key sent must match this
+ * node's entry there, or nothing is written.
  * What it guarantees:
  * - validated before written: the config (as the YAML text it will write), the token and the keys
  *   go through the parsers `fipd run` loads them with; any problem refuses the whole payload, one
@@ -21,14 +24,17 @@ import { parseAgentConfigText, parseConfigText, renderAgentConfig } from "./conf
 import { controlRequest } from "./control.js";
 import { ensureSecureDirectory, installFileSet, lookupUser, type FileChange } from "./safe-write.js";
 import { membershipRefusal, type MembershipView } from "./membership.js";
-import { parsePeerKey, parseSecret } from "./secrets.js";
+import { parseSecret } from "./secrets.js";
+import { parsePrivateKey, parsePublicKey } from "./identity.js";
 
 /** The payload is a config and three short secrets; anything near this size is not one. */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
 /** How long a running agent may take to answer a reload. */
 const RELOAD_TIMEOUT_MS = 10_000;
 const WHERE = "sent to apply-config";
-const FIELDS = ["config", "token", "peerKey", "previousPeerKey"] as const;
+const FIELDS = ["config", "token", "identityKey", "previousIdentityKey"] as const;
+/** The shared-key files of builds before per-member identities: removed with the first identity set. */
+const LEGACY_FILES = ["peer.key", "peer.key.previous"];
 
 export interface ApplyOptions {
   /** Where the files go (default /etc/fipd). Must be root-owned and not writable by others; created 0755 if missing. */
@@ -45,20 +51,20 @@ class ReloadRefused extends Error {}
 const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
 
 interface Validated {
-  files: { config: string; token: string; peerKey: string; previousPeerKey: string };
+  files: { config: string; token: string; identityKey: string; previousIdentityKey: string };
   configText: string;
   nodeId: string;
   membership: MembershipView;
   summary: string;
   controlSocket: string;
   token: string | null;
-  peerKey: string;
-  previousPeerKey: string | null;
+  identityKey: string;
+  previousIdentityKey: string | null;
 }
 
 /** Every problem with the payload, one line each (empty when it is good), and the validated values. */
 function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validated } {
-  if (!isRecord(doc)) return { problems: ["(root): expected a JSON object with config, peerKey and optionally token and previousPeerKey"] };
+  if (!isRecord(doc)) return { problems: ["(root): expected a JSON object with config, identityKey and optionally token and previousIdentityKey"] };
   const problems: string[] = [];
   for (const k of Object.keys(doc)) {
     if (!(FIELDS as readonly string[]).includes(k)) problems.push(`${k}: unknown field (expected ${FIELDS.join(", ")})`);
@@ -69,8 +75,8 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
     if (typeof v !== "string") problems.push(`${k}: ${v === undefined ? "required, " : ""}expected a string, got ${v === undefined ? "nothing" : typeof v}`);
     return typeof v === "string" ? v : undefined;
   };
-  const secret = <T>(k: "token" | "peerKey" | "previousPeerKey", parse: (text: string) => T): T | undefined => {
-    const text = str(k, k === "peerKey");
+  const secret = <T>(k: "token" | "identityKey" | "previousIdentityKey", parse: (text: string) => T): T | undefined => {
+    const text = str(k, k === "identityKey");
     if (text === undefined) return undefined;
     try {
       return parse(text);
@@ -81,18 +87,15 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
   };
   const token = secret("token", (t) => parseSecret(t, "token", WHERE));
   // The key is written as sent (trimmed): the agent parses the file with the same function.
-  const key = (t: string) => {
-    parsePeerKey(t, WHERE);
-    return t.trim();
-  };
-  const peerKey = secret("peerKey", key);
-  const previousPeerKey = secret("previousPeerKey", key);
+  const key = (t: string) => ({ text: t.trim(), id: parsePrivateKey(t, WHERE) });
+  const identityKey = secret("identityKey", key);
+  const previousIdentityKey = secret("previousIdentityKey", key);
 
   const files = {
     config: join(dir, "fipd.yaml"),
     token: join(dir, "token"),
-    peerKey: join(dir, "peer.key"),
-    previousPeerKey: join(dir, "peer.key.previous"),
+    identityKey: join(dir, "identity.key"),
+    previousIdentityKey: join(dir, "identity.key.previous"),
   };
   if (!isRecord(doc.config)) {
     problems.push(`config: ${doc.config === undefined ? "required, " : ""}expected an object (the agent configuration)`);
@@ -100,8 +103,11 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
   }
   // Point the config at the files written here, whatever the stack said.
   const raw: Record<string, unknown> = { ...doc.config };
-  const peerAuth: Record<string, unknown> = { ...(isRecord(raw.peerAuth) ? raw.peerAuth : {}), keyFile: files.peerKey };
-  if (doc.previousPeerKey !== undefined) peerAuth.previousKeyFile = files.previousPeerKey;
+  const peerAuth: Record<string, unknown> = { ...(isRecord(raw.peerAuth) ? raw.peerAuth : {}), keyFile: files.identityKey };
+  // The previous key file goes with a previous public key in this node's entry (a key roll); whether
+  // the key was sent to match it is checked below, with a message about the payload, not the file.
+  const selfEntry = Array.isArray(peerAuth.publicKeys) ? (peerAuth.publicKeys as unknown[]).find((k) => isRecord(k) && k.id === raw.nodeId) : undefined;
+  if (isRecord(selfEntry) && selfEntry.previousPublicKey !== undefined) peerAuth.previousKeyFile = files.previousIdentityKey;
   else delete peerAuth.previousKeyFile;
   raw.peerAuth = peerAuth;
   raw.api = { ...(isRecord(raw.api) ? raw.api : {}), tokenFile: files.token };
@@ -118,7 +124,21 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
   const self = cfg.members.find((m) => m.id === cfg.nodeId);
   if (!self) throw new Error(`assertion: the agent's parser accepted nodeId ${cfg.nodeId}, which is not a member`);
   if (self.role === "lb" && doc.token === undefined) problems.push("token: required for a load-balancer node (the DigitalOcean API token)");
-  if (problems.length || peerKey === undefined) return { problems };
+  // Each key must be the private half of this node's entry in peerAuth.publicKeys: a mismatch would
+  // sign datagrams every peer drops.
+  const own = cfg.peerAuth.publicKeys.find((k) => k.id === cfg.nodeId);
+  const matches = (k: { id: { id: string } } | undefined, field: "publicKey" | "previousPublicKey", name: string) => {
+    if (!k) return;
+    const want = own?.[field];
+    if (want === undefined) problems.push(`${name}: sent, but this node's peerAuth.publicKeys entry has no ${field}`);
+    else if (parsePublicKey(want).id !== k.id.id)
+      problems.push(`${name}: its public key (id ${k.id.id}) is not this node's ${field} in peerAuth.publicKeys (id ${parsePublicKey(want).id})`);
+  };
+  matches(identityKey, "publicKey", "identityKey");
+  matches(previousIdentityKey, "previousPublicKey", "previousIdentityKey");
+  if (own?.previousPublicKey !== undefined && doc.previousIdentityKey === undefined)
+    problems.push("previousIdentityKey: required while this node's peerAuth.publicKeys entry has a previousPublicKey (a key roll): its private half");
+  if (problems.length || identityKey === undefined) return { problems };
   return {
     problems,
     ok: {
@@ -129,8 +149,8 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
       summary: `node ${cfg.nodeId}, membership v${cfg.membershipVersion}, active color ${cfg.activeColor}`,
       controlSocket: cfg.controlSocket,
       token: token ?? null,
-      peerKey,
-      previousPeerKey: previousPeerKey ?? null,
+      identityKey: identityKey.text,
+      previousIdentityKey: previousIdentityKey?.text ?? null,
     },
   };
 }
@@ -210,11 +230,13 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   // Secrets first, config last: an agent reloading mid-way never sees a config naming a missing file.
   const set: FileChange[] = [
     ...(v.token !== null ? [{ path: v.files.token, content: v.token + "\n", mode: 0o600, ...secretOwner }] : []),
-    { path: v.files.peerKey, content: v.peerKey + "\n", mode: 0o600, ...secretOwner },
-    v.previousPeerKey !== null
-      ? { path: v.files.previousPeerKey, content: v.previousPeerKey + "\n", mode: 0o600, ...secretOwner }
+    { path: v.files.identityKey, content: v.identityKey + "\n", mode: 0o600, ...secretOwner },
+    v.previousIdentityKey !== null
+      ? { path: v.files.previousIdentityKey, content: v.previousIdentityKey + "\n", mode: 0o600, ...secretOwner }
       : // A finished key roll: the old key leaves the disk.
-        { path: v.files.previousPeerKey, remove: true },
+        { path: v.files.previousIdentityKey, remove: true },
+    // The shared key of earlier builds leaves the disk too: nothing reads it any more.
+    ...LEGACY_FILES.map((f) => ({ path: join(o.dir, f), remove: true as const })),
     { path: v.files.config, content: v.configText, mode: 0o640, ...configGroup },
   ];
 

@@ -18,7 +18,7 @@ import { loadAgentConfigFile } from "./config-file.js";
 import { runAgent } from "./run.js";
 import { BUILD_ID } from "./build-id.js";
 import { controlRequest } from "./control.js";
-import { readPeerKeys, readSecretFile, redactDeep } from "./secrets.js";
+import { readIdentityKeys, readSecretFile, redactDeep } from "./secrets.js";
 import { formatStatus, isClusterHealthy } from "./status-format.js";
 import { printable } from "./schema.js";
 import { MAX_PAYLOAD_BYTES, applyConfig } from "./apply-config.js";
@@ -91,7 +91,7 @@ function checkConfig(file: string, schemaOnly: boolean): number {
   const problems: string[] = [];
   if (!schemaOnly) {
     try {
-      readPeerKeys(cfg.peerAuth);
+      readIdentityKeys(cfg);
     } catch (e) {
       problems.push(`peerAuth: ${(e as Error).message}`);
     }

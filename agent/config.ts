@@ -10,6 +10,7 @@
  */
 import * as v from "valibot";
 import { ANY_IPV4, HAPROXY_HEALTH_URL, LOOPBACK_IPV4, METADATA_URL, METRICS_PORT, PEER_PORT } from "./ports.js";
+import { publicKeyProblem, PUBLIC_KEY_FORM } from "./identity.js";
 import {
   boolean,
   check,
@@ -30,6 +31,7 @@ import {
   strictObject,
   url,
   matching,
+  mustBe,
 } from "./schema.js";
 
 export const COLORS = ["blue", "green"] as const;
@@ -104,6 +106,35 @@ export const MemberSchema = v.pipe(
 );
 export type Member = v.InferOutput<typeof MemberSchema>;
 
+const publicKeyText = v.pipe(v.string(mustBe(PUBLIC_KEY_FORM)), v.description(PUBLIC_KEY_FORM));
+
+/** One member's identity in `peerAuth.publicKeys`. */
+export const PublicKeySchema = v.pipe(
+  strictObject({
+    /** The member's id (one of members[].id). */
+    id: nodeId,
+    /** Its identity: datagrams claiming its id must verify under this key. */
+    publicKey: publicKeyText,
+    /** During a key roll: its previous identity, accepted until every member signs with its new one. */
+    previousPublicKey: v.optional(publicKeyText),
+  }),
+  crossCheck([["id"], ["publicKey"], ["previousPublicKey"]], (m, report) => {
+    for (const k of ["publicKey", "previousPublicKey"] as const) {
+      const text = m[k];
+      const problem = text === undefined ? null : publicKeyProblem(text);
+      if (problem) report([k], `of member "${m.id}" ${problem}`);
+    }
+  }),
+);
+export type MemberPublicKey = v.InferOutput<typeof PublicKeySchema>;
+
+/** The public keys of member `id` (the config is validated: every member has exactly one entry). */
+export function publicKeysOf(c: { peerAuth: { publicKeys: readonly MemberPublicKey[] } }, id: string): MemberPublicKey {
+  const k = c.peerAuth.publicKeys.find((x) => x.id === id);
+  if (!k) throw new Error(`assertion: member ${id} has no entry in peerAuth.publicKeys`);
+  return k;
+}
+
 export const AgentConfigSchema = v.pipe(
   strictObject({
     /** This node's id; must appear in `members`. */
@@ -131,15 +162,20 @@ export const AgentConfigSchema = v.pipe(
       }),
       {},
     ),
-    peerAuth: v.optional(
-      strictObject({
-        /** File with the current shared key (at least 32 bytes, hex or raw). Mode 0600. */
-        keyFile: v.optional(path, "/etc/fipd/peer.key"),
-        /** File with the previous key, accepted (never used to sign) during a key roll. */
-        previousKeyFile: v.optional(path),
-      }),
-      {},
-    ),
+    peerAuth: strictObject({
+      /**
+       * Every member's identity (agent/identity.ts), this node's included: datagrams claiming a
+       * member's id must verify under its key, so one member's key cannot speak for another.
+       */
+      publicKeys: listOf(PublicKeySchema, { min: 1, what: "a list with each member's id and publicKey" }),
+      /**
+       * File with this node's identity private key (Ed25519, PKCS#8 PEM), matching its member's
+       * publicKey. Mode 0600. The shared HMAC key of earlier builds is gone (agent/transport.ts says why).
+       */
+      keyFile: v.optional(path, "/etc/fipd/identity.key"),
+      /** During a key roll: the previous identity key, matching its member's previousPublicKey; used only towards peers that have not got the new one. */
+      previousKeyFile: v.optional(path),
+    }),
     api: v.optional(
       strictObject({
         /** https, or http on loopback; plain http elsewhere only with `allowInsecureHttp` (a test bed). */
@@ -235,6 +271,45 @@ export const AgentConfigSchema = v.pipe(
       );
     }
   }),
+  // Every member has exactly one identity, and every identity is a member's.
+  crossCheck(
+    [
+      ["members", "$", "id"],
+      ["peerAuth", "publicKeys", "$", "id"],
+    ],
+    (c, report) => {
+      const members = new Set(c.members.map((m) => m.id));
+      const seen = new Set<string>();
+      c.peerAuth.publicKeys.forEach((k, i) => {
+        if (seen.has(k.id)) report(["peerAuth", "publicKeys", i, "id"], `duplicate entry for member "${k.id}"`);
+        else if (!members.has(k.id)) report(["peerAuth", "publicKeys", i, "id"], `"${k.id}" is not one of members[].id (${[...members].join(", ")})`);
+        seen.add(k.id);
+      });
+      for (const id of members) {
+        if (!seen.has(id))
+          report(
+            ["peerAuth", "publicKeys"],
+            `has no entry for member "${id}"; every member needs one: { id: ${id}, publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI…" }`,
+          );
+      }
+    },
+  ),
+  // Both halves of a key roll, or neither: the previous private key signs only towards peers still on
+  // the previous public key, and a previous public key without its private key could not be answered.
+  crossCheck(
+    [["nodeId"], ["peerAuth", "publicKeys", "$", "id"], ["peerAuth", "publicKeys", "$", "previousPublicKey"], ["peerAuth", "previousKeyFile"]],
+    (c, report) => {
+      const self = c.peerAuth.publicKeys.find((m) => m.id === c.nodeId);
+      if (!self) return;
+      if (self.previousPublicKey && !c.peerAuth.previousKeyFile)
+        report(
+          ["peerAuth", "previousKeyFile"],
+          `is required while this node's peerAuth.publicKeys entry has a previousPublicKey (a key roll): the file with that previous private key`,
+        );
+      if (!self.previousPublicKey && c.peerAuth.previousKeyFile)
+        report(["peerAuth", "previousKeyFile"], `must not be set while this node's peerAuth.publicKeys entry ("${c.nodeId}") has no previousPublicKey`);
+    },
+  ),
   crossCheck([["nodeId"], ["members", "$", "id"], ["members", "$", "role"], ["reservedIp"]], (c, report) => {
     const self = c.members.find((m) => m.id === c.nodeId);
     if (!self) {

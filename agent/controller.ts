@@ -10,7 +10,7 @@ import { createElectionNode } from "./election/index.js";
 import { majorityOf } from "./election/quorum.js";
 import { isEligible } from "./election/rank.js";
 import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionSnapshot, PeerMessage } from "./election/types.js";
-import type { AgentConfig, Member } from "./config.js";
+import { publicKeysOf, type AgentConfig, type Member } from "./config.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
 import { nextBoot, type DurableStore } from "./durable-state.js";
@@ -49,7 +49,7 @@ export interface ControllerDeps {
 
 export interface TransportLike {
   send(to: string, msg: PeerMessage): void;
-  updateMembers(members: Array<{ id: string; address: string; port: number }>): void;
+  updateMembers(members: Array<{ id: string; address: string; port: number; publicKey: string; previousPublicKey?: string }>): void;
   close(): Promise<void> | void;
 }
 export interface HealthLike {
@@ -67,7 +67,13 @@ export const electionConfigOf = (c: AgentConfig): ElectionConfig => ({
   timing: c.failover,
 });
 
-const peersOf = (c: AgentConfig) => c.members.filter((m) => m.id !== c.nodeId).map((m) => ({ id: m.id, address: m.address, port: m.port }));
+/** A member's public keys as the transport takes them. */
+export const keysOf = (k: { publicKey: string; previousPublicKey?: string }) => ({
+  publicKey: k.publicKey,
+  ...(k.previousPublicKey ? { previousPublicKey: k.previousPublicKey } : {}),
+});
+const peersOf = (c: AgentConfig) =>
+  c.members.filter((m) => m.id !== c.nodeId).map((m) => ({ id: m.id, address: m.address, port: m.port, ...keysOf(publicKeysOf(c, m.id)) }));
 
 export interface StatusReport {
   node: string;

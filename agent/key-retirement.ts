@@ -1,39 +1,39 @@
 /**
- * When a key roll is over, the previous peer key is retired: no longer accepted, no longer used to
- * answer. Pure (the clock is passed in); the transport (agent/transport.ts) feeds it and logs.
+ * When a key roll is over, the previous identities are retired: this node's previous identity is no
+ * longer used to answer, and every member's previous public key is no longer accepted. Pure (the
+ * clock is passed in); the transport (agent/transport.ts) feeds it and logs.
  *
- * The rule: per member, whether an authenticated packet from it was signed with our current key.
- * Once every member of the current list has been seen doing so, every member holds it, so nobody
- * needs the previous one: it is dropped for the life of this process (a reload that
- * brings the same pair of keys back does not bring it back). A member that never confirms (down,
- * or stuck on the old config) keeps the previous key accepted, and `fipd status` names it; removing
- * the member from the list, or its return with the new key, ends the wait. Nothing here is timed: a
- * time bound would cut off a member that is only late, i.e. split the cluster. A confirmation is
- * not undone by a later packet signed with the previous key: whoever holds a leaked previous key
- * could otherwise sign as a member forever and so keep the key it stole accepted.
+ * A roll gives every member a new identity at once (the stack's `peerKeyGeneration`). The rule:
+ * per member, whether an authenticated packet from it was signed with its current identity (the
+ * publicKey our config lists for it). A member does that only once it has the new config, so once
+ * every member of the current list has, every member holds every new public key and nobody needs a
+ * previous identity: they are dropped for the life of this process (a reload that brings the same
+ * pair of own keys back does not bring them back). A member that never confirms (down, or stuck on
+ * the old config) keeps the previous identities accepted, and `fipd status` names it; removing the
+ * member from the list, or its return with the new config, ends the wait. Nothing here is timed: a
+ * time bound would cut off a member that is only late, i.e. split the cluster. A confirmation is not
+ * undone by a later packet signed with a previous identity: whoever holds a leaked previous key could
+ * otherwise keep it accepted forever.
  *
- * A member that signs with our current key has it, whether as its own current key or as its
- * previous one (a member already one roll ahead answers us with the key we announce), so either way
- * it no longer needs our previous key. A restarted agent starts with both keys again and retires
- * the previous one as soon as every member has been heard from (one heartbeat when all are up); an
- * agent that came back after the roll, configured with the new key only, has nothing to retire.
+ * A restarted agent starts with both identities again and retires the previous ones as soon as
+ * every member has been heard from (one heartbeat when all are up); an agent that came back after
+ * the roll, configured with the new identities only, has nothing to retire.
  */
-import type { PeerKey } from "./secrets.js";
-
-export interface PeerKeys {
-  current: PeerKey;
-  previous: PeerKey | null;
+/** This node's own identities (agent/identity.ts), or anything with an id (the tests). */
+export interface PeerKeys<K extends { id: string } = { id: string }> {
+  current: K;
+  previous: K | null;
 }
 
 /** What `fipd status` reports about the peer keys (ids only: an id is public, a key never leaves). */
 export interface PeerKeyStatus {
-  /** Id of the key this agent signs with. */
+  /** Id of this agent's own identity, the one it signs with. */
   current: string;
-  /** Id of the previous key while it is still accepted, else null. */
+  /** Id of its previous identity while previous identities are still accepted, else null. */
   previous: string | null;
-  /** While the previous key is accepted: the members not yet seen signing with the current key. */
+  /** While previous identities are accepted: the members not yet seen signing with their current one. */
   waitingFor: string[];
-  /** The previous key this agent stopped accepting, and when (ISO 8601, UTC). */
+  /** This agent's previous identity, retired with every member's previous one, and when (ISO 8601, UTC). */
   retired: { keyId: string; at: string } | null;
 }
 
@@ -43,15 +43,15 @@ export interface Retirement {
   atMs: number;
 }
 
-export class KeyRetirement {
-  private keys: PeerKeys;
+export class KeyRetirement<K extends { id: string } = { id: string }> {
+  private keys: PeerKeys<K>;
   private members: Set<string>;
   /** The members seen signing with the current key. Only members' ids: bounded by the list. */
   private readonly confirmed = new Set<string>();
   private retired: Retirement | null = null;
 
   constructor(
-    keys: PeerKeys,
+    keys: PeerKeys<K>,
     members: Iterable<string>,
     private readonly nowMs: () => number,
   ) {
@@ -59,14 +59,22 @@ export class KeyRetirement {
     this.members = new Set(members);
   }
 
-  /** The keys to accept and answer with: the previous one only until it is retired. */
-  accepted(): PeerKeys {
+  /** Own identities to answer with: the previous one only until the roll is over. */
+  accepted(): PeerKeys<K> {
     return this.isRetired() ? { current: this.keys.current, previous: null } : this.keys;
   }
 
-  /** An authenticated packet from `member` was signed with `keyId`. Returns the retirement if this completed it. */
-  signed(member: string, keyId: string): Retirement | null {
-    if (!this.members.has(member) || keyId !== this.keys.current.id) return null;
+  /** The previous identities are still accepted (a roll in progress, not yet over). */
+  rolling(): boolean {
+    return this.accepted().previous !== null;
+  }
+
+  /**
+   * An authenticated packet from `member`, signed with its current identity (`current`) or its
+   * previous one. Returns the retirement if this completed it.
+   */
+  signed(member: string, current: boolean): Retirement | null {
+    if (!this.members.has(member) || !current) return null;
     this.confirmed.add(member);
     return this.check();
   }
@@ -79,19 +87,20 @@ export class KeyRetirement {
   }
 
   /**
-   * New keys (a reload). The same pair as now keeps a retirement: the deploy keeps shipping the
-   * previous key after the roll, and a reload must not revive it. Another pair is another roll.
+   * New own identities (a reload). The same pair as now keeps a retirement: the deploy keeps
+   * shipping the previous identities after the roll, and a reload must not revive them. Another
+   * pair is another roll.
    */
-  setKeys(next: PeerKeys): void {
+  setKeys(next: PeerKeys<K>): void {
     const sameCurrent = next.current.id === this.keys.current.id;
     const same = sameCurrent && (next.previous?.id ?? null) === (this.keys.previous?.id ?? null);
     this.keys = next;
     if (!same) this.retired = null;
-    // A confirmation is of one key: a new current key waits for every member again.
+    // A confirmation is of one roll: a new current identity waits for every member again.
     if (!sameCurrent) this.confirmed.clear();
   }
 
-  /** The id of the retired previous key, whose packets are now dropped as `retired-key`; else null. */
+  /** The id of this node's retired previous identity; else null. */
   retiredKeyId(): string | null {
     return this.isRetired() ? this.retired!.keyId : null;
   }

@@ -3,13 +3,13 @@
  * Refuses to start (exit 2) on a bad config, a missing or too-open token or key file.
  */
 import { fileDurableStore } from "./durable-state.js";
-import { ConfigError, type AgentConfig } from "./config.js";
+import { ConfigError, publicKeysOf, type AgentConfig } from "./config.js";
 import { loadAgentConfigFile } from "./config-file.js";
-import { Controller, type ControllerDeps } from "./controller.js";
+import { Controller, keysOf, type ControllerDeps } from "./controller.js";
 import { createLogger, type Logger } from "./log.js";
 import { restartPendingKeys } from "./reload-keys.js";
 import { createMetrics, startMetricsServer } from "./metrics.js";
-import { readPeerKeys, readSecretFile, redactDeep, redactErrors } from "./secrets.js";
+import { readIdentityKeys, readSecretFile, redactDeep, redactErrors } from "./secrets.js";
 import { createPeerTransport } from "./transport.js";
 import { createHealthChecker, type HealthChecker } from "./health.js";
 import { createMetadataClient } from "./metadata.js";
@@ -37,13 +37,13 @@ export function runningBuild(script = process.argv[1]): string | null {
 
 interface Secrets {
   token: string | null;
-  keys: ReturnType<typeof readPeerKeys>;
+  keys: ReturnType<typeof readIdentityKeys>;
 }
 
 function readSecrets(cfg: AgentConfig): Secrets {
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
   return {
-    keys: readPeerKeys(cfg.peerAuth),
+    keys: readIdentityKeys(cfg),
     token: self.role === "lb" ? readSecretFile(cfg.api.tokenFile, "token") : null,
   };
 }
@@ -119,7 +119,7 @@ export async function runAgent(configPath: string): Promise<number> {
         selfId: c.nodeId,
         listenAddress: c.listen.address,
         listenPort: c.listen.port,
-        members: c.members.filter((m) => m.id !== c.nodeId).map((m) => ({ id: m.id, address: m.address, port: m.port })),
+        members: c.members.filter((m) => m.id !== c.nodeId).map((m) => ({ id: m.id, address: m.address, port: m.port, ...keysOf(publicKeysOf(c, m.id)) })),
         keys,
         onMessage: (from, msg) => onMessage(from, msg),
         log: log.child({ part: "transport" }),

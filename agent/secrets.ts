@@ -1,12 +1,12 @@
 /**
- * Secret files: the API token and the peers' shared keys. Read from files only (never argv or the
+ * Secret files: the API token and this node's identity keys. Read from files only (never argv or the
  * environment), refused when group or others can read them, never echoed in an error.
  *
- * The parsers (parseSecret, parsePeerKey) are apart from the file reads so that `fipd apply-config`
+ * The parsers (parseSecret, agent/identity.ts parsePrivateKey) are apart from the file reads so that `fipd apply-config`
  * can refuse a payload with exactly the rules `fipd run` applies, before anything is written.
  */
-import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
+import { parsePrivateKey, parsePublicKey, type OwnIdentity } from "./identity.js";
 
 export class SecretFileError extends Error {}
 
@@ -63,7 +63,15 @@ export function redactDeep<T>(value: T, secrets: readonly (string | null | undef
   return out as T;
 }
 
+/** At most this many bytes in a secret file: a token, a PEM key. A larger file is not one. */
+const MAX_SECRET_FILE_BYTES = 16 * 1024;
+
 export function readSecretFile(path: string, what: string): string {
+  return parseSecret(readSecretText(path, what), what, `file ${path}`);
+}
+
+/** A secret file's text: a regular file, not readable or writable by group or others, bounded. */
+export function readSecretText(path: string, what: string): string {
   let st;
   try {
     st = statSync(path);
@@ -76,7 +84,9 @@ export function readSecretFile(path: string, what: string): string {
       `the ${what} file ${path} is readable or writable by group or others (mode ${(st.mode & 0o777).toString(8)}); fix: chmod 600 ${path}`,
     );
   }
-  return parseSecret(readFileSync(path, "utf8"), what, `file ${path}`);
+  if (st.size > MAX_SECRET_FILE_BYTES)
+    throw new SecretFileError(`the ${what} file ${path} holds ${st.size} bytes; a ${what} is under ${MAX_SECRET_FILE_BYTES}`);
+  return readFileSync(path, "utf8");
 }
 
 /** `client` with the message of every error its methods throw passed through `redact`. */
@@ -103,21 +113,30 @@ export function redactErrors<T extends object>(client: T, secrets: () => readonl
   });
 }
 
-export interface PeerKey {
-  /** Short public id of the key (first 8 hex of its SHA-256), sent in every packet. */
-  id: string;
-  key: Buffer;
-}
-
-/** A peer key from its text (hex, else base64). `where` names its source in the error (`in /etc/fipd/peer.key`). */
-export function parsePeerKey(text: string, where: string): PeerKey {
-  const value = parseSecret(text, "peer key", where);
-  const key = /^[0-9a-f]+$/i.test(value) && value.length % 2 === 0 ? Buffer.from(value, "hex") : Buffer.from(value, "base64");
-  if (key.length < 32) throw new SecretFileError(`the peer key ${where} must hold at least 32 bytes as hex (64 characters) or base64; it holds ${key.length}`);
-  return { key, id: createHash("sha256").update(key).digest("hex").slice(0, 8) };
-}
-
-export function readPeerKeys(o: { keyFile: string; previousKeyFile?: string }): { current: PeerKey; previous: PeerKey | null } {
-  const toKey = (path: string): PeerKey => parsePeerKey(readSecretFile(path, "peer key"), `in ${path}`);
-  return { current: toKey(o.keyFile), previous: o.previousKeyFile ? toKey(o.previousKeyFile) : null };
+/**
+ * This node's identity keys (agent/identity.ts) from their files, each checked like every secret
+ * file (a regular file, mode 0600 or stricter) and against the public key the config lists for this
+ * node: a key that does not match would sign datagrams every peer drops, so the start is refused.
+ * Never echoed: an error names the file and what is wrong, never the content.
+ */
+export function readIdentityKeys(cfg: {
+  nodeId: string;
+  peerAuth: { keyFile: string; previousKeyFile?: string; publicKeys: ReadonlyArray<{ id: string; publicKey: string; previousPublicKey?: string }> };
+}): { current: OwnIdentity; previous: OwnIdentity | null } {
+  const self = cfg.peerAuth.publicKeys.find((m) => m.id === cfg.nodeId);
+  if (!self) throw new SecretFileError(`node "${cfg.nodeId}" has no entry in peerAuth.publicKeys`);
+  const load = (path: string, expected: string | undefined, field: string): OwnIdentity => {
+    const own = parsePrivateKey(readSecretText(path, "identity key"), `in ${path}`);
+    const want = expected === undefined ? null : parsePublicKey(expected);
+    if (!want || want.id !== own.id) {
+      throw new SecretFileError(
+        `the identity key in ${path} (public key id ${own.id}) does not match this node's peerAuth.publicKeys ${field} in the config (${want ? `id ${want.id}` : "not set"}); the stack sends both from one key pair`,
+      );
+    }
+    return own;
+  };
+  return {
+    current: load(cfg.peerAuth.keyFile, self.publicKey, "publicKey"),
+    previous: cfg.peerAuth.previousKeyFile ? load(cfg.peerAuth.previousKeyFile, self.previousPublicKey, "previousPublicKey") : null,
+  };
 }

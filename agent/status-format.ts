@@ -36,16 +36,18 @@ export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; w
 export type AgentStatus = StatusReport & { restartPending?: string[]; peerKeys?: PeerKeyStatus | null };
 
 /**
- * The peer key line of `fipd status`, also printed by the deploy's final check: while a previous key
- * is accepted, who has not confirmed the current one; once retired, when. Null when there is no roll
+ * The peer key line of `fipd status`, also printed by the deploy's final check: while previous
+ * identities are accepted (a key roll), who has not yet signed with its new one; once retired, when.
+ * The ids shown are this node's own identity's (each member has its own). Null when there is no roll
  * to speak of (one key, none retired).
  */
 export function formatPeerKeys(k: PeerKeyStatus): string | null {
   if (k.previous !== null) {
     const who = k.waitingFor.length ? `waiting for ${k.waitingFor.join(", ")}` : "waiting for a packet from every member";
-    return `previous peer key ${k.previous} still accepted: ${who} to sign with ${k.current}`;
+    return `previous peer key ${k.previous} still accepted: ${who} to sign with its new identity (this node's is ${k.current})`;
   }
-  if (k.retired) return `previous peer key ${k.retired.keyId} retired at ${k.retired.at}: every member signs with ${k.current}`;
+  if (k.retired)
+    return `previous peer key ${k.retired.keyId} retired at ${k.retired.at}: every member signs with its new identity (this node's is ${k.current})`;
   return null;
 }
 

@@ -2,56 +2,97 @@
  * Authenticated peer messages over UDP: one datagram per message.
  *
  *   version(1) keyIdLen(1) keyId  bootId(8) counter(8)  senderLen(1) sender  receiverLen(1) receiver
- *   body (JSON)  HMAC-SHA256(32) over everything before it
+ *   body (JSON)  Ed25519 signature(64) over everything before it
  *
+ * - Each member signs with its own identity (agent/identity.ts); a receiver verifies against the
+ *   public key its config lists for the claimed sender (the key id says which of the sender's keys,
+ *   current or previous). A datagram that claims member X but names another member's key is dropped
+ *   as `wrong-signer`; one that names X's key but does not verify under it, as `bad-signature`. So
+ *   a stolen witness key cannot speak for an LB.
+ * - No shared HMAC key any more, not even as a cheap pre-filter: a key every member holds is exactly
+ *   what let one member speak for all, and a second key system would need its own roll. The CPU a
+ *   forged datagram costs is bounded instead: the cheap checks (version, receiver, known sender, a key
+ *   of that sender, not a replay) come before the one verify, the firewalls admit only members'
+ *   addresses to the peer port, and a verify costs tens of µs (README "Peer identities").
  * - Authentication is by key and sender id, not by source address (NAT, the witness's public IP).
- * - Two keys are accepted during a key roll (current and previous). Every body names the sender's
- *   current key (field "$k"). Packets are signed with current, except to a peer whose current key is
- *   our previous one: that peer has not got the new key yet, so it gets packets it can check. A roll
- *   never splits the cluster, whatever order the droplets get the new config in, and needs one
- *   `pulumi up`, not two. Once every member has been seen signing with the current key, the previous
- *   one is retired (agent/key-retirement.ts): its packets are dropped (reason `retired-key`), so a
- *   roll revokes a leaked key.
+ * - One-pass key roll: during a roll every member has a current and a previous identity, and every
+ *   config lists both public keys. Every body names the sender's current key id (field "$k").
+ *   Packets are signed with our current identity, except to a peer that still announces its previous
+ *   one: that peer has not got the new config, so it knows only our previous public key and gets
+ *   packets it can check. A roll never splits the cluster, whatever order the droplets get the new
+ *   config in, and needs one `pulumi up`. Once every member has been seen signing with its current
+ *   identity, the previous ones are retired (agent/key-retirement.ts): their packets are dropped
+ *   (reason `retired-key`), so a roll revokes a leaked key.
  * - Replay protection without synchronized clocks: per sender, the highest (bootId, counter) seen and
  *   a 64-packet sliding window (as IPsec and WireGuard do). A new boot id from a sender starts a new
  *   window, and a lower one is refused, so an earlier incarnation's packets are refused; the election's
  *   terms make any that slip through harmless. The boot id is the sender's boot counter, kept in its
  *   durable state (agent/durable-state.ts) and written before the transport starts: it goes up on
  *   every start whatever the wall clock does. A boot id from the wall clock would go down after a
- *   clock step back, and the peers would refuse the restarted node for good.
+ *   clock step back, and the peers would refuse the restarted node for good. The window is checked
+ *   before the verify and updated only after it: a forged datagram never moves it.
  * - Bad packets are dropped and counted, never thrown. An authenticated body must match its kind's
  *   schema (agent/messages.ts): unknown kinds and malformed fields are dropped and counted too
  *   (reasons `unknown-kind`, `schema`), extra fields from a newer build are ignored.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
 import { createSocket, type Socket } from "node:dgram";
 import type { PeerMessage } from "./election/types.js";
 import { parsePeerMessage } from "./messages.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
 import { KeyRetirement, type PeerKeys, type Retirement, type PeerKeyStatus } from "./key-retirement.js";
-import type { PeerKey } from "./secrets.js";
+import { SIGNATURE_BYTES, parsePublicKey, signDatagram, verifyDatagram, type OwnIdentity, type PublicIdentity } from "./identity.js";
 import { MAX_BOOT } from "./durable-state.js";
 
 export type { PeerKeys, PeerKeyStatus } from "./key-retirement.js";
 
-const VERSION = 1;
+/** 2: Ed25519 signatures per member (1 was the shared HMAC key). */
+const VERSION = 2;
 /** At most one warning per peer and kind of send failure in this long. */
 const SEND_WARN_INTERVAL_MS = 10_000;
-const TAG = 32;
+const TAG = SIGNATURE_BYTES;
 const WINDOW = 64n;
 
+/** A peer as the config lists it: the public keys in OpenSSH form, already validated by the config schema. */
 export interface PeerAddress {
   id: string;
   address: string;
   port: number;
+  /** The member's identity (its config's publicKey). */
+  publicKey: string;
+  /** During a key roll: its previous identity. */
+  previousPublicKey?: string;
+}
+
+interface Peer {
+  id: string;
+  address: string;
+  port: number;
+  publicKey: PublicIdentity;
+  previousPublicKey: PublicIdentity | null;
+}
+
+/** The peers with their keys parsed (a key the schema let through that does not parse is a broken invariant: it throws). */
+function peersOf(list: readonly PeerAddress[]): Map<string, Peer> {
+  return new Map(
+    list.map((m) => [
+      m.id,
+      {
+        id: m.id,
+        address: m.address,
+        port: m.port,
+        publicKey: parsePublicKey(m.publicKey),
+        previousPublicKey: m.previousPublicKey ? parsePublicKey(m.previousPublicKey) : null,
+      },
+    ]),
+  );
 }
 
 export interface PeerTransport {
   send(to: string, msg: PeerMessage): void;
   updateMembers(members: PeerAddress[]): void;
-  updateKeys(keys: PeerKeys): void;
-  /** The keys accepted now, and whether and when the previous one was retired (`fipd status`). */
+  updateKeys(keys: PeerKeys<OwnIdentity>): void;
+  /** The identities accepted now, and whether and when the previous ones were retired (`fipd status`). */
   keyStatus(): PeerKeyStatus;
   close(): Promise<void>;
   port: number;
@@ -63,9 +104,10 @@ interface ReplayState {
   bitmap: bigint;
 }
 
-export type DropReason = "malformed" | "unknown-key" | "retired-key" | "bad-mac" | "unknown-sender" | "wrong-receiver" | "replay" | "unknown-kind" | "schema";
+export type DropReason =
+  "malformed" | "unknown-key" | "retired-key" | "wrong-signer" | "bad-signature" | "unknown-sender" | "wrong-receiver" | "replay" | "unknown-kind" | "schema";
 
-export function encodePacket(key: PeerKey, bootId: bigint, counter: bigint, sender: string, receiver: string, body: Buffer): Buffer {
+export function encodePacket(key: OwnIdentity, bootId: bigint, counter: bigint, sender: string, receiver: string, body: Buffer): Buffer {
   const kid = Buffer.from(key.id, "ascii");
   const s = Buffer.from(sender, "utf8");
   const r = Buffer.from(receiver, "utf8");
@@ -85,7 +127,7 @@ export function encodePacket(key: PeerKey, bootId: bigint, counter: bigint, send
   head.writeUInt8(r.length, o++);
   r.copy(head, o);
   const unsigned = Buffer.concat([head, body]);
-  return Buffer.concat([unsigned, createHmac("sha256", key.key).update(unsigned).digest()]);
+  return Buffer.concat([unsigned, signDatagram(key, unsigned)]);
 }
 
 export function decodePacket(
@@ -153,15 +195,16 @@ export async function createPeerTransport(o: {
   listenAddress: string;
   listenPort: number;
   members: PeerAddress[];
-  keys: PeerKeys;
+  /** This node's own identities: current, and previous during a roll. */
+  keys: PeerKeys<OwnIdentity>;
   /** This start's boot counter (DurableStore.beginBoot), already on disk. */
   boot: number;
   onMessage: (from: string, msg: PeerMessage) => void;
   log: Logger;
   metrics?: FipdMetrics;
 }): Promise<PeerTransport> {
-  let members = new Map(o.members.map((m) => [m.id, m]));
-  const roll = new KeyRetirement(
+  let members = peersOf(o.members);
+  const roll = new KeyRetirement<OwnIdentity>(
     o.keys,
     o.members.map((m) => m.id),
     () => Date.now(),
@@ -169,7 +212,7 @@ export async function createPeerTransport(o: {
   const bootId = bootIdOf(o.boot);
   let counter = 0n;
   const replay = new Map<string, ReplayState>();
-  /** Per peer, the current key id it announced in its latest authenticated packet. */
+  /** Per peer, the id of its current identity as it announced it in its latest authenticated packet. */
   const peerCurrentKey = new Map<string, string>();
   const lastWarn = new Map<string, number>();
   /** When each peer's send warning was last logged, by peer and kind (a few entries per member). */
@@ -191,24 +234,32 @@ export async function createPeerTransport(o: {
   const noteRetirement = (r: Retirement | null) => {
     if (!r) return;
     // Once per roll: the retirement happens once, and a reload with the same keys keeps it.
-    o.log.info("previous peer key retired: every member signs with the current key", { keyId: r.keyId, current: r.current });
+    o.log.info("previous peer key retired: every member signs with its current identity", { keyId: r.keyId, current: r.current });
     keyGauge();
   };
 
   sock.on("message", (buf, rinfo) => {
     const p = decodePacket(buf);
     if (!p) return drop("malformed", { from: rinfo.address });
-    const keys = roll.accepted();
-    const key = p.keyId === keys.current.id ? keys.current : keys.previous && p.keyId === keys.previous.id ? keys.previous : null;
-    if (!key) return drop(p.keyId === roll.retiredKeyId() ? "retired-key" : "unknown-key", { from: rinfo.address, keyId: p.keyId });
-    const want = createHmac("sha256", key.key).update(p.unsigned).digest();
-    if (!timingSafeEqual(want, p.tag)) return drop("bad-mac", { from: rinfo.address });
     if (p.receiver !== o.selfId) return drop("wrong-receiver", { from: rinfo.address, receiver: p.receiver });
-    if (!members.has(p.sender)) return drop("unknown-sender", { from: rinfo.address, sender: p.sender });
+    const m = members.get(p.sender);
+    if (!m) return drop("unknown-sender", { from: rinfo.address, sender: p.sender });
+    // Only the claimed sender's own keys: another member's key never speaks for it.
+    const rolling = roll.rolling();
+    const isCurrent = p.keyId === m.publicKey.id;
+    const key = isCurrent ? m.publicKey : rolling && m.previousPublicKey && p.keyId === m.previousPublicKey.id ? m.previousPublicKey : null;
+    if (!key) {
+      if (m.previousPublicKey && p.keyId === m.previousPublicKey.id) return drop("retired-key", { from: rinfo.address, sender: p.sender, keyId: p.keyId });
+      const owner = [...members.values()].find((x) => x.publicKey.id === p.keyId || x.previousPublicKey?.id === p.keyId);
+      if (owner) return drop("wrong-signer", { from: rinfo.address, sender: p.sender, keyOf: owner.id });
+      return drop("unknown-key", { from: rinfo.address, sender: p.sender, keyId: p.keyId });
+    }
+    // The window first (cheap), but updated only once the signature holds.
     const r = acceptCounter(replay.get(p.sender), p.bootId, p.counter);
     if (!r.ok) return drop("replay", { sender: p.sender });
+    if (!verifyDatagram(key, p.unsigned, p.tag)) return drop("bad-signature", { from: rinfo.address, sender: p.sender });
     replay.set(p.sender, r.state);
-    noteRetirement(roll.signed(p.sender, key.id));
+    noteRetirement(roll.signed(p.sender, isCurrent));
     let body: unknown;
     try {
       body = JSON.parse(p.body.toString("utf8"));
@@ -244,7 +295,8 @@ export async function createPeerTransport(o: {
       if (!m) return;
       counter++;
       const keys = roll.accepted();
-      const useOld = keys.previous !== null && peerCurrentKey.get(to) === keys.previous.id;
+      // A peer still announcing its previous identity has the previous config: it knows only our previous public key.
+      const useOld = keys.previous !== null && m.previousPublicKey !== null && peerCurrentKey.get(to) === m.previousPublicKey.id;
       const body = Buffer.from(JSON.stringify({ ...msg, $k: keys.current.id }), "utf8");
       const pkt = encodePacket(useOld ? keys.previous! : keys.current, bootId, counter, o.selfId, to, body);
       sock.send(pkt, m.port, m.address, (err) => {
@@ -263,7 +315,7 @@ export async function createPeerTransport(o: {
       });
     },
     updateMembers(next) {
-      members = new Map(next.map((m) => [m.id, m]));
+      members = peersOf(next);
       noteRetirement(roll.setMembers(members.keys()));
     },
     updateKeys(next) {

@@ -24,8 +24,9 @@ export interface AgentDeploymentArgs {
   readonly agentConfig: pulumi.Input<AgentConfigInput>;
   /** Secrets: reach the droplet only on command stdin, into 0600 files. Absent (or undefined): not shipped. */
   readonly token?: pulumi.Input<string | undefined>;
-  readonly peerKey: pulumi.Input<string>;
-  readonly previousPeerKey?: pulumi.Input<string | undefined>;
+  /** This droplet's own identity private key (PEM), and its previous one during a key roll: never another droplet's. */
+  readonly identityKey: pulumi.Input<string>;
+  readonly previousIdentityKey?: pulumi.Input<string | undefined>;
   /** What the HAProxy config is rendered from (LBs only). */
   readonly haproxy?: pulumi.Input<HaproxyOptions>;
   /** Secret: the certificates and keys HAProxy serves (LBs only); shipped with the config on secret stdin. */
@@ -115,9 +116,9 @@ export class AgentDeployment extends pulumi.ComponentResource {
     }
 
     const payload = pulumi
-      .all([a.agentConfig, a.token, a.peerKey, a.previousPeerKey])
-      .apply(([config, token, peerKey, previousPeerKey]) =>
-        JSON.stringify({ config, ...(token ? { token } : {}), peerKey, ...(previousPeerKey ? { previousPeerKey } : {}) }),
+      .all([a.agentConfig, a.token, a.identityKey, a.previousIdentityKey])
+      .apply(([config, token, identityKey, previousIdentityKey]) =>
+        JSON.stringify({ config, ...(token ? { token } : {}), identityKey, ...(previousIdentityKey ? { previousIdentityKey } : {}) }),
       );
     this.applyConfig = new command.remote.Command(
       `${name}-config`,

@@ -1,7 +1,7 @@
 import * as command from "@pulumi/command";
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
-import * as random from "@pulumi/random";
+import * as tls from "@pulumi/tls";
 import { HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { AgentDeployment, DIAL_ERROR_LIMIT } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
@@ -31,7 +31,7 @@ export interface HaLbClusterArgs {
 }
 
 /** The key material the plan hands out, by name (bound to the secret Outputs in HaLbCluster). */
-export type KeyName = "agentToken" | "peerKey" | "previousPeerKey";
+export type KeyName = "agentToken" | `identity:${string}` | `previousIdentity:${string}`;
 
 /**
  * The membership version, monotonic by construction: a counter kept in the state of one
@@ -166,17 +166,20 @@ export class HaLbCluster extends pulumi.ComponentResource {
       p,
     );
 
-    // Peer keys: two slots; bumping the generation regenerates only the slot that becomes current,
-    // so the other one is the previous key, still accepted while the new config rolls out.
-    const slot = (i: 0 | 1) =>
-      new random.RandomBytes(
-        `${name}-peer-key-${i}`,
-        { length: 32, keepers: { generation: String(c.peerKeyGeneration - ((c.peerKeyGeneration - i) % 2 === 0 ? 0 : 1)) } },
-        p,
-      );
-    const slots = [slot(0), slot(1)];
-    const current = slots[c.peerKeyGeneration % 2].hex;
-    const previous = c.peerKeyGeneration > 1 ? slots[(c.peerKeyGeneration + 1) % 2].hex : undefined;
+    // Identities (agent/identity.ts): one Ed25519 key pair per droplet, the witness's included, so a
+    // member's key speaks only for that member. A key roll (`peerKeyGeneration` + 1) gives every
+    // droplet a new pair, named by its generation: the pair of the generation before stays as the
+    // previous identity, accepted while the new configs roll out (one `pulumi up`), and the one
+    // before that is deleted. The key belongs to the droplet's name, so a replaced droplet's new
+    // copy, briefly a second member beside the old one, signs with the same key (both are this stack's).
+    const dropletNames = [...lbs.droplets.map((d) => d.spec.name), ...(witness ? [witnessName] : [])];
+    const generation = c.peerKeyGeneration;
+    const identityKey = (dropletName: string, g: number) => new tls.PrivateKey(`${dropletName}-identity-g${g}`, { algorithm: "ED25519" }, p);
+    const identityKeys = dropletNames.map((n) => ({
+      name: n,
+      current: identityKey(n, generation),
+      previous: generation > 1 ? identityKey(n, generation - 1) : null,
+    }));
 
     // The membership version: a counter that only goes up, raised by one whenever the member ids
     // change (the agents then go through joint consensus). See membershipVersionCommand.
@@ -199,9 +202,22 @@ export class HaLbCluster extends pulumi.ComponentResource {
 
     // What each droplet is told and shipped: one pure function (plan.ts) over the resolved values.
     // Key material enters the plan by name only and is bound to the secret Outputs here.
-    const material = pulumi
-      .all([a.agentToken, current, previous])
-      .apply(([agentToken, peerKey, previousPeerKey]): Record<KeyName, string | undefined> => ({ agentToken, peerKey, previousPeerKey }));
+    // The private keys are secret in the provider's state already; wrapped again so that nothing
+    // built from them can lose the mark.
+    const material = pulumi.secret(
+      pulumi
+        .all([a.agentToken, pulumi.all(identityKeys.map((k) => pulumi.all([k.current.privateKeyPem, k.previous ? k.previous.privateKeyPem : undefined])))])
+        .apply(([agentToken, pems]) => {
+          const m: Record<string, string | undefined> = { agentToken };
+          identityKeys.forEach((k, i) => {
+            m[`identity:${k.name}`] = pems[i][0];
+            m[`previousIdentity:${k.name}`] = pems[i][1];
+          });
+          return m;
+        }),
+    );
+    // Public keys are not secret: every member's config lists them all.
+    const publicKeys = pulumi.all(identityKeys.map((k) => pulumi.all([k.current.publicKeyOpenssh, k.previous ? k.previous.publicKeyOpenssh : undefined])));
     // Pools given by tag: resolved to the tagged droplets' VPC addresses at every `pulumi up` (pool-servers.ts).
     const tagged = pulumi.all(
       Object.fromEntries(poolTags(c.pools).map((t) => [t, digitalocean.getDropletsOutput({ filters: [{ key: "tags", values: [t] }] }, p).droplets])),
@@ -209,16 +225,30 @@ export class HaLbCluster extends pulumi.ComponentResource {
     // With ha-lb:vpcUuid the VPC's id is known at preview, so a droplet outside it fails the preview;
     // the stack's own VPC has an id only once created (a new stack then fails at its first `pulumi up`).
     const pools = pulumi.all([tagged, network.vpcId]).apply(([byTag, id]) => resolveTaggedPools(c.pools, byTag, { id, fromConfig: c.vpcUuid !== undefined }));
-    const plan = pulumi.all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion, pools]).apply(([l, w, ip, version, resolved]) =>
-      planCluster<KeyName>({
-        config: { ...c, pools: resolved },
-        lbs: l,
-        witness: w,
-        reservedIp: ip,
-        membershipVersion: version,
-        keys: { agentToken: "agentToken", peerKey: "peerKey", ...(previous ? { previousPeerKey: "previousPeerKey" as const } : {}) },
-      }),
-    );
+    const plan = pulumi
+      .all([pulumi.all(lbFacts), witnessFacts, rip.address, membershipVersion, pools, publicKeys])
+      .apply(([l, w, ip, version, resolved, pubs]) =>
+        planCluster<KeyName>({
+          config: { ...c, pools: resolved },
+          lbs: l,
+          witness: w,
+          reservedIp: ip,
+          membershipVersion: version,
+          keys: {
+            agentToken: "agentToken",
+            identities: Object.fromEntries(
+              identityKeys.map((k, i) => [
+                k.name,
+                {
+                  publicKey: pubs[i][0].trim(),
+                  key: `identity:${k.name}` as const,
+                  ...(pubs[i][1] !== undefined ? { previous: { publicKey: pubs[i][1].trim(), key: `previousIdentity:${k.name}` as const } } : {}),
+                },
+              ]),
+            ),
+          },
+        }),
+      );
     const planned = (dropletName: string) =>
       plan.apply((pl) => {
         const d = pl.droplets.find((x) => x.name === dropletName);
@@ -233,11 +263,11 @@ export class HaLbCluster extends pulumi.ComponentResource {
     const shipped = (d: pulumi.Output<DropletPlan<KeyName>>) => ({
       agentConfig: d.apply((x) => x.agentConfig),
       token: bind(d, (s) => s.agentToken),
-      peerKey: bind(d, (s) => s.peerKey).apply((k) => {
-        if (!k) throw new Error("plan: a droplet without a peer key");
+      identityKey: bind(d, (s) => s.identityKey).apply((k) => {
+        if (!k) throw new Error("plan: a droplet without an identity key");
         return k;
       }),
-      previousPeerKey: bind(d, (s) => s.previousPeerKey),
+      previousIdentityKey: bind(d, (s) => s.previousIdentityKey),
     });
 
     let after: pulumi.Resource | undefined;

@@ -66,10 +66,19 @@ export interface LbFacts extends DropletFacts {
 export interface KeyRefs<K> {
   /** The agents' DigitalOcean token: LBs only (the witness never calls the API). */
   readonly agentToken: K;
-  /** The peers' current shared key. */
-  readonly peerKey: K;
-  /** The previous key, still accepted during a key roll. */
-  readonly previousPeerKey?: K;
+  /**
+   * Each droplet's identity (agent/identity.ts), by droplet name, the witness's included: its public
+   * keys go to every member's config, its private keys to its own droplet only.
+   */
+  readonly identities: Readonly<Record<string, DropletIdentity<K>>>;
+}
+
+/** One droplet's identity: public keys in OpenSSH form (not secret), private keys by reference. */
+export interface DropletIdentity<K> {
+  readonly publicKey: string;
+  readonly key: K;
+  /** During a key roll (`peerKeyGeneration` above 1): the previous identity, still accepted. */
+  readonly previous?: { readonly publicKey: string; readonly key: K };
 }
 
 export interface PlanInput<K> {
@@ -94,8 +103,8 @@ export interface DropletPlan<K> {
   readonly host: string;
   /** Its agent config (no secret in it), as `fipd apply-config` receives it. */
   readonly agentConfig: AgentConfigInput;
-  /** The key material it must receive on secret stdin. */
-  readonly secrets: { readonly agentToken?: K; readonly peerKey: K; readonly previousPeerKey?: K };
+  /** The key material it must receive on secret stdin: the token (LBs) and its own identity keys, nobody else's. */
+  readonly secrets: { readonly agentToken?: K; readonly identityKey: K; readonly previousIdentityKey?: K };
   /** What its HAProxy config is rendered from (LBs only). */
   readonly haproxy: HaproxyOptions | null;
 }
@@ -147,6 +156,20 @@ function membersSeenFrom(view: "lb" | "witness", input: PlanInput<unknown>): Mem
   return members;
 }
 
+function identityOf<K>(input: PlanInput<K>, name: string): DropletIdentity<K> {
+  const id = input.keys.identities[name];
+  assert(id, `${name} has no identity (have ${Object.keys(input.keys.identities).join(", ") || "none"})`);
+  return id;
+}
+
+/** Every member's public keys, in member order: what each config lists. */
+function publicKeysOf(input: PlanInput<unknown>): Array<{ id: string; publicKey: string; previousPublicKey?: string }> {
+  return [...input.lbs, ...(input.witness ? [input.witness] : [])].map((d) => {
+    const k = identityOf(input, d.name);
+    return { id: nodeIdOf(d.name, dropletIdOf(d)), publicKey: k.publicKey, ...(k.previous ? { previousPublicKey: k.previous.publicKey } : {}) };
+  });
+}
+
 function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null): DropletPlan<K> {
   const c = input.config;
   const role = lb ? "lb" : "witness";
@@ -163,9 +186,12 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
     ...(c.failover ? { failover: c.failover } : {}),
     // The firewalls open the metrics port to metricsCidrs only; without them, nobody outside may scrape.
     metrics: { enabled: true, address: c.metricsCidrs.length ? ANY_IPV4 : LOOPBACK_IPV4, port: METRICS_PORT },
+    // Every member's public keys; apply-config sets the key files.
+    peerAuth: { publicKeys: publicKeysOf(input) },
     logLevel: "info",
   };
   const k = input.keys;
+  const own = identityOf(input, d.name);
   return {
     name: d.name,
     role,
@@ -176,8 +202,8 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
     agentConfig,
     secrets: {
       ...(lb ? { agentToken: k.agentToken } : {}),
-      peerKey: k.peerKey,
-      ...(k.previousPeerKey !== undefined ? { previousPeerKey: k.previousPeerKey } : {}),
+      identityKey: own.key,
+      ...(own.previous ? { previousIdentityKey: own.previous.key } : {}),
     },
     haproxy: lb
       ? {

@@ -1,4 +1,5 @@
 /** fipd's certificate expiry metric: the files the HAProxy install publishes, read at scrape time. */
+import { publicKeysFor } from "../testbed/identity.js";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -94,7 +95,12 @@ describe("fipd_certificate_expiry_timestamp_seconds", () => {
   });
 
   it("reads metrics.certificateDir, by default where the HAProxy install publishes", () => {
-    const lb = { nodeId: "a", members: [{ id: "a", address: "10.0.0.1", color: "blue" }], reservedIp: "203.0.113.10" };
+    const lb = {
+      nodeId: "a",
+      members: [{ id: "a", address: "10.0.0.1", color: "blue" }],
+      reservedIp: "203.0.113.10",
+      peerAuth: { publicKeys: publicKeysFor(["a"]) },
+    };
     expect(parseAgentConfig(lb).metrics.certificateDir).toBe(CERTIFICATE_DIR);
     expect(parseAgentConfig({ ...lb, metrics: { certificateDir: "/srv/certs" } }).metrics.certificateDir).toBe("/srv/certs");
     expect(() => parseAgentConfig({ ...lb, metrics: { certificateDir: "certs" } })).toThrow(/metrics.certificateDir: must be an absolute path/);

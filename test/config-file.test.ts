@@ -1,4 +1,5 @@
 /** The agent's config file on disk: what it refuses (in one printable line) and that it reads what apply-config writes. */
+import { publicKeysFor } from "../testbed/identity.js";
 import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -46,6 +47,11 @@ members:
   - { id: lb-1, address: 10.10.0.2, color: blue }
   - { id: lb-2, address: 10.10.0.3, color: blue }
   - { id: w, address: 203.0.113.9, role: witness }
+peerAuth:
+  publicKeys:
+${publicKeysFor(["lb-1", "lb-2", "w"])
+  .map((k) => `    - { id: ${k.id}, publicKey: "${k.publicKey}" }`)
+  .join("\n")}
 `;
 
 const BINARY: [string, Uint8Array][] = [
@@ -77,7 +83,7 @@ describe("reading the config file", () => {
     expect(problems(file("nul", Buffer.from(valid.replace("lb-2", "lb-2\0"))))).toEqual([
       "contains the control character U+0000 (line 5, column 15), a binary file?; expected a YAML or JSON config file",
     ]);
-    expect(problems(file("latin1", Buffer.from(valid + "# café\n", "latin1")))[0]).toMatch(/^is not UTF-8 text \(line 7\)/);
+    expect(problems(file("latin1", Buffer.from(valid + "# café\n", "latin1")))[0]).toMatch(/^is not UTF-8 text \(line 12\)/);
   });
 
   it("refuses an empty, oversized, duplicated or broken file, and a document that is not a mapping, with the place", () => {
@@ -85,7 +91,7 @@ describe("reading the config file", () => {
     expect(problems(file("big", "#".repeat(MAX_CONFIG_BYTES + 1)))).toEqual([
       `is ${MAX_CONFIG_BYTES + 1} bytes; a config file is at most ${MAX_CONFIG_BYTES} bytes`,
     ]);
-    expect(problems(file("dup", valid + "nodeId: lb-2\n"))).toEqual(["not valid YAML or JSON (line 7, column 1): duplicated mapping key"]);
+    expect(problems(file("dup", valid + "nodeId: lb-2\n"))).toEqual(["not valid YAML or JSON (line 12, column 1): duplicated mapping key"]);
     expect(problems(file("broken", "members: [1\n"))[0]).toMatch(/^not valid YAML or JSON \(line 2, column 1\): /);
     expect(problems(file("list", "[1, 2]"))).toEqual(["(root): must be a mapping of settings such as nodeId and members, got a list of 2"]);
     expect(problems(join(dir, "missing"))).toEqual(["cannot read the file: ENOENT"]);
@@ -210,6 +216,7 @@ const hostLike = fc.oneof(
   fc.stringMatching(/^[a-z]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z][a-z0-9-]{0,5}[a-z0-9])?$/),
 );
 
+const PUBLIC_KEYS = publicKeysFor(["a", "b"]).map((k) => k.publicKey);
 const agentConfigInput: fc.Arbitrary<AgentConfigInput> = fc
   .uniqueArray(fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,8}$/), { minLength: 1, maxLength: 5 })
   .chain((ids) =>
@@ -245,6 +252,7 @@ const agentConfigInput: fc.Arbitrary<AgentConfigInput> = fc
       priority: m.priority,
       ...(m.witness ? { role: "witness" as const } : { color: m.color }),
     })),
+    peerAuth: { publicKeys: g.members.map((m, i) => ({ id: m.id, publicKey: PUBLIC_KEYS[i % PUBLIC_KEYS.length] })) },
     stateFile: g.stateFile,
     controlSocket: g.controlSocket,
     api: { tokenFile: g.tokenFile },

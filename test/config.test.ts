@@ -1,15 +1,17 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseAgentConfig } from "../agent/config.js";
+import { newIdentity, publicKeysFor } from "../testbed/identity.js";
 
 const members = [
   { id: "lb-blue-1", address: "10.10.0.2", color: "blue" },
   { id: "lb-blue-2", address: "10.10.0.3", color: "blue" },
   { id: "witness", address: "203.0.113.9", role: "witness" },
 ];
+const peerAuth = { publicKeys: publicKeysFor(members.map((m) => m.id)) };
 
 describe("agent config", () => {
   it("fills defaults for a minimal LB config", () => {
-    const c = parseAgentConfig({ nodeId: "lb-blue-1", reservedIp: "198.51.100.7", members });
+    const c = parseAgentConfig({ nodeId: "lb-blue-1", reservedIp: "198.51.100.7", members, peerAuth });
     expect(c.failover.leaseMs).toBe(300);
     expect(c.api.tokenFile).toBe("/etc/fipd/token");
     expect(c.metrics.address).toBe("127.0.0.1");
@@ -33,13 +35,13 @@ describe("agent config", () => {
   });
 
   it("requires the node to be a member and an LB to know the reserved IP", () => {
-    expect(() => parseAgentConfig({ nodeId: "nobody", reservedIp: "198.51.100.7", members })).toThrow(/nodeId: "nobody" is not one of members/);
-    expect(() => parseAgentConfig({ nodeId: "lb-blue-1", members })).toThrow(/reservedIp: is required on a load-balancer node/);
-    expect(parseAgentConfig({ nodeId: "witness", members }).nodeId).toBe("witness");
+    expect(() => parseAgentConfig({ nodeId: "nobody", reservedIp: "198.51.100.7", members, peerAuth })).toThrow(/nodeId: "nobody" is not one of members/);
+    expect(() => parseAgentConfig({ nodeId: "lb-blue-1", members, peerAuth })).toThrow(/reservedIp: is required on a load-balancer node/);
+    expect(parseAgentConfig({ nodeId: "witness", members, peerAuth }).nodeId).toBe("witness");
   });
 
   describe("addresses, URLs and paths", () => {
-    const lb = { nodeId: "lb-blue-1", reservedIp: "198.51.100.7", members };
+    const lb = { nodeId: "lb-blue-1", reservedIp: "198.51.100.7", members, peerAuth };
     const problems = (doc: Record<string, unknown>): string[] => {
       try {
         parseAgentConfig(doc, "fipd.yaml");
@@ -95,6 +97,67 @@ describe("agent config", () => {
     it("takes an absolute control socket path only", () => {
       expect(problems({ ...lb, controlSocket: "fipd.sock" })).toEqual(['controlSocket: must be an absolute path such as /run/fipd/fipd.sock, got "fipd.sock"']);
       expect(problems({ ...lb, controlSocket: "/tmp/halb-x/fipd.sock" })).toEqual([]);
+    });
+  });
+
+  describe("member identities (peerAuth.publicKeys)", () => {
+    const lb = { nodeId: "lb-blue-1", reservedIp: "198.51.100.7", members };
+    const problems = (doc: Record<string, unknown>): string[] => {
+      try {
+        parseAgentConfig(doc, "fipd.yaml");
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        return (e as ConfigError).problems;
+      }
+      return [];
+    };
+    const keys = publicKeysFor(members.map((m) => m.id));
+    const withKey = (i: number, entry: Record<string, unknown>) => ({
+      ...lb,
+      peerAuth: { publicKeys: keys.map((k, j) => (j === i ? { ...k, ...entry } : k)) },
+    });
+
+    it("takes one OpenSSH Ed25519 public key per member, a previous one during a roll, and the file of this node's previous key with it", () => {
+      expect(problems({ ...lb, peerAuth: { publicKeys: keys } })).toEqual([]);
+      const roll = { publicKeys: keys.map((k) => ({ ...k, previousPublicKey: newIdentity().publicKey })) };
+      expect(problems({ ...lb, peerAuth: { ...roll, previousKeyFile: "/etc/fipd/identity.key.previous" } })).toEqual([]);
+      expect(problems({ ...lb, peerAuth: roll })).toEqual([
+        "peerAuth.previousKeyFile: is required while this node's peerAuth.publicKeys entry has a previousPublicKey (a key roll): the file with that previous private key",
+      ]);
+      expect(problems({ ...lb, peerAuth: { publicKeys: keys, previousKeyFile: "/etc/fipd/identity.key.previous" } })).toEqual([
+        'peerAuth.previousKeyFile: must not be set while this node\'s peerAuth.publicKeys entry ("lb-blue-1") has no previousPublicKey',
+      ]);
+    });
+
+    it("names the member, what is wrong and the form expected for a bad key", () => {
+      const form = "must be an Ed25519 public key in OpenSSH form, one line: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI… (80 characters, no comment)";
+      const body = keys[1].publicKey.split(" ")[1];
+      expect(problems(withKey(1, { publicKey: `${keys[1].publicKey} root@host` }))).toEqual([
+        `peerAuth.publicKeys[1].publicKey: of member "lb-blue-2" ${form}; got 3 space-separated parts`,
+      ]);
+      expect(problems(withKey(2, { publicKey: `ssh-rsa ${body}` }))).toEqual([
+        `peerAuth.publicKeys[2].publicKey: of member "witness" ${form}; the key type is not ssh-ed25519`,
+      ]);
+      expect(problems(withKey(0, { publicKey: `ssh-ed25519 ${body.slice(0, 40)}` }))).toEqual([
+        `peerAuth.publicKeys[0].publicKey: of member "lb-blue-1" ${form}; the key holds 30 bytes, not 51`,
+      ]);
+      expect(problems(withKey(0, { previousPublicKey: "ssh-ed25519 !!!" }))).toEqual([
+        `peerAuth.publicKeys[0].previousPublicKey: of member "lb-blue-1" ${form}; the second part is not base64`,
+      ]);
+      expect(problems(withKey(0, { publicKey: 7 }))).toEqual([`peerAuth.publicKeys[0].publicKey: ${form}, got 7`]);
+    });
+
+    it("requires exactly one entry per member, and no entry for anyone else", () => {
+      expect(problems(lb)).toEqual([expect.stringMatching(/^peerAuth: /)]);
+      expect(problems({ ...lb, peerAuth: { publicKeys: keys.slice(0, 2) } })).toEqual([
+        'peerAuth.publicKeys: has no entry for member "witness"; every member needs one: { id: witness, publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI…" }',
+      ]);
+      expect(problems({ ...lb, peerAuth: { publicKeys: [...keys, { ...keys[0] }] } })).toEqual([
+        'peerAuth.publicKeys[3].id: duplicate entry for member "lb-blue-1"',
+      ]);
+      expect(problems({ ...lb, peerAuth: { publicKeys: [...keys, { id: "mallory", publicKey: keys[0].publicKey }] } })).toEqual([
+        'peerAuth.publicKeys[3].id: "mallory" is not one of members[].id (lb-blue-1, lb-blue-2, witness)',
+      ]);
     });
   });
 });

@@ -3,6 +3,7 @@
  * (here: `fatal` is recorded), the IP keeper stops at once, and nothing else happens afterwards.
  * The peers are played by hand on a manual clock; the API and metadata are in memory.
  */
+import { publicKeysFor } from "../testbed/identity.js";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,6 +28,7 @@ function config(members: Array<{ id: string; role?: "lb" | "witness" }>): AgentC
     reservedIp: "192.0.2.10",
     dropletId: 7,
     members: members.map((m) => ({ id: m.id, address: "192.0.2.1", port: 9000, role: m.role ?? "lb", ...(m.role === "witness" ? {} : { color: "blue" }) })),
+    peerAuth: { publicKeys: publicKeysFor(members.map((m) => m.id)) },
   });
 }
 

@@ -1,8 +1,10 @@
 /** Which config changes a reload applies and which wait for a restart (agent/reload-keys.ts). */
+import { publicKeysFor } from "../testbed/identity.js";
 import { describe, expect, it } from "vitest";
 import { parseAgentConfig, type AgentConfigInput } from "../agent/config.js";
 import { changedKeys, restartPendingKeys } from "../agent/reload-keys.js";
 
+const PUBLIC_KEYS = publicKeysFor(["lb-1", "lb-2", "w", "lb-3"]);
 const base: AgentConfigInput = {
   nodeId: "lb-1",
   reservedIp: "198.51.100.7",
@@ -11,6 +13,7 @@ const base: AgentConfigInput = {
     { id: "lb-2", address: "10.10.0.3", color: "blue" },
     { id: "w", address: "203.0.113.9", role: "witness" },
   ],
+  peerAuth: { publicKeys: PUBLIC_KEYS.slice(0, 3) },
 };
 const cfg = (over: Partial<AgentConfigInput>) => parseAgentConfig({ ...base, ...over });
 
@@ -27,7 +30,11 @@ describe("reload keys", () => {
       activeColor: "green",
       failover: { leaseMs: 600 },
       maintenance: true,
-      peerAuth: { keyFile: "/etc/fipd/k2", previousKeyFile: "/etc/fipd/k1" },
+      peerAuth: {
+        keyFile: "/etc/fipd/k2",
+        previousKeyFile: "/etc/fipd/k1",
+        publicKeys: PUBLIC_KEYS.map((k) => ({ ...k, previousPublicKey: PUBLIC_KEYS[0].publicKey })),
+      },
       api: { tokenFile: "/etc/fipd/token2" },
       logLevel: "debug",
       health: { url: "http://127.0.0.1:9999/healthz", intervalMs: 500 },

@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { applyConfig } from "../agent/apply-config.js";
 import type { StatusReport } from "../agent/controller.js";
 import { createReservedIpClient } from "../agent/do-client.js";
-import { parsePeerKey, readSecretFile, redact, redactDeep, redactErrors } from "../agent/secrets.js";
+import { readIdentityKeys, readSecretFile, redact, redactDeep, redactErrors } from "../agent/secrets.js";
+import { newIdentity } from "../testbed/identity.js";
 import { formatStatus } from "../agent/status-format.js";
 
 const HALF_A = "dop_v1_" + "a1".repeat(16);
@@ -54,10 +55,72 @@ describe("the token when it is loaded", () => {
     expect(() => readSecretFile(p, "token")).toThrow(`the token file ${p} must be one line of printable ASCII without spaces; ${detail}`);
   });
 
-  it("accepts a real-looking token with its trailing newline, and base64 peer keys", () => {
+  it("accepts a real-looking token with its trailing newline", () => {
     const token = "dop_v1_" + "0123456789abcdef".repeat(4);
     expect(readSecretFile(tokenFile(token + "\n"), "token")).toBe(token);
-    expect(parsePeerKey("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=\n", "in test").key.length).toBe(32);
+  });
+});
+
+describe("the identity key when it is loaded", () => {
+  const own = newIdentity();
+  const other = newIdentity();
+  /** The key body (base64 inside the PEM): no error may quote any of it. */
+  const body = (pem: string) => pem.split("\n")[1];
+  const load = (content: string, o: { mode?: number; publicKey?: string; previous?: { content: string; publicKey?: string } } = {}) => {
+    dir = mkdtempSync(join(tmpdir(), "halb-secrets-"));
+    const keyFile = join(dir, "identity.key");
+    writeFileSync(keyFile, content);
+    chmodSync(keyFile, o.mode ?? 0o600);
+    const previousKeyFile = o.previous ? join(dir, "identity.key.previous") : undefined;
+    if (o.previous) writeFileSync(previousKeyFile!, o.previous.content, { mode: 0o600 });
+    return readIdentityKeys({
+      nodeId: "lb-1",
+      peerAuth: {
+        keyFile,
+        ...(previousKeyFile ? { previousKeyFile } : {}),
+        publicKeys: [
+          { id: "lb-1", publicKey: o.publicKey ?? own.publicKey, ...(o.previous?.publicKey ? { previousPublicKey: o.previous.publicKey } : {}) },
+          { id: "w", publicKey: other.publicKey },
+        ],
+      },
+    });
+  };
+  const messageOf = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "";
+  };
+
+  it("loads this node's own key pair, current and previous, when they match its entry in peerAuth.publicKeys", () => {
+    const prev = newIdentity();
+    const k = load(own.privateKeyPem, { previous: { content: prev.privateKeyPem, publicKey: prev.publicKey } });
+    expect(k.current.text).toBe(own.publicKey);
+    expect(k.previous?.text).toBe(prev.publicKey);
+  });
+
+  it("refuses a key file group or others can read, one that is not an Ed25519 PKCS#8 PEM, and another member's key, never quoting it", () => {
+    const m1 = messageOf(() => load(own.privateKeyPem, { mode: 0o640 }));
+    expect(m1).toMatch(/identity key file .*identity\.key is readable or writable by group or others \(mode 640\); fix: chmod 600 /);
+    const m2 = messageOf(() => load("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"));
+    expect(m2).toMatch(/the identity key in .*identity\.key must be an Ed25519 private key in PKCS#8 PEM .*; it is a PEM "OPENSSH PRIVATE KEY"$/);
+    const mangled = own.privateKeyPem.replace(body(own.privateKeyPem), body(own.privateKeyPem).slice(0, 20) + "!!");
+    const m3 = messageOf(() => load(mangled));
+    expect(m3).toMatch(/must be an Ed25519 private key in PKCS#8 PEM .*; its PEM does not decode$/);
+    // The witness's private key on an LB: it would sign datagrams every peer drops.
+    const m4 = messageOf(() => load(other.privateKeyPem));
+    expect(m4).toMatch(
+      /^the identity key in .*identity\.key \(public key id [0-9a-f]{8}\) does not match this node's peerAuth\.publicKeys publicKey in the config \(id [0-9a-f]{8}\)/,
+    );
+    const m5 = messageOf(() => load(own.privateKeyPem, { previous: { content: other.privateKeyPem } }));
+    expect(m5).toMatch(/identity\.key\.previous .* does not match this node's peerAuth\.publicKeys previousPublicKey in the config \(not set\)/);
+    for (const m of [m1, m2, m3, m4, m5]) {
+      expect(m).not.toBe("");
+      expect(m).not.toContain(body(own.privateKeyPem).slice(0, 16));
+      expect(m).not.toContain(body(other.privateKeyPem).slice(0, 16));
+    }
   });
 });
 

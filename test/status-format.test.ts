@@ -30,7 +30,7 @@ const report: StatusReport = {
 describe("fipd status: peer keys", () => {
   it("names the members a previous key still waits for", () => {
     const out = formatStatus({ ...report, peerKeys: { current: "0badc0de", previous: "5eed1e55", waitingFor: ["b2", "w1"], retired: null } });
-    expect(out).toContain("previous peer key 5eed1e55 still accepted: waiting for b2, w1 to sign with 0badc0de\n");
+    expect(out).toContain("previous peer key 5eed1e55 still accepted: waiting for b2, w1 to sign with its new identity (this node's is 0badc0de)\n");
   });
 
   it("says when the previous key was retired", () => {
@@ -38,7 +38,9 @@ describe("fipd status: peer keys", () => {
       ...report,
       peerKeys: { current: "0badc0de", previous: null, waitingFor: [], retired: { keyId: "5eed1e55", at: "2026-12-03T08:30:00.000Z" } },
     });
-    expect(out).toContain("previous peer key 5eed1e55 retired at 2026-12-03T08:30:00.000Z: every member signs with 0badc0de\n");
+    expect(out).toContain(
+      "previous peer key 5eed1e55 retired at 2026-12-03T08:30:00.000Z: every member signs with its new identity (this node's is 0badc0de)\n",
+    );
   });
 
   it("prints no key line with one key and nothing retired, nor for an agent that does not report keys", () => {

@@ -1,16 +1,27 @@
 import { createSocket } from "node:dgram";
-import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { fileDurableStore } from "../agent/durable-state.js";
 import type { PeerMessage } from "../agent/election/types.js";
+import { parsePrivateKey, type OwnIdentity } from "../agent/identity.js";
 import { createLogger, silentLogger } from "../agent/log.js";
 import { createMetrics } from "../agent/metrics.js";
 import { acceptCounter, bootIdOf, createPeerTransport, decodePacket, encodePacket, type PeerTransport } from "../agent/transport.js";
+import { newIdentity } from "../testbed/identity.js";
 
-const key = (b = randomBytes(32)) => ({ id: b.subarray(0, 4).toString("hex"), key: b });
+/** A fresh member identity (Ed25519), as the agent loads it from its key file. */
+const key = (): OwnIdentity => parsePrivateKey(newIdentity().privateKeyPem, "in a test");
+type Keys = { current: OwnIdentity; previous: OwnIdentity | null };
+/** A member entry as a peer's config lists it: its public keys. */
+const peer = (id: string, port: number, k: Keys, address = "127.0.0.1") => ({
+  id,
+  address,
+  port,
+  publicKey: k.current.text,
+  ...(k.previous ? { previousPublicKey: k.previous.text } : {}),
+});
 const msg = (from: string): PeerMessage => ({ kind: "release", from, term: 1, successor: null, colorInForce: "blue", reason: "test" });
 const open: PeerTransport[] = [];
 const dirs: string[] = [];
@@ -20,7 +31,11 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-async function pair(keysA = { current: key(), previous: null as ReturnType<typeof key> | null }, keysB = keysA) {
+/**
+ * Two nodes a and b. `keysA`/`keysB`: each node's own identities; `aSeesB`/`bSeesA`: the keys its
+ * config lists for the other (by default the other's own, i.e. both on the same config).
+ */
+async function pair(keysA: Keys = { current: key(), previous: null }, keysB: Keys = { current: key(), previous: null }, aSeesB = keysB, bSeesA = keysA) {
   const got: Array<{ from: string; msg: PeerMessage }> = [];
   const metrics = createMetrics();
   const b = await createPeerTransport({
@@ -38,19 +53,24 @@ async function pair(keysA = { current: key(), previous: null as ReturnType<typeo
     selfId: "a",
     listenAddress: "127.0.0.1",
     listenPort: 0,
-    members: [{ id: "b", address: "127.0.0.1", port: b.port }],
+    members: [peer("b", b.port, aSeesB)],
     keys: keysA,
     boot: 1,
     onMessage: () => undefined,
     log: silentLogger,
   });
-  b.updateMembers([{ id: "a", address: "127.0.0.1", port: a.port }]);
+  b.updateMembers([peer("a", a.port, bSeesA)]);
   open.push(a, b);
   return { a, b, got, metrics };
 }
 const settle = () => new Promise((r) => setTimeout(r, 100));
 const dropped = async (m: ReturnType<typeof createMetrics>, reason: string) =>
   (await m.peerDropped.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+const sendRaw = async (port: number, ...pkts: Buffer[]) => {
+  const raw = createSocket("udp4");
+  for (const p of pkts) await new Promise<void>((r) => raw.send(p, port, "127.0.0.1", () => r()));
+  raw.close();
+};
 
 describe("peer transport", () => {
   it("delivers authenticated messages with the sender from the header", async () => {
@@ -62,18 +82,48 @@ describe("peer transport", () => {
     expect(got[0].msg.from).toBe("a");
   });
 
-  it("drops wrong keys, tampering, replays and garbage, and counts them", async () => {
-    const { b, got, metrics } = await pair({ current: key(), previous: null }, { current: key(), previous: null });
-    const raw = createSocket("udp4");
-    const k = key();
-    const send = (buf: Buffer) => new Promise<void>((r) => raw.send(buf, b.port, "127.0.0.1", () => r()));
-    await send(Buffer.from("garbage"));
-    await send(encodePacket(k, 1n, 1n, "a", "b", Buffer.from("{}")));
+  it("drops unknown keys and garbage, and counts them", async () => {
+    const { b, got, metrics } = await pair();
+    await sendRaw(b.port, Buffer.from("garbage"), encodePacket(key(), 1n, 1n, "a", "b", Buffer.from("{}")));
     await settle();
-    raw.close();
     expect(got).toHaveLength(0);
     expect(await dropped(metrics, "malformed")).toBe(1);
     expect(await dropped(metrics, "unknown-key")).toBe(1);
+  });
+
+  it("the witness's key cannot speak for an LB: a datagram claiming the LB's id is dropped and counted, whichever key id it names", async () => {
+    const lb = key();
+    const witness = key();
+    const self = key();
+    const got: string[] = [];
+    const metrics = createMetrics();
+    const t = await createPeerTransport({
+      selfId: "lb-blue-2",
+      listenAddress: "127.0.0.1",
+      listenPort: 0,
+      members: [peer("lb-blue-1", 9, { current: lb, previous: null }), peer("witness", 9, { current: witness, previous: null })],
+      keys: { current: self, previous: null },
+      boot: 1,
+      onMessage: (from) => got.push(from),
+      log: silentLogger,
+      metrics,
+    });
+    open.push(t);
+    const body = (from: string) => Buffer.from(JSON.stringify(msg(from)));
+    // Signed with the witness key, naming it: the key is the witness's, not lb-blue-1's.
+    const asWitnessKey = encodePacket(witness, 3n, 1n, "lb-blue-1", "lb-blue-2", body("lb-blue-1"));
+    // Signed with the witness key but naming lb-blue-1's key id: the signature does not verify under lb-blue-1's key.
+    const forgedId = encodePacket({ ...witness, id: lb.id }, 3n, 2n, "lb-blue-1", "lb-blue-2", body("lb-blue-1"));
+    // The witness speaking as itself, and lb-blue-1 as itself: accepted.
+    const honest = [
+      encodePacket(witness, 3n, 1n, "witness", "lb-blue-2", body("witness")),
+      encodePacket(lb, 3n, 3n, "lb-blue-1", "lb-blue-2", body("lb-blue-1")),
+    ];
+    await sendRaw(t.port, asWitnessKey, forgedId, ...honest);
+    await settle();
+    expect(got).toEqual(["witness", "lb-blue-1"]);
+    expect(await dropped(metrics, "wrong-signer")).toBe(1);
+    expect(await dropped(metrics, "bad-signature")).toBe(1);
   });
 
   it("drops authenticated messages that fail their kind's schema, counted by reason; extra fields are removed, not fatal", async () => {
@@ -94,34 +144,42 @@ describe("peer transport", () => {
     expect(got).toEqual([{ from: "a", msg: msg("a") }]);
   });
 
-  it("accepts the previous key during a key roll, and rejects replays", async () => {
-    const oldKey = key();
-    const newKey = key();
-    const { b, got, metrics } = await pair({ current: oldKey, previous: null }, { current: newKey, previous: oldKey });
-    const raw = createSocket("udp4");
-    const pkt = encodePacket(oldKey, 5n, 1n, "a", "b", Buffer.from(JSON.stringify(msg("a"))));
-    const tampered = Buffer.from(pkt);
-    tampered[tampered.length - 40] ^= 1;
-    for (const p of [pkt, pkt, tampered]) await new Promise<void>((r) => raw.send(p, b.port, "127.0.0.1", () => r()));
+  it("accepts a member's previous identity during a key roll, and rejects replays and tampering", async () => {
+    const oldA = key();
+    const newA = key();
+    // b has rolled (it lists a's new and previous keys); a has not: it signs with its old identity.
+    const { b, got, metrics } = await pair({ current: oldA, previous: null }, { current: key(), previous: key() }, undefined, {
+      current: newA,
+      previous: oldA,
+    });
+    const pkt = encodePacket(oldA, 5n, 1n, "a", "b", Buffer.from(JSON.stringify(msg("a"))));
+    // A fresh counter, so the replay window lets it through to the signature check.
+    const tampered = encodePacket(oldA, 5n, 2n, "a", "b", Buffer.from(JSON.stringify(msg("a"))));
+    tampered[tampered.length - 70] ^= 1;
+    await sendRaw(b.port, pkt, pkt, tampered);
     await settle();
-    raw.close();
     expect(got).toHaveLength(1);
     expect(await dropped(metrics, "replay")).toBe(1);
-    expect(await dropped(metrics, "bad-mac")).toBe(1);
+    expect(await dropped(metrics, "bad-signature")).toBe(1);
   });
 
-  it("during a key roll, answers a peer that still has only the old key with the old key, and switches when it moves", async () => {
-    const oldKey = key();
-    const newKey = key();
-    // a: rolled (new, accepts old); b: not yet (old only). b speaks first.
-    const { a, b, got: gotAtB, metrics: metricsB } = await pair({ current: newKey, previous: oldKey }, { current: oldKey, previous: null });
+  it("during a key roll, answers a peer that still has only the old config with its old identity, and switches when it moves", async () => {
+    const [oldA, newA, oldB, newB] = [key(), key(), key(), key()];
+    // a: rolled (new identities, previous ones accepted); b: not yet (old config: it knows only oldA). b speaks first.
+    const rolledA = { current: newA, previous: oldA };
+    const {
+      a,
+      b,
+      got: gotAtB,
+      metrics: metricsB,
+    } = await pair(rolledA, { current: oldB, previous: null }, { current: newB, previous: oldB }, { current: oldA, previous: null });
     const gotAtA: string[] = [];
     const a2 = await createPeerTransport({
       selfId: "a",
       listenAddress: "127.0.0.1",
       listenPort: 0,
-      members: [{ id: "b", address: "127.0.0.1", port: b.port }],
-      keys: { current: newKey, previous: oldKey },
+      members: [peer("b", b.port, { current: newB, previous: oldB })],
+      keys: rolledA,
       boot: 2,
       onMessage: (from) => gotAtA.push(from),
       log: silentLogger,
@@ -129,22 +187,25 @@ describe("peer transport", () => {
     open.push(a2);
     await a.close();
     open.splice(open.indexOf(a), 1);
-    b.updateMembers([{ id: "a", address: "127.0.0.1", port: a2.port }]);
-    a2.send("b", msg("a")); // new key: b cannot check it yet
+    b.updateMembers([peer("a", a2.port, { current: oldA, previous: null })]);
+    a2.send("b", msg("a")); // new identity: b cannot check it yet
     await settle();
     expect(gotAtB).toHaveLength(0);
-    b.send("a", msg("b")); // old key: a accepts it and learns b is behind
+    b.send("a", msg("b")); // old identity: a accepts it and learns b is behind
     await settle();
     expect(gotAtA).toEqual(["b"]);
     a2.send("b", msg("a"));
     await settle();
     expect(gotAtB).toHaveLength(1);
-    // b rolls too: its packets now carry the new key, and a goes back to the new key for b.
-    b.updateKeys({ current: newKey, previous: oldKey });
+    // b rolls too: its packets now carry its new identity, and a goes back to its new one for b.
+    b.updateKeys({ current: newB, previous: oldB });
+    b.updateMembers([peer("a", a2.port, rolledA)]);
     b.send("a", msg("b"));
     await settle();
     expect(gotAtA).toEqual(["b", "b"]);
-    b.updateKeys({ current: newKey, previous: null }); // the roll is over: old key no longer accepted
+    // The roll is over (the next deploy): previous identities are no longer listed.
+    b.updateKeys({ current: newB, previous: null });
+    b.updateMembers([peer("a", a2.port, { current: newA, previous: null })]);
     a2.send("b", msg("a"));
     await settle();
     expect(await dropped(metricsB, "unknown-key")).toBe(1); // only a2's very first packet
@@ -161,6 +222,7 @@ describe("peer transport", () => {
     const file = join(dir, "state.json");
     const k = key();
     const keys = { current: k, previous: null };
+    const keysB = { current: key(), previous: null };
     const got: string[] = [];
     const metrics = createMetrics();
     const b = await createPeerTransport({
@@ -168,7 +230,7 @@ describe("peer transport", () => {
       listenAddress: "127.0.0.1",
       listenPort: 0,
       members: [],
-      keys,
+      keys: keysB,
       boot: 1,
       onMessage: (from) => got.push(from),
       log: silentLogger,
@@ -186,13 +248,13 @@ describe("peer transport", () => {
         selfId: "a",
         listenAddress: "127.0.0.1",
         listenPort: 0,
-        members: [{ id: "b", address: "127.0.0.1", port: b.port }],
+        members: [peer("b", b.port, keysB)],
         keys,
         boot,
         onMessage: () => undefined,
         log: silentLogger,
       });
-      b.updateMembers([{ id: "a", address: "127.0.0.1", port: t.port }]);
+      b.updateMembers([peer("a", t.port, keys)]);
       return { t, boot };
     };
     const first = await startA();
@@ -239,7 +301,7 @@ describe("peer transport", () => {
       listenAddress: "127.0.0.1",
       listenPort: 0,
       // RFC 6761: .invalid never resolves.
-      members: [{ id: "lb-2", address: "lb-2.fipd-peer.invalid", port: 7946 }],
+      members: [peer("lb-2", 7946, { current: key(), previous: null }, "lb-2.fipd-peer.invalid")],
       keys: { current: key(), previous: null },
       boot: 1,
       onMessage: () => undefined,
@@ -279,8 +341,8 @@ describe("key retirement after a roll (issue 17.2)", () => {
     return {
       port,
       received,
-      /** One packet from `from` to b, signed with `k`, whose body announces `announced` as the sender's current key. */
-      send: (from: string, k: ReturnType<typeof key>, announced = k) => {
+      /** One packet from `from` to b, signed with `k`, whose body announces `announced` as the sender's current identity. */
+      send: (from: string, k: OwnIdentity, announced = k) => {
         const c = (counters.get(from) ?? 0n) + 1n;
         counters.set(from, c);
         const pkt = encodePacket(k, 7n, c, from, "b", Buffer.from(JSON.stringify({ ...msg(from), $k: announced.id })));
@@ -290,7 +352,7 @@ describe("key retirement after a roll (issue 17.2)", () => {
     };
   }
 
-  async function node(keys: { current: ReturnType<typeof key>; previous: ReturnType<typeof key> | null }, members: Array<{ id: string; port: number }>) {
+  async function node(keys: Keys, members: Array<{ id: string; port: number; keys: Keys }>) {
     const got: string[] = [];
     const lines: Array<Record<string, unknown>> = [];
     const metrics = createMetrics();
@@ -298,7 +360,7 @@ describe("key retirement after a roll (issue 17.2)", () => {
       selfId: "b",
       listenAddress: "127.0.0.1",
       listenPort: 0,
-      members: members.map((m) => ({ ...m, address: "127.0.0.1" })),
+      members: members.map((m) => peer(m.id, m.port, m.keys)),
       keys,
       boot: 1,
       onMessage: (from) => got.push(from),
@@ -309,98 +371,98 @@ describe("key retirement after a roll (issue 17.2)", () => {
     return { t, got, lines, metrics };
   }
 
-  it("accepts the old key until every member signs with the new one, then drops and counts it (retired-key), and answers only with the new key", async () => {
-    const oldKey = key();
-    const newKey = key();
+  /** Every member's old and new identity: a roll gives each a new one. */
+  const roll = () => ({ a: { previous: key(), current: key() }, b: { previous: key(), current: key() }, c: { previous: key(), current: key() } });
+  const RETIRED_LINE = "previous peer key retired: every member signs with its current identity";
+
+  it("accepts old identities until every member signs with its new one, then drops and counts them (retired-key), and answers only with the new one", async () => {
+    const k = roll();
     const p = await peers();
     const {
       t: b,
       got,
       lines,
       metrics,
-    } = await node({ current: newKey, previous: oldKey }, [
-      { id: "a", port: p.port },
-      { id: "c", port: p.port },
+    } = await node(k.b, [
+      { id: "a", port: p.port, keys: k.a },
+      { id: "c", port: p.port, keys: k.c },
     ]);
-    // During the roll: a and c have not got the new key yet.
-    await p.send("a", oldKey)(b.port);
-    await p.send("c", oldKey)(b.port);
+    // During the roll: a and c have not got the new config yet.
+    await p.send("a", k.a.previous)(b.port);
+    await p.send("c", k.c.previous)(b.port);
     await settle();
     expect(got).toEqual(["a", "c"]);
-    expect(b.keyStatus()).toEqual({ current: newKey.id, previous: oldKey.id, waitingFor: ["a", "c"], retired: null });
-    b.send("c", msg("b")); // c announced the old key: it gets the old key
-    // a rolls; c is still behind, so the old key stays accepted.
-    await p.send("a", newKey)(b.port);
-    await p.send("c", oldKey)(b.port);
+    expect(b.keyStatus()).toEqual({ current: k.b.current.id, previous: k.b.previous.id, waitingFor: ["a", "c"], retired: null });
+    b.send("c", msg("b")); // c announced its old identity: it gets b's old one
+    // a rolls; c is still behind, so the old identities stay accepted.
+    await p.send("a", k.a.current)(b.port);
+    await p.send("c", k.c.previous)(b.port);
     await settle();
     expect(got).toEqual(["a", "c", "a", "c"]);
-    expect(b.keyStatus()).toEqual({ current: newKey.id, previous: oldKey.id, waitingFor: ["c"], retired: null });
+    expect(b.keyStatus()).toEqual({ current: k.b.current.id, previous: k.b.previous.id, waitingFor: ["c"], retired: null });
     expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(1);
-    expect(lines.filter((l) => l.msg === "previous peer key retired: every member signs with the current key")).toHaveLength(0);
-    // c signs with the new key (still announcing the old one as its own): every member has it.
+    expect(lines.filter((l) => l.msg === RETIRED_LINE)).toHaveLength(0);
+    // c signs with its new identity (still announcing the old one): every member has the new config.
     const before = Date.now();
-    await p.send("c", newKey, oldKey)(b.port);
+    await p.send("c", k.c.current, k.c.previous)(b.port);
     await settle();
     expect(got).toHaveLength(5);
     const st = b.keyStatus();
-    expect(st).toMatchObject({ current: newKey.id, previous: null, waitingFor: [], retired: { keyId: oldKey.id } });
+    expect(st).toMatchObject({ current: k.b.current.id, previous: null, waitingFor: [], retired: { keyId: k.b.previous.id } });
     expect(Date.parse(st.retired!.at)).toBeGreaterThanOrEqual(before - 1000);
     expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(0);
-    b.send("c", msg("b")); // no longer answered with the old key, whatever c announced
-    // A datagram signed with the old key is now dropped and counted; so after a reload with the same keys.
-    await p.send("a", oldKey)(b.port);
-    b.updateKeys({ current: newKey, previous: oldKey });
-    await p.send("c", oldKey)(b.port);
-    await p.send("a", newKey)(b.port);
+    b.send("c", msg("b")); // no longer answered with the old identity, whatever c announced
+    // A datagram signed with an old identity is now dropped and counted; so after a reload with the same keys.
+    await p.send("a", k.a.previous)(b.port);
+    b.updateKeys(k.b);
+    await p.send("c", k.c.previous)(b.port);
+    await p.send("a", k.a.current)(b.port);
     await settle();
     expect(got).toEqual(["a", "c", "a", "c", "c", "a"]);
     expect(await dropped(metrics, "retired-key")).toBe(2);
     expect(await dropped(metrics, "unknown-key")).toBe(0);
     expect((await metrics.previousPeerKeyAccepted.get()).values[0].value).toBe(0);
-    expect(p.received.filter((r) => r.receiver === "c").map((r) => r.keyId)).toEqual([oldKey.id, newKey.id]);
-    expect(lines.filter((l) => l.msg === "previous peer key retired: every member signs with the current key")).toEqual([
-      expect.objectContaining({ level: "info", keyId: oldKey.id, current: newKey.id }),
-    ]);
+    expect(p.received.filter((r) => r.receiver === "c").map((r) => r.keyId)).toEqual([k.b.previous.id, k.b.current.id]);
+    expect(lines.filter((l) => l.msg === RETIRED_LINE)).toEqual([expect.objectContaining({ level: "info", keyId: k.b.previous.id, current: k.b.current.id })]);
     p.close();
   });
 
-  it("keeps the old key while a member has not confirmed, names it, and retires it when that member leaves the list", async () => {
-    const oldKey = key();
-    const newKey = key();
+  it("keeps old identities while a member has not confirmed, names it, and retires them when that member leaves the list", async () => {
+    const k = roll();
     const p = await peers();
     const {
       t: b,
       got,
       metrics,
-    } = await node({ current: newKey, previous: oldKey }, [
-      { id: "a", port: p.port },
-      { id: "c", port: p.port },
+    } = await node(k.b, [
+      { id: "a", port: p.port, keys: k.a },
+      { id: "c", port: p.port, keys: k.c },
     ]);
-    await p.send("a", oldKey)(b.port);
-    await p.send("a", newKey)(b.port);
+    await p.send("a", k.a.previous)(b.port);
+    await p.send("a", k.a.current)(b.port);
     await settle();
-    // c, never confirming, keeps the old key accepted (it may be down, or behind on its config).
-    for (let i = 0; i < 3; i++) await p.send("c", oldKey)(b.port);
+    // c, never confirming, keeps the old identities accepted (it may be down, or behind on its config).
+    for (let i = 0; i < 3; i++) await p.send("c", k.c.previous)(b.port);
     await settle();
     expect(got).toEqual(["a", "a", "c", "c", "c"]);
-    expect(b.keyStatus()).toMatchObject({ previous: oldKey.id, waitingFor: ["c"], retired: null });
-    b.updateMembers([{ id: "a", address: "127.0.0.1", port: p.port }]);
-    expect(b.keyStatus()).toMatchObject({ previous: null, waitingFor: [], retired: { keyId: oldKey.id } });
-    await p.send("c", oldKey)(b.port);
-    await p.send("a", oldKey)(b.port);
+    expect(b.keyStatus()).toMatchObject({ previous: k.b.previous.id, waitingFor: ["c"], retired: null });
+    b.updateMembers([peer("a", p.port, k.a)]);
+    expect(b.keyStatus()).toMatchObject({ previous: null, waitingFor: [], retired: { keyId: k.b.previous.id } });
+    await p.send("c", k.c.previous)(b.port); // c is no member any more
+    await p.send("a", k.a.previous)(b.port);
     await settle();
     expect(got).toHaveLength(5);
-    expect(await dropped(metrics, "retired-key")).toBe(2);
+    expect(await dropped(metrics, "retired-key")).toBe(1);
+    expect(await dropped(metrics, "unknown-sender")).toBe(1);
     p.close();
   });
 
-  it("a node that was down during the roll comes back with the new key only and works with nodes that retired the old one", async () => {
-    const oldKey = key();
-    const newKey = key();
-    const { a, b, got: gotAtB, metrics: metricsB } = await pair({ current: newKey, previous: oldKey });
+  it("a node that was down during the roll comes back with the new identities only and works with nodes that retired the old ones", async () => {
+    const k = roll();
+    const { a, b, got: gotAtB, metrics: metricsB } = await pair(k.a, k.b);
     a.send("b", msg("a"));
     await settle();
-    expect(b.keyStatus()).toMatchObject({ previous: null, retired: { keyId: oldKey.id } });
+    expect(b.keyStatus()).toMatchObject({ previous: null, retired: { keyId: k.b.previous.id } });
     await a.close();
     open.splice(open.indexOf(a), 1);
     // A restart is a later boot: the boot counter (durable state) orders incarnations.
@@ -409,20 +471,20 @@ describe("key retirement after a roll (issue 17.2)", () => {
       selfId: "a",
       listenAddress: "127.0.0.1",
       listenPort: 0,
-      members: [{ id: "b", address: "127.0.0.1", port: b.port }],
-      keys: { current: newKey, previous: null },
+      members: [peer("b", b.port, { current: k.b.current, previous: null })],
+      keys: { current: k.a.current, previous: null },
       boot: 2,
       onMessage: (from) => gotAtA.push(from),
       log: silentLogger,
     });
     open.push(back);
-    b.updateMembers([{ id: "a", address: "127.0.0.1", port: back.port }]);
+    b.updateMembers([peer("a", back.port, k.a)]);
     back.send("b", msg("a"));
     b.send("a", msg("b"));
     await settle();
     expect(gotAtB.map((g) => g.from)).toEqual(["a", "a"]);
     expect(gotAtA).toEqual(["b"]);
-    expect(back.keyStatus()).toEqual({ current: newKey.id, previous: null, waitingFor: [], retired: null });
+    expect(back.keyStatus()).toEqual({ current: k.a.current.id, previous: null, waitingFor: [], retired: null });
     expect(await dropped(metricsB, "retired-key")).toBe(0);
     expect(await dropped(metricsB, "unknown-key")).toBe(0);
   });

@@ -8,8 +8,11 @@
  * The scripts are components/scripts.ts and components/haproxy.ts, byte for byte, with
  * ScriptOptions pointing at each droplet's directories and a pidfile service manager.
  */
+import { parsePrivateKey } from "../../agent/identity.js";
+import type { PeerKeyStatus } from "../../agent/key-retirement.js";
+import type { AgentStatus } from "../../agent/status-format.js";
 import { createHash } from "node:crypto";
-import { chownSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { haproxyInstallScript } from "../../components/haproxy.js";
@@ -97,8 +100,10 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
       const etc = statSync(o.etcDir!);
       expect([etc.mode & 0o7777, etc.uid, etc.gid], `${o.etcDir} ends root-owned`).toEqual([0o755, 0, 0]);
       // Secrets arrived on stdin only: the files are 0600 and the script text never holds them.
-      expect(readFileSync(join(o.etcDir!, "peer.key"), "utf8").trim()).toBe(bed.peerKey);
-      expect(applyConfigCommand(sha, o)).not.toContain(bed.peerKey);
+      // Its own identity key, and only its own.
+      expect(readFileSync(join(o.etcDir!, "identity.key"), "utf8").trim()).toBe(bed.identity(id).current.privateKeyPem.trim());
+      expect(existsSync(join(o.etcDir!, "peer.key"))).toBe(false);
+      expect(applyConfigCommand(sha, o)).not.toContain("PRIVATE KEY");
     }
     for (const id of pulumiOrder("blue")) expect(await must(id, rollingRestartScript(sha, 60, ssh.scriptOptions(id)))).toContain("first start");
     for (const id of pulumiOrder("blue"))
@@ -184,11 +189,10 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     expect(st.members.map((m) => m.build)).toEqual(st.members.map(() => sha2.slice(0, 16)));
   });
 
-  it("peer-key rotation in one pass (both keys accepted during the roll): no leader change, zero failed requests", async () => {
+  it("identity key rotation in one pass (old and new identities accepted during the roll): no leader change, zero failed requests", async () => {
     const leader = await bed.waitForStableLeader();
     const term = (await bed.status(leader))!.term;
-    bed.previousPeerKey = bed.peerKey;
-    bed.peerKey = Buffer.from(createHash("sha256").update("rotated").digest()).toString("base64");
+    bed.rollIdentities();
     const rs = await withClient(async () => {
       for (const id of ORDER) {
         await must(id, applyConfigCommand(sha, ssh.scriptOptions(id)), bed.applyPayload(bed.node(id)));
@@ -198,6 +202,15 @@ describe("the stack's generated commands over SSH, in Pulumi's order", () => {
     expect(downtime(rs, 50)).toMatchObject({ failed: 0 });
     const after = (await bed.status(leader))!;
     expect(after).toMatchObject({ role: "leader", term });
+    // Every member got its new identity, so each agent retires the previous ones (one heartbeat).
+    const own = parsePrivateKey(bed.identity(leader).current.privateKeyPem, "in the bed");
+    const previous = parsePrivateKey(bed.identity(leader).previous!.privateKeyPem, "in the bed");
+    let keys: PeerKeyStatus | null = null;
+    for (let i = 0; i < 50 && !keys?.retired; i++) {
+      keys = ((await bed.status(leader)) as AgentStatus | null)?.peerKeys ?? null;
+      if (!keys?.retired) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(keys).toMatchObject({ current: own.id, previous: null, retired: { keyId: previous.id } });
   });
 
   it("replacing a droplet: the new one joins (joint consensus) before the old one hands over and leaves; zero failed requests", async () => {

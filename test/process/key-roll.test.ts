@@ -1,20 +1,20 @@
 /**
- * A peer key roll on real fipd processes (issue 17.2): the agents reload the new key one by one; a
- * member that is down holds the old key accepted (and status names it); once it is back, with the
- * new key only, every agent retires the old key, and a datagram signed with it is dropped and counted.
+ * An identity key roll on real fipd processes (issue 17.2, 13.8): every member gets a new identity;
+ * the agents reload one by one; a member that is down holds the old identities accepted (and status
+ * names it); once it is back, with its new identity only, every agent retires the old ones, and a
+ * datagram signed with one is dropped and counted. The witness's key cannot speak for an LB.
  */
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
-import { parsePeerKey } from "../../agent/secrets.js";
+import { parsePrivateKey } from "../../agent/identity.js";
 import type { AgentStatus } from "../../agent/status-format.js";
 import { encodePacket } from "../../agent/transport.js";
 import { BUNDLE, LocalCluster } from "../../testbed/harness/local-cluster.js";
 import { freePort } from "../../testbed/harness/ports.js";
+import { newIdentity } from "../../testbed/identity.js";
 
 const run = promisify(execFile);
 const fipdStatus = async (socket: string) => (await run(process.execPath, [BUNDLE, "status", "--socket", socket], { timeout: 20_000 })).stdout;
@@ -46,14 +46,18 @@ describe("peer key roll", () => {
     // lb-blue-2 is down for the whole roll.
     await c.stopNode("lb-blue-2", "SIGTERM");
     await c.waitFor("a leader holding the IP without lb-blue-2", leaderHoldsIp, WAIT_MS);
-    const oldFile = join(c.dir, "peer.key");
-    const newFile = join(c.dir, "peer.key.new");
-    writeFileSync(newFile, randomBytes(32).toString("hex") + "\n", { mode: 0o600 });
-    const oldKey = parsePeerKey(readFileSync(oldFile, "utf8"), `in ${oldFile}`);
-    const newKey = parsePeerKey(readFileSync(newFile, "utf8"), `in ${newFile}`);
+    // The roll: a new identity for every member (as peerKeyGeneration + 1 does), the old one kept as previous.
+    const ids = ["lb-blue-1", "lb-blue-2", "witness"];
+    const oldFile = (id: string) => c.keyFile(id);
+    const newFile = (id: string) => `${c.keyFile(id)}.new`;
+    const load = (file: string) => parsePrivateKey(readFileSync(file, "utf8"), `in ${file}`);
+    const old = Object.fromEntries(ids.map((id) => [id, load(oldFile(id))]));
+    for (const id of ids) writeFileSync(newFile(id), newIdentity().privateKeyPem, { mode: 0o600 });
+    const next = Object.fromEntries(ids.map((id) => [id, load(newFile(id))]));
+    const rolled = ids.map((id) => ({ id, publicKey: next[id].text, previousPublicKey: old[id].text }));
     for (const id of ["witness", "lb-blue-1"]) {
       const h = c.node(id);
-      h.config = { ...h.config, peerAuth: { keyFile: newFile, previousKeyFile: oldFile } };
+      h.config = { ...h.config, peerAuth: { keyFile: newFile(id), previousKeyFile: oldFile(id), publicKeys: rolled } };
       c.writeConfig(h);
       expect(await c.request(id, { cmd: "reload" })).toMatchObject({ ok: true });
     }
@@ -65,26 +69,30 @@ describe("peer key roll", () => {
       },
       WAIT_MS,
     );
-    expect(waiting.peerKeys).toMatchObject({ current: newKey.id, previous: oldKey.id, retired: null });
-    expect(await fipdStatus(one.socket)).toContain(`previous peer key ${oldKey.id} still accepted: waiting for lb-blue-2 to sign with ${newKey.id}\n`);
+    expect(waiting.peerKeys).toMatchObject({ current: next["lb-blue-1"].id, previous: old["lb-blue-1"].id, retired: null });
+    expect(await fipdStatus(one.socket)).toContain(
+      `previous peer key ${old["lb-blue-1"].id} still accepted: waiting for lb-blue-2 to sign with its new identity (this node's is ${next["lb-blue-1"].id})\n`,
+    );
     await c.waitFor("a leader holding the IP during the roll", leaderHoldsIp, WAIT_MS);
 
-    // lb-blue-2 comes back with what the stack now gives it: the new key, nothing old.
+    // lb-blue-2 comes back with what the stack gives it after the roll: new identities, nothing old.
     const two = c.node("lb-blue-2");
-    two.config = { ...two.config, peerAuth: { keyFile: newFile } };
+    two.config = { ...two.config, peerAuth: { keyFile: newFile("lb-blue-2"), publicKeys: ids.map((id) => ({ id, publicKey: next[id].text })) } };
     c.writeConfig(two);
     c.startNode("lb-blue-2");
     await c.waitFor(
       "every agent that had the old key retired it",
       async () => {
         const sts = await Promise.all(["lb-blue-1", "witness"].map(status));
-        return sts.every((st) => st?.peerKeys?.retired?.keyId === oldKey.id && st.peerKeys.previous === null) ? sts : null;
+        return sts.every((st, i) => st?.peerKeys?.retired?.keyId === old[["lb-blue-1", "witness"][i]].id && st.peerKeys.previous === null) ? sts : null;
       },
       WAIT_MS,
     );
-    expect((await status("lb-blue-2"))?.peerKeys).toEqual({ current: newKey.id, previous: null, waitingFor: [], retired: null });
+    expect((await status("lb-blue-2"))?.peerKeys).toEqual({ current: next["lb-blue-2"].id, previous: null, waitingFor: [], retired: null });
     expect(await fipdStatus(one.socket)).toMatch(
-      new RegExp(`previous peer key ${oldKey.id} retired at \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z: every member signs with ${newKey.id}\\n`),
+      new RegExp(
+        `previous peer key ${old["lb-blue-1"].id} retired at \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z: every member signs with its new identity \\(this node's is ${next["lb-blue-1"].id}\\)\\n`,
+      ),
     );
     await c.waitFor(
       "lb-blue-2 reachable from lb-blue-1",
@@ -93,15 +101,23 @@ describe("peer key roll", () => {
     );
     await c.waitFor("a leader holding the IP after the roll", leaderHoldsIp, WAIT_MS);
 
-    // A datagram signed with the old key (as a leaked key's holder would send it): dropped and counted.
+    // A datagram signed with lb-blue-2's old identity (as a leaked key's holder would send it), and one
+    // signed with the witness's current key claiming to be lb-blue-2: both dropped and counted.
     const sock = createSocket("udp4");
     const body = Buffer.from(JSON.stringify({ kind: "release", from: "lb-blue-2", term: 1, successor: null, colorInForce: "blue", reason: "forged" }));
-    await new Promise<void>((r) => sock.send(encodePacket(oldKey, 1n << 62n, 1n, "lb-blue-2", "lb-blue-1", body), one.port, "127.0.0.1", () => r()));
+    for (const pkt of [
+      encodePacket(old["lb-blue-2"], 1n << 62n, 1n, "lb-blue-2", "lb-blue-1", body),
+      encodePacket(next.witness, 1n << 62n, 2n, "lb-blue-2", "lb-blue-1", body),
+    ])
+      await new Promise<void>((r) => sock.send(pkt, one.port, "127.0.0.1", () => r()));
     sock.close();
-    const line = 'fipd_peer_packets_dropped_total{reason="retired-key"} 1';
+    const lines = ['fipd_peer_packets_dropped_total{reason="retired-key"} 1', 'fipd_peer_packets_dropped_total{reason="wrong-signer"} 1'];
     await c.waitFor(
-      "the old-key datagram counted as retired-key",
-      async () => (await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).includes(line),
+      "the old-key datagram counted as retired-key, the witness-key one as wrong-signer",
+      async () => {
+        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        return lines.every((l) => text.includes(l));
+      },
       WAIT_MS,
     );
   });

@@ -184,7 +184,7 @@ describe("fipd operator interface", () => {
       const payload = JSON.stringify({
         config: { ...h.config, membershipVersion: 4 },
         token: c.token,
-        peerKey: readFileSync(join(c.dir, "peer.key"), "utf8").trim(),
+        identityKey: readFileSync(c.keyFile(h.id), "utf8").trim(),
       });
       const r = await fipdWithStdin(["apply-config", "--dir", dir, "--owner", "root"], payload);
       expect(r.code).toBe(2);

@@ -31,8 +31,8 @@ describe("the agent config the stack writes", () => {
     for (const [i, stdin] of stdins.entries()) {
       const etc = join(dir, String(i));
       await applyConfig(stdin, { dir: etc, reload: false });
-      const sent = (JSON.parse(stdin) as { config: Record<string, unknown> }).config;
-      const meant = parseAgentConfig({ ...sent, peerAuth: { keyFile: join(etc, "peer.key") }, api: { tokenFile: join(etc, "token") } });
+      const sent = (JSON.parse(stdin) as { config: Record<string, unknown> & { peerAuth: object } }).config;
+      const meant = parseAgentConfig({ ...sent, peerAuth: { ...sent.peerAuth, keyFile: join(etc, "identity.key") }, api: { tokenFile: join(etc, "token") } });
       const read = loadAgentConfigFile(join(etc, "fipd.yaml"));
       expect(read).toEqual(meant);
       expect(read.failover).toMatchObject({ leaseMs: 600, heartbeatIntervalMs: 100, preempt: true });

@@ -1,6 +1,7 @@
 /** Run the Pulumi program under mocks and collect every resource it declares. */
 import * as pulumi from "@pulumi/pulumi";
-import { createHash } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+import { openSshPublicKey } from "../../agent/identity.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { vi } from "vitest";
@@ -44,6 +45,22 @@ export const mockHostKey = (resourceName: string) => ({
   publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${b64sha(`public ${resourceName}`)}\n`,
 });
 
+/** A member identity's resource name (components/cluster.ts): `<droplet>-identity-g<generation>`. */
+export const IDENTITY_KEY = /-identity-g\d+$/;
+/**
+ * The mocked tls.PrivateKey of a member identity: a real Ed25519 key (the agent's parsers check it),
+ * seeded from the resource name so two runs agree, in the provider's forms (PKCS#8 PEM, OpenSSH public
+ * key with its newline). The PEM carries a marker, so a test can find it wherever it leaks.
+ */
+export const mockIdentityKey = (resourceName: string) => {
+  const seed = createHash("sha256").update(`identity ${resourceName}`).digest();
+  const key = createPrivateKey({ key: Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]), format: "der", type: "pkcs8" });
+  return {
+    privateKeyPem: key.export({ format: "pem", type: "pkcs8" }).toString(),
+    publicKeyOpenssh: `${openSshPublicKey(createPublicKey(key))}\n`,
+  };
+};
+
 /** What the mocked getDroplets answers, per tag (tests set it). */
 export const taggedDroplets: Record<string, { name: string; ipv4AddressPrivate: string; vpcUuid: string }[]> = {};
 
@@ -72,7 +89,7 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
         // A read (`ReservedIp.get`, adopting an address) arrives with its id: the IP itself.
         if (a.type === "digitalocean:index/reservedIp:ReservedIp") Object.assign(state, { ipAddress: a.id || "198.51.100.7", region: "nyc3" });
         if (a.type === "random:index/randomBytes:RandomBytes") state.hex = `${a.name.endsWith("0") ? "aa" : "bb"}`.repeat(32);
-        if (a.type === "tls:index/privateKey:PrivateKey") Object.assign(state, mockHostKey(a.name));
+        if (a.type === "tls:index/privateKey:PrivateKey") Object.assign(state, IDENTITY_KEY.test(a.name) ? mockIdentityKey(a.name) : mockHostKey(a.name));
         if (a.type === "command:local:Command") state.stdout = localCommand ? localCommand(a) : "1767225600";
         return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
       },

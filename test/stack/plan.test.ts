@@ -2,7 +2,15 @@
 import { describe, expect, it } from "vitest";
 import { parseAgentConfig } from "../../agent/config.js";
 import { METRICS_PORT, PEER_PORT } from "../../agent/ports.js";
-import { memberIdsOf, planCluster, type PlanInput } from "../../components/plan.js";
+import { memberIdsOf, planCluster, type DropletIdentity, type PlanInput } from "../../components/plan.js";
+import { newIdentity } from "../../testbed/identity.js";
+
+const NAMES = ["prod-lb-blue-1", "prod-lb-green-1", "prod-witness"];
+const PUB = Object.fromEntries(NAMES.map((n) => [n, newIdentity().publicKey]));
+const OLD_PUB = Object.fromEntries(NAMES.map((n) => [n, newIdentity().publicKey]));
+/** Each droplet's identity: real public keys, the private ones by reference (`KEY:<name>`). */
+const identities = (roll = false): Record<string, DropletIdentity<string>> =>
+  Object.fromEntries(NAMES.map((n) => [n, { publicKey: PUB[n], key: `KEY:${n}`, ...(roll ? { previous: { publicKey: OLD_PUB[n], key: `OLD:${n}` } } : {}) }]));
 
 const base: PlanInput<string> = {
   config: { activeColor: "blue", metricsCidrs: [], listenPorts: [80, 443], backends: ["10.10.0.5:8080"] },
@@ -13,7 +21,7 @@ const base: PlanInput<string> = {
   witness: { name: "prod-witness", dropletId: "512345678", publicAddress: "198.51.100.50" },
   reservedIp: "198.51.100.7",
   membershipVersion: 1767225601,
-  keys: { agentToken: "TOKEN", peerKey: "KEY" },
+  keys: { agentToken: "TOKEN", identities: identities() },
 };
 const byName = (p: ReturnType<typeof planCluster<string>>, name: string) => p.droplets.find((d) => d.name === name)!;
 
@@ -77,25 +85,34 @@ describe("the per-droplet plan", () => {
     }
   });
 
-  it("the Reserved IP, the droplet ID, the token and HAProxy only on LBs; peer keys everywhere, the previous one only during a roll", () => {
+  it("the Reserved IP, the droplet ID, the token and HAProxy only on LBs; each droplet only its own identity key, the previous one only during a roll; every config lists every public key", () => {
     const p = planCluster(base);
     for (const name of ["prod-lb-blue-1", "prod-lb-green-1"]) {
       const d = byName(p, name);
       expect(d.agentConfig.reservedIp).toBe("198.51.100.7");
       expect(d.agentConfig.dropletId).toBe(d.dropletId);
-      expect(d.secrets).toEqual({ agentToken: "TOKEN", peerKey: "KEY" });
+      expect(d.secrets).toEqual({ agentToken: "TOKEN", identityKey: `KEY:${name}` });
       expect(d.haproxy).toEqual({ listenPorts: [80, 443], backends: ["10.10.0.5:8080"], serverName: name });
     }
     const w = byName(p, "prod-witness");
     expect(w.agentConfig).not.toHaveProperty("reservedIp");
     expect(w.agentConfig).not.toHaveProperty("dropletId");
-    expect(w.secrets).toEqual({ peerKey: "KEY" });
+    expect(w.secrets).toEqual({ identityKey: "KEY:prod-witness" });
     expect(w.haproxy).toBeNull();
-    const rolling = planCluster({ ...base, keys: { ...base.keys, previousPeerKey: "OLD" } });
-    for (const d of rolling.droplets) expect(d.secrets.previousPeerKey).toBe("OLD");
+    const everyKey = p.memberIds.map((id, i) => ({ id, publicKey: PUB[NAMES[i]] }));
+    for (const d of p.droplets) expect(d.agentConfig.peerAuth).toEqual({ publicKeys: everyKey });
+    const rolling = planCluster({ ...base, keys: { ...base.keys, identities: identities(true) } });
+    for (const d of rolling.droplets) {
+      expect(d.secrets).toMatchObject({ identityKey: `KEY:${d.name}`, previousIdentityKey: `OLD:${d.name}` });
+      expect(d.agentConfig.peerAuth?.publicKeys).toEqual(everyKey.map((k, i) => ({ ...k, previousPublicKey: OLD_PUB[NAMES[i]] })));
+      expect(parseAgentConfig({ ...d.agentConfig, peerAuth: { ...d.agentConfig.peerAuth!, previousKeyFile: "/k" } }).peerAuth.publicKeys).toHaveLength(3);
+    }
     // The plan holds references only: it never looks inside them.
-    const refs = planCluster({ ...base, keys: { agentToken: { ref: 1 }, peerKey: { ref: 2 } } });
-    expect(refs.droplets.find((d) => d.name === "prod-lb-blue-1")!.secrets.agentToken).toEqual({ ref: 1 });
+    const refs = planCluster({
+      ...base,
+      keys: { agentToken: { ref: 0 }, identities: Object.fromEntries(NAMES.map((n, i) => [n, { publicKey: PUB[n], key: { ref: i + 1 } }])) },
+    });
+    expect(refs.droplets.find((d) => d.name === "prod-lb-blue-1")!.secrets).toEqual({ agentToken: { ref: 0 }, identityKey: { ref: 1 } });
   });
 
   it("refuses inconsistent input, saying what is wrong", () => {
@@ -104,5 +121,7 @@ describe("the per-droplet plan", () => {
     expect(() => planCluster({ ...base, lbs: [{ ...base.lbs[0], dropletId: "" }] })).toThrow(/prod-lb-blue-1: droplet ID "" is not a positive integer/);
     expect(() => planCluster({ ...base, membershipVersion: 1.5 })).toThrow(/membershipVersion 1.5 is not a non-negative integer/);
     expect(() => planCluster({ ...base, reservedIp: "" })).toThrow(/Reserved IP's address is empty/);
+    const { "prod-witness": _, ...noWitness } = identities();
+    expect(() => planCluster({ ...base, keys: { ...base.keys, identities: noWitness } })).toThrow(/plan: prod-witness has no identity/);
   });
 });

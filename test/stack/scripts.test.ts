@@ -2,6 +2,7 @@
  * The generated droplet scripts, run for real with sh against a stand-in `fipd` and service manager
  * (the namespace tests run them against the real agent over SSH).
  */
+import { newIdentity } from "../../testbed/identity.js";
 import { execFileSync, spawnSync } from "node:child_process";
 import { chownSync, existsSync, symlinkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -227,6 +228,8 @@ describe("applyConfigCommand with the real bundle", () => {
     // /etc/fipd as cloud-init makes it: install -d -m 0750 -o fipd -g fipd.
     mkdirSync(join(dir, "etc"), { mode: 0o750 });
     chownSync(join(dir, "etc"), nobody.uid, nobody.gid);
+    const ids = ["dev-lb-blue-1", "dev-lb-blue-2", "dev-witness"];
+    const keys = Object.fromEntries(ids.map((id) => [id, newIdentity()]));
     const payload = {
       config: {
         nodeId: "dev-lb-blue-1",
@@ -239,9 +242,10 @@ describe("applyConfigCommand with the real bundle", () => {
         activeColor: "blue",
         reservedIp: "198.51.100.7",
         controlSocket: join(dir, "none.sock"),
+        peerAuth: { publicKeys: ids.map((id) => ({ id, publicKey: keys[id].publicKey })) },
       },
       token: "dop_v1_SECRETTOKEN",
-      peerKey: "ab".repeat(32),
+      identityKey: keys["dev-lb-blue-1"].privateKeyPem,
     };
     expect(cmd).not.toContain("SECRETTOKEN");
     // Twice: the fix of the directory is idempotent, and so is the whole step.
@@ -249,7 +253,7 @@ describe("applyConfigCommand with the real bundle", () => {
       execFileSync("sh", ["-c", cmd], { input: JSON.stringify(payload), stdio: ["pipe", "pipe", "pipe"], timeout: 20_000 });
       const etc = statSync(join(dir, "etc"));
       expect([etc.mode & 0o7777, etc.uid, etc.gid]).toEqual([0o755, 0, 0]);
-      for (const f of ["token", "peer.key"]) {
+      for (const f of ["token", "identity.key"]) {
         const st = statSync(join(dir, "etc", f));
         expect([st.mode & 0o777, st.uid, st.gid], f).toEqual([0o600, nobody.uid, nobody.gid]);
       }

@@ -77,15 +77,14 @@ describe("the stack", () => {
     const plain = JSON.stringify(r.resources.map((x) => plainView(x.inputs))) + JSON.stringify(r.outputs);
     expect(plain).not.toContain("TOKENSECRET");
     expect(plain).not.toContain("SSHKEYSECRET");
-    expect(plain).not.toContain("aa".repeat(32)); // the peer keys (both slots)
-    expect(plain).not.toContain("bb".repeat(32));
+    expect(plain).not.toContain("PRIVATE KEY"); // the identity keys (test/stack/identity.test.ts)
     // The token does reach the LB agents, through secret stdin only.
     const configs = r.resources.filter((x) => x.type === "command:remote:Command" && x.name.endsWith("-config"));
     expect(configs.length).toBe(3);
     for (const c of configs) {
       expect(plainView(c.inputs.stdin)).toBe("[secret]");
       const payload = JSON.parse(unwrap(c.inputs.stdin) as string);
-      expect(payload.peerKey).toMatch(/^[0-9a-f]{64}$/);
+      expect(payload.identityKey).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
       if (payload.config.members.find((m: { id: string }) => m.id === payload.config.nodeId).role === "lb") expect(payload.token).toContain("TOKENSECRET");
       else expect(payload.token).toBeUndefined();
     }
@@ -94,7 +93,7 @@ describe("the stack", () => {
     for (const d of droplets(r)) {
       expect(plainView(d.inputs.userData)).toBe("[secret]");
       expect(String(unwrap(d.inputs.userData))).toMatch(/^#!\/bin\/bash\n/);
-      expect(String(unwrap(d.inputs.userData))).not.toMatch(/TOKENSECRET|SSHKEYSECRET|activeColor|10\.10\.0\.5|(aa|bb){32}/i);
+      expect(String(unwrap(d.inputs.userData))).not.toMatch(/TOKENSECRET|SSHKEYSECRET|activeColor|10\.10\.0\.5|BEGIN PRIVATE KEY/i);
     }
   });
 

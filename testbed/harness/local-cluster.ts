@@ -18,6 +18,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { newIdentity } from "../identity.js";
 import { chownSync, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
@@ -143,17 +144,16 @@ export class LocalCluster extends ClusterViews {
     return cluster;
   }
 
-  private get keyFile() {
-    return join(this.dir, "peer.key");
+  /** Node `id`'s identity private key (PEM, 0600); its public key is in every node's peerAuth.publicKeys. */
+  keyFile(id: string): string {
+    return join(this.dir, `${id}.identity.key`);
   }
 
   private async setup(): Promise<void> {
     const { dir, opts } = this;
-    writeFileSync(this.keyFile, randomBytes(32).toString("hex") + "\n", { mode: 0o600 });
     const tokenFile = join(dir, "token");
     writeFileSync(tokenFile, this.token + "\n", { mode: 0o600 });
     chmodSync(tokenFile, 0o600);
-    this.own(this.keyFile);
     this.own(tokenFile);
     writeFileSync(join(dir, "servicectl.cjs"), SERVICECTL);
     this.service = await this.startServiceManager(join(dir, "service.sock"));
@@ -221,6 +221,13 @@ export class LocalCluster extends ClusterViews {
         restartTimer: null,
       });
     }
+    // One identity per member: only its own private key on its "droplet", every public key in every config.
+    const publicKeys = handles.map((h) => {
+      const k = newIdentity();
+      writeFileSync(this.keyFile(h.id), k.privateKeyPem, { mode: 0o600 });
+      this.own(this.keyFile(h.id));
+      return { id: h.id, publicKey: k.publicKey };
+    });
     for (const h of handles) {
       h.config = {
         nodeId: h.id,
@@ -228,7 +235,7 @@ export class LocalCluster extends ClusterViews {
         activeColor: opts.activeColor ?? "blue",
         ...(h.role === "lb" ? { reservedIp: RESERVED_IP } : {}),
         listen: { address: "127.0.0.1", port: h.port },
-        peerAuth: { keyFile: this.keyFile },
+        peerAuth: { keyFile: this.keyFile(h.id), publicKeys },
         api: { baseUrl: this.emulator.apiUrl, tokenFile, requestTimeoutMs: 2_000, assignDeadlineMs: 60_000, verifyIntervalMs: 60_000 },
         metadata: { baseUrl: this.emulator.metadataUrl(h.dropletId), checkIntervalMs: 200, requestTimeoutMs: 1_000 },
         ...(h.health ? { health: { url: h.health.url, intervalMs: 100, timeoutMs: 250, rise: 2, fall: 2 } } : {}),
@@ -400,7 +407,7 @@ export class LocalCluster extends ClusterViews {
     return JSON.stringify({
       config: h.config,
       ...(h.role === "lb" ? { token: this.token } : {}),
-      peerKey: readFileSync(this.keyFile, "utf8").trim(),
+      identityKey: readFileSync(this.keyFile(id), "utf8").trim(),
     });
   }
 

@@ -21,6 +21,7 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { newIdentity, type TestIdentity } from "../identity.js";
 import { createServer, type Server } from "node:http";
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
@@ -184,9 +185,8 @@ export class NetBed extends ClusterViews {
   emulator!: Emulator;
   appPort = 0;
   readonly token = `dop_v1_${randomBytes(24).toString("hex")}`;
-  peerKey = randomBytes(32).toString("base64");
-  /** Set during a key roll: still accepted. */
-  previousPeerKey: string | null = null;
+  /** Each droplet's identity by name (made on first use), and its previous one during a key roll. */
+  private readonly identities = new Map<string, { current: TestIdentity; previous: TestIdentity | null }>();
   activeColor: Color;
   membershipVersion = 1;
   /** Which droplets are members (null: all). A spare droplet stands for a replacement that joins later. */
@@ -396,8 +396,36 @@ export class NetBed extends ClusterViews {
       witness: witness ? { name: witness.id, dropletId: witness.dropletId, publicAddress: witness.publicIp } : null,
       reservedIp: RESERVED_IP,
       membershipVersion: this.membershipVersion,
-      keys: { agentToken: this.token, peerKey: this.peerKey, ...(this.previousPeerKey ? { previousPeerKey: this.previousPeerKey } : {}) },
+      keys: {
+        agentToken: this.token,
+        identities: Object.fromEntries(
+          members.map((n) => {
+            const k = this.identity(n.id);
+            return [
+              n.id,
+              {
+                publicKey: k.current.publicKey,
+                key: k.current.privateKeyPem,
+                ...(k.previous ? { previous: { publicKey: k.previous.publicKey, key: k.previous.privateKeyPem } } : {}),
+              },
+            ];
+          }),
+        ),
+      },
     });
+  }
+
+  /** Droplet `name`'s identity keys (made on first use). */
+  identity(name: string): { current: TestIdentity; previous: TestIdentity | null } {
+    let k = this.identities.get(name);
+    if (!k) this.identities.set(name, (k = { current: newIdentity(), previous: null }));
+    return k;
+  }
+
+  /** A key roll, as `peerKeyGeneration` + 1 does: every droplet a new identity, the current one kept as previous; `finish` drops the previous ones. */
+  rollIdentities(o: { finish?: boolean } = {}): void {
+    for (const [name, k] of this.identities)
+      this.identities.set(name, o.finish ? { current: k.current, previous: null } : { current: newIdentity(), previous: k.current });
   }
 
   /** The pools with `@APP@` replaced by the bed's app backend address. */
@@ -445,8 +473,8 @@ export class NetBed extends ClusterViews {
     return JSON.stringify({
       config: n.config,
       ...(secrets.agentToken ? { token: secrets.agentToken } : {}),
-      peerKey: secrets.peerKey,
-      ...(secrets.previousPeerKey ? { previousPeerKey: secrets.previousPeerKey } : {}),
+      identityKey: secrets.identityKey,
+      ...(secrets.previousIdentityKey ? { previousIdentityKey: secrets.previousIdentityKey } : {}),
     });
   }
 
