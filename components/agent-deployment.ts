@@ -5,7 +5,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
 import { certificateFiles, haproxyBundle, haproxyInstallScript, renderHaproxyConfig, type HaproxyOptions } from "./haproxy.js";
-import type { Certificates } from "./lb-config.js";
+import type { PemCertificate } from "./lb-config.js";
+import type { AcmeShipment } from "./plan.js";
 import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
 
 export interface AgentDeploymentArgs {
@@ -28,8 +29,10 @@ export interface AgentDeploymentArgs {
   readonly previousPeerKey?: pulumi.Input<string | undefined>;
   /** What the HAProxy config is rendered from (LBs only). */
   readonly haproxy?: pulumi.Input<HaproxyOptions>;
-  /** Secret: the certificates and keys HAProxy serves (LBs only); shipped with the config on secret stdin. */
-  readonly certificates?: pulumi.Input<Certificates>;
+  /** Secret: the certificates and keys HAProxy serves (LBs only; an ACME certificate's placeholder until fipd has it issued); shipped with the config on secret stdin. */
+  readonly certificates?: pulumi.Input<Record<string, PemCertificate>>;
+  /** Secret: the ACME keys (and EAB HMAC keys) of this LB, resolved; shipped on apply-config's stdin. */
+  readonly acme?: pulumi.Input<AcmeShipment<string>[] | undefined>;
   /** The previous droplet's restart: bundles roll one droplet at a time. */
   readonly after?: pulumi.Resource;
   /**
@@ -51,6 +54,23 @@ export interface AgentDeploymentArgs {
  * its 15 s (perDialTimeout) each time.
  */
 export const DIAL_ERROR_LIMIT = 120;
+
+/** The `acme` field of apply-config's payload: per certificate name, its keys and the directory's CA (agent/apply-config.ts). */
+export function acmePayload(
+  acme: readonly AcmeShipment<string>[],
+): Record<string, { accountKey: string; key: string; eabHmacKey?: string; directoryCaPem?: string }> {
+  return Object.fromEntries(
+    acme.map((x) => [
+      x.name,
+      {
+        accountKey: x.accountKey,
+        key: x.key,
+        ...(x.eabHmacKey !== undefined ? { eabHmacKey: x.eabHmacKey } : {}),
+        ...(x.directoryCaPem !== undefined ? { directoryCaPem: x.directoryCaPem } : {}),
+      },
+    ]),
+  );
+}
 
 export const UNIT_TEXT = () => readFileSync(join(__dirname, "assets", "fipd.service"), "utf8");
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
@@ -114,11 +134,15 @@ export class AgentDeployment extends pulumi.ComponentResource {
       setup.push(this.haproxy);
     }
 
-    const payload = pulumi
-      .all([a.agentConfig, a.token, a.peerKey, a.previousPeerKey])
-      .apply(([config, token, peerKey, previousPeerKey]) =>
-        JSON.stringify({ config, ...(token ? { token } : {}), peerKey, ...(previousPeerKey ? { previousPeerKey } : {}) }),
-      );
+    const payload = pulumi.all([a.agentConfig, a.token, a.peerKey, a.previousPeerKey, a.acme]).apply(([config, token, peerKey, previousPeerKey, acme]) =>
+      JSON.stringify({
+        config,
+        ...(token ? { token } : {}),
+        peerKey,
+        ...(previousPeerKey ? { previousPeerKey } : {}),
+        ...(acme?.length ? { acme: acmePayload(acme) } : {}),
+      }),
+    );
     this.applyConfig = new command.remote.Command(
       `${name}-config`,
       {

@@ -9,9 +9,9 @@
  * `planDroplet`, and ship it from `AgentDeployment`; the bed and the unit tests see it at once.
  */
 import type { AgentConfigInput, Color, Member } from "../agent/config.js";
-import { ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
+import { ACME_RESPONDER_PORT, ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { maxconnForSize, type HaproxyOptions } from "./haproxy.js";
-import type { Frontend, Pool } from "./lb-config.js";
+import type { AcmeCertificate, Frontend, Pool } from "./lb-config.js";
 
 /**
  * A node id is the droplet's name plus its droplet ID. A replaced droplet (new image or size) keeps
@@ -41,6 +41,8 @@ export interface PlanConfig {
   /** Droplet sizes (PublicStackConfig has them): HAProxy's maxconn follows the LB's memory unless maxconn is set. */
   readonly size?: string;
   readonly colors?: Readonly<Record<Color, { readonly size?: string }>>;
+  /** Certificates the LBs obtain over ACME (lb-config.ts acmeCertificates); none by default. */
+  readonly acme?: readonly AcmeCertificate[];
 }
 
 /** What the plan needs to know of a droplet once it exists. */
@@ -70,6 +72,21 @@ export interface KeyRefs<K> {
   readonly peerKey: K;
   /** The previous key, still accepted during a key roll. */
   readonly previousPeerKey?: K;
+  /** Per ACME certificate name (LBs only): its account key, its certificate key, its EAB HMAC key if any. */
+  readonly acme?: Readonly<Record<string, AcmeKeyRefs<K>>>;
+}
+
+export interface AcmeKeyRefs<K> {
+  readonly accountKey: K;
+  readonly key: K;
+  readonly eabHmacKey?: K;
+}
+
+/** What an LB receives on its secret stdin for one ACME certificate (apply-config writes it under /etc/fipd/acme). */
+export interface AcmeShipment<K> extends AcmeKeyRefs<K> {
+  readonly name: string;
+  /** The directory's CA (public), when it is not publicly trusted. */
+  readonly directoryCaPem?: string;
 }
 
 export interface PlanInput<K> {
@@ -95,7 +112,7 @@ export interface DropletPlan<K> {
   /** Its agent config (no secret in it), as `fipd apply-config` receives it. */
   readonly agentConfig: AgentConfigInput;
   /** The key material it must receive on secret stdin. */
-  readonly secrets: { readonly agentToken?: K; readonly peerKey: K; readonly previousPeerKey?: K };
+  readonly secrets: { readonly agentToken?: K; readonly peerKey: K; readonly previousPeerKey?: K; readonly acme?: readonly AcmeShipment<K>[] };
   /** What its HAProxy config is rendered from (LBs only). */
   readonly haproxy: HaproxyOptions | null;
 }
@@ -149,6 +166,7 @@ function membersSeenFrom(view: "lb" | "witness", input: PlanInput<unknown>): Mem
 
 function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null): DropletPlan<K> {
   const c = input.config;
+  const acme = c.acme ?? [];
   const role = lb ? "lb" : "witness";
   const dropletId = dropletIdOf(d);
   const nodeId = nodeIdOf(d.name, dropletId);
@@ -164,8 +182,29 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
     // The firewalls open the metrics port to metricsCidrs only; without them, nobody outside may scrape.
     metrics: { enabled: true, address: c.metricsCidrs.length ? ANY_IPV4 : LOOPBACK_IPV4, port: METRICS_PORT },
     logLevel: "info",
+    // Only LBs order and serve ACME certificates; the key files and the directory's CA are written by
+    // apply-config, which points the config at them (keyDir, directoryCaFile).
+    ...(lb && acme.length
+      ? {
+          acme: {
+            certificates: acme.map((a) => ({
+              name: a.name,
+              domains: [...a.domains],
+              email: a.email,
+              directoryUrl: a.directoryUrl,
+              ...(a.eabKid !== undefined ? { eabKid: a.eabKid } : {}),
+            })),
+          },
+        }
+      : {}),
   };
   const k = input.keys;
+  const acmeShipments = acme.map((a): AcmeShipment<K> => {
+    const refs = k.acme?.[a.name];
+    assert(refs, `the ACME certificate ${a.name} has no key references`);
+    assert((refs.eabHmacKey !== undefined) === (a.eabKid !== undefined), `the ACME certificate ${a.name}: an EAB key id goes with an EAB HMAC key`);
+    return { name: a.name, ...refs, ...(a.directoryCaPem !== undefined ? { directoryCaPem: a.directoryCaPem } : {}) };
+  });
   return {
     name: d.name,
     role,
@@ -178,6 +217,7 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
       ...(lb ? { agentToken: k.agentToken } : {}),
       peerKey: k.peerKey,
       ...(k.previousPeerKey !== undefined ? { previousPeerKey: k.previousPeerKey } : {}),
+      ...(lb && acmeShipments.length ? { acme: acmeShipments } : {}),
     },
     haproxy: lb
       ? {
@@ -186,6 +226,7 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
             : { listenPorts: [...(c.listenPorts ?? [80])], backends: [...(c.backends ?? [])] }),
           ...(c.maxconn !== undefined ? { maxconn: c.maxconn } : c.size ? { maxconn: maxconnForSize(c.colors?.[lb.color]?.size ?? c.size) } : {}),
           ...(c.metricsCidrs.length ? { metricsCidrs: [...c.metricsCidrs] } : {}),
+          ...(acme.length ? { acmeResponderPort: ACME_RESPONDER_PORT } : {}),
           serverName: d.name,
         }
       : null,
