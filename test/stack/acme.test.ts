@@ -52,7 +52,10 @@ describe("an ACME certificate in ha-lb:certificates", () => {
   });
 
   it("keeps the EAB HMAC key out of the public part; the key id, the directory and its CA are public", () => {
-    const raw = { ...base, ...withAcme({ directoryUrl: "https://acme.example.net/dir", eab: { kid: "kid-1", hmacKey: HMAC } })(site()) };
+    const raw: Record<string, unknown> = {
+      ...base,
+      ...withAcme({ directoryUrl: "https://acme.example.net/dir", eab: { kid: "kid-1", hmacKey: HMAC } })(site()),
+    };
     const { config, certificates } = loadStackConfig((k) => raw[k], Object.keys(raw));
     expect(certificates.site.acme?.eab?.hmacKey).toBe(HMAC);
     expect(config.acme).toEqual([expect.objectContaining({ directoryUrl: "https://acme.example.net/dir", eabKid: "kid-1" })]);
