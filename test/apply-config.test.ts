@@ -119,7 +119,7 @@ describe("apply-config", () => {
     expect(err).toBe(
       [
         "bad apply-config payload; nothing was written:",
-        "  extra: unknown field (expected config, token, peerKey, previousPeerKey)",
+        "  extra: unknown field (expected config, token, peerKey, previousPeerKey, acme)",
         "  token: the token sent to apply-config is empty",
         "  peerKey: the peer key sent to apply-config must hold at least 32 bytes as hex (64 characters) or base64; it holds 30",
       ].join("\n"),

@@ -1,5 +1,10 @@
 /** ACME certificates in ha-lb:certificates: the schema, the preview refusals, the keys and placeholders the program makes and ships. */
 import { createPrivateKey } from "node:crypto";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { applyConfig } from "../../agent/apply-config.js";
+import { loadAgentConfigFile } from "../../agent/config-file.js";
 import { describe, expect, it } from "vitest";
 import { StackConfigError, loadStackConfig, parseStackConfig } from "../../components/config.js";
 import { LETS_ENCRYPT_DIRECTORY } from "../../components/lb-config.js";
@@ -235,5 +240,37 @@ describe("the program: keys, placeholder and their delivery", () => {
     // Nothing Pulumi would show or store in plain text holds a key or the HMAC key.
     const plain = JSON.stringify(plainView(r.resources.map((x) => x.inputs)));
     for (const part of [HMAC, pem("ha-lb-acme-site-key").split("\n")[1], pem("ha-lb-acme-site-account-key").split("\n")[1]]) expect(plain).not.toContain(part);
+  });
+});
+
+describe("the program's payloads through apply-config", () => {
+  it("each droplet's stdin is accepted by apply-config: LBs get the key files and an acme config the agent loads, the witness no acme directory", async () => {
+    const { "ha-lb:backends": _short, ...rest } = BASE_CONFIG;
+    const s = site();
+    const r = await runProgram(
+      { ...rest, "ha-lb:frontends": JSON.stringify(s.frontends), "ha-lb:pools": JSON.stringify(s.pools), "ha-lb:certificates": JSON.stringify(s.certificates) },
+      "dev",
+      ["ha-lb:agentToken", "ha-lb:sshPrivateKey", "ha-lb:certificates"],
+    );
+    const key = String(unwrap(r.resources.find((k) => k.name === "ha-lb-acme-site-key")!.state!.privateKeyPem));
+    const dir = mkdtempSync(join(tmpdir(), "halb-acme-payload-"));
+    try {
+      for (const c of r.resources.filter((x) => x.type === "command:remote:Command" && x.name.endsWith("-config"))) {
+        const etc = join(dir, c.name);
+        await applyConfig(String(unwrap(c.inputs.stdin)), { dir: etc, reload: false });
+        const loaded = loadAgentConfigFile(join(etc, "fipd.yaml"));
+        if (c.name.includes("witness")) {
+          expect(loaded.acme).toBeUndefined();
+          expect(readdirSync(etc)).not.toContain("acme");
+          continue;
+        }
+        expect(loaded.acme?.keyDir).toBe(join(etc, "acme"));
+        expect(loaded.acme?.certificates.map((x) => x.name)).toEqual(["site"]);
+        expect(readdirSync(join(etc, "acme")).sort()).toEqual(["site.account.key", "site.key"]);
+        expect(readFileSync(join(etc, "acme", "site.key"), "utf8")).toBe(key.endsWith("\n") ? key : key + "\n");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
