@@ -5,10 +5,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { applyConfig } from "../../agent/apply-config.js";
 import { loadAgentConfigFile } from "../../agent/config-file.js";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StackConfigError, loadStackConfig, parseStackConfig } from "../../components/config.js";
 import { LETS_ENCRYPT_DIRECTORY } from "../../components/lb-config.js";
 import { ACME_RESPONDER_PORT } from "../../agent/ports.js";
+import { makePki, type TestPki } from "./pki.js";
 import { BASE_CONFIG, isSecretValue, mockPlaceholder, plainView, runProgram, unwrap } from "./harness.js";
 
 const base: Record<string, unknown> = Object.fromEntries(
@@ -244,9 +245,13 @@ describe("the program: keys, placeholder and their delivery", () => {
 });
 
 describe("the program's payloads through apply-config", () => {
-  it("each droplet's stdin is accepted by apply-config: LBs get the key files and an acme config the agent loads, the witness no acme directory", async () => {
+  let pki: TestPki;
+  beforeAll(() => (pki = makePki(["acme.example.net"], 30)));
+  afterAll(() => pki.cleanup());
+
+  it("each droplet's stdin is accepted by apply-config: LBs get the key files, the directory's CA and an acme config the agent loads, the witness no acme directory", async () => {
     const { "ha-lb:backends": _short, ...rest } = BASE_CONFIG;
-    const s = site();
+    const s = withAcme({ directoryUrl: "https://acme.example.net/dir", directoryCaPem: pki.ca })(site());
     const r = await runProgram(
       { ...rest, "ha-lb:frontends": JSON.stringify(s.frontends), "ha-lb:pools": JSON.stringify(s.pools), "ha-lb:certificates": JSON.stringify(s.certificates) },
       "dev",
@@ -266,7 +271,12 @@ describe("the program's payloads through apply-config", () => {
         }
         expect(loaded.acme?.keyDir).toBe(join(etc, "acme"));
         expect(loaded.acme?.certificates.map((x) => x.name)).toEqual(["site"]);
-        expect(readdirSync(join(etc, "acme")).sort()).toEqual(["site.account.key", "site.key"]);
+        expect(readdirSync(join(etc, "acme")).sort()).toEqual(["site.account.key", "site.directory-ca.pem", "site.key"]);
+        expect(loaded.acme?.certificates[0]).toMatchObject({
+          directoryUrl: "https://acme.example.net/dir",
+          directoryCaFile: join(etc, "acme", "site.directory-ca.pem"),
+        });
+        expect(readFileSync(join(etc, "acme", "site.directory-ca.pem"), "utf8")).toBe(pki.ca);
         expect(readFileSync(join(etc, "acme", "site.key"), "utf8")).toBe(key.endsWith("\n") ? key : key + "\n");
       }
     } finally {
