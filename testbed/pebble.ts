@@ -12,8 +12,8 @@
  * "the CA unreachable" drops its packets (nft) or closes a port in front of it rather than restarting it.
  *
  * Environment: PEBBLE_VA_NOSLEEP=1 (no random validation delays), PEBBLE_AUTHZREUSE=0 (every order
- * validates again, so each renewal exercises the responder), PEBBLE_WFE_NONCEREJECT=0 (no random
- * badNonce: the child does not retry, and a test must not fail on a coin toss).
+ * validates again, so each renewal exercises the responder). Pebble's random badNonce answers stay
+ * on: acme-client retries those itself, as it must with a real CA.
  *
  * With `ns`, both processes run in that network namespace (`ip netns exec`): the bed's client
  * namespace, so validation crosses the router's NAT. Everything lives in a `halb-pebble-*`
@@ -164,7 +164,6 @@ export async function startPebble(o: PebbleOptions): Promise<Pebble> {
     const pebble = start("pebble", "pebble", ["-config", join(dir, "pebble.json"), "-dnsserver", `127.0.0.1:${dnsPort}`], {
       PEBBLE_VA_NOSLEEP: "1",
       PEBBLE_AUTHZREUSE: "0",
-      PEBBLE_WFE_NONCEREJECT: "0",
     });
     await waitFor(pebble.p, pebble.file, /ACME directory available at/, "pebble", timeoutMs);
 
