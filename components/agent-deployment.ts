@@ -6,7 +6,7 @@ import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
 import { certificateFiles, haproxyBundle, haproxyInstallScript, renderHaproxyConfig, type HaproxyOptions } from "./haproxy.js";
 import type { PemCertificate } from "./lb-config.js";
-import type { AcmeShipment } from "./plan.js";
+import { acmePayload, type AcmeShipment } from "./plan.js";
 import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
 
 export interface AgentDeploymentArgs {
@@ -54,23 +54,6 @@ export interface AgentDeploymentArgs {
  * its 15 s (perDialTimeout) each time.
  */
 export const DIAL_ERROR_LIMIT = 120;
-
-/** The `acme` field of apply-config's payload: per certificate name, its keys and the directory's CA (agent/apply-config.ts). */
-export function acmePayload(
-  acme: readonly AcmeShipment<string>[],
-): Record<string, { accountKey: string; key: string; eabHmacKey?: string; directoryCaPem?: string }> {
-  return Object.fromEntries(
-    acme.map((x) => [
-      x.name,
-      {
-        accountKey: x.accountKey,
-        key: x.key,
-        ...(x.eabHmacKey !== undefined ? { eabHmacKey: x.eabHmacKey } : {}),
-        ...(x.directoryCaPem !== undefined ? { directoryCaPem: x.directoryCaPem } : {}),
-      },
-    ]),
-  );
-}
 
 export const UNIT_TEXT = () => readFileSync(join(__dirname, "assets", "fipd.service"), "utf8");
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");

@@ -233,6 +233,23 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
   };
 }
 
+/** The `acme` field of apply-config's payload (the stack's and the bed's): per certificate name, its keys and the directory's CA (agent/apply-config.ts). */
+export function acmePayload(
+  acme: readonly AcmeShipment<string>[],
+): Record<string, { accountKey: string; key: string; eabHmacKey?: string; directoryCaPem?: string }> {
+  return Object.fromEntries(
+    acme.map((x) => [
+      x.name,
+      {
+        accountKey: x.accountKey,
+        key: x.key,
+        ...(x.eabHmacKey !== undefined ? { eabHmacKey: x.eabHmacKey } : {}),
+        ...(x.directoryCaPem !== undefined ? { directoryCaPem: x.directoryCaPem } : {}),
+      },
+    ]),
+  );
+}
+
 /** The plan for every droplet: LBs in input order, then the witness. Throws on inconsistent input. */
 export function planCluster<K>(input: PlanInput<K>): ClusterPlan<K> {
   assert(input.lbs.length >= 1, "needs at least one load balancer");
