@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { applyConfig } from "../../agent/apply-config.js";
 import { loadAgentConfigFile } from "../../agent/config-file.js";
+import { parseAgentConfig } from "../../agent/config.js";
+import { planCluster, type PlanInput } from "../../components/plan.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StackConfigError, loadStackConfig, parseStackConfig } from "../../components/config.js";
 import { LETS_ENCRYPT_DIRECTORY } from "../../components/lb-config.js";
@@ -282,5 +284,40 @@ describe("the program's payloads through apply-config", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("the plan (components/plan.ts) with an ACME certificate", () => {
+  const input: PlanInput<string> = {
+    config: {
+      activeColor: "blue",
+      metricsCidrs: [],
+      listenPorts: [80],
+      backends: ["10.10.0.5:8080"],
+      acme: [{ name: "site", domains: ["www.example.com"], email: "ops@example.com", directoryUrl: LETS_ENCRYPT_DIRECTORY, eabKid: "kid-1" }],
+    },
+    lbs: [{ name: "lb-1", color: "blue", dropletId: 11, publicAddress: "203.0.113.11", vpcAddress: "10.10.0.11" }],
+    witness: { name: "witness", dropletId: 12, publicAddress: "198.51.100.50" },
+    reservedIp: "198.51.100.7",
+    membershipVersion: 1,
+    keys: { agentToken: "TOKEN", peerKey: "KEY", acme: { site: { accountKey: "ACCOUNT", key: "CERTKEY", eabHmacKey: "EAB" } } },
+  };
+
+  it("LBs get the acme section the agent accepts, the key references and HAProxy's responder route; the witness nothing", () => {
+    const [lb, witness] = planCluster(input).droplets;
+    expect(parseAgentConfig(lb.agentConfig, lb.name).acme?.certificates).toEqual([
+      { name: "site", domains: ["www.example.com"], email: "ops@example.com", directoryUrl: LETS_ENCRYPT_DIRECTORY, eabKid: "kid-1" },
+    ]);
+    expect(lb.secrets.acme).toEqual([{ name: "site", accountKey: "ACCOUNT", key: "CERTKEY", eabHmacKey: "EAB" }]);
+    expect(lb.haproxy?.acmeResponderPort).toBe(ACME_RESPONDER_PORT);
+    expect(witness.agentConfig.acme).toBeUndefined();
+    expect(witness.secrets.acme).toBeUndefined();
+  });
+
+  it("refuses a certificate without key references, or an EAB key id without its HMAC key", () => {
+    expect(() => planCluster({ ...input, keys: { agentToken: "T", peerKey: "K" } })).toThrow("plan: the ACME certificate site has no key references");
+    expect(() => planCluster({ ...input, keys: { agentToken: "T", peerKey: "K", acme: { site: { accountKey: "A", key: "C" } } } })).toThrow(
+      "plan: the ACME certificate site: an EAB key id goes with an EAB HMAC key",
+    );
   });
 });
