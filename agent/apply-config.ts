@@ -2,10 +2,15 @@
  * `fipd apply-config`: the one way the stack writes a droplet's configuration and secrets.
  *
  * The Pulumi command pipes a JSON document through SSH stdin (never argv, never userData):
- *   {"config": {...agent config...}, "token": "...", "identityKey": "<PEM>", "previousIdentityKey": "<PEM>"}
+ *   {"config": {...agent config...}, "token": "...", "identityKey": "<PEM>", "previousIdentityKey": "<PEM>",
+ *    "acme": {"<name>": {"accountKey": "<PEM>", "key": "<PEM>", "eabHmacKey": "...", "directoryCaPem": "<PEM>"}}}
  * `identityKey` is this droplet's own Ed25519 private key (agent/identity.ts), and only its own: the
  * config lists every member's public key (peerAuth.publicKeys), and the key sent must match this
  * node's entry there, or nothing is written.
+ * `acme` (LBs with ACME certificates only) holds the keys the stack made for each certificate named
+ * in config.acme; they go to <dir>/acme/<name>.account.key, .key and .eab, 0640 root:<service
+ * group> (fipd reads them; it cannot change them; the root-run install reads <name>.key), and the
+ * directory's CA, public, to <name>.directory-ca.pem. Files of names no longer configured go.
  * What it guarantees:
  * - validated before written: the config (as the YAML text it will write), the token and the keys
  *   go through the parsers `fipd run` loads them with; any problem refuses the whole payload, one
@@ -17,14 +22,16 @@
  *   new set, the previous files are put back and the command fails with the agent's reason, so the
  *   next start reads a set the agent accepted.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "./config.js";
 import { parseAgentConfigText, parseConfigText, renderAgentConfig } from "./config-file.js";
 import { controlRequest } from "./control.js";
 import { ensureSecureDirectory, installFileSet, lookupUser, type FileChange } from "./safe-write.js";
 import { membershipRefusal, type MembershipView } from "./membership.js";
-import { parseSecret } from "./secrets.js";
+import { printable } from "./schema.js";
+import { parseEabHmacKey, parsePrivateKeyPem, parseSecret } from "./secrets.js";
 import { parsePrivateKey, parsePublicKey } from "./identity.js";
 
 /** The payload is a config and three short secrets; anything near this size is not one. */
@@ -32,9 +39,21 @@ export const MAX_PAYLOAD_BYTES = 1024 * 1024;
 /** How long a running agent may take to answer a reload. */
 const RELOAD_TIMEOUT_MS = 10_000;
 const WHERE = "sent to apply-config";
-const FIELDS = ["config", "token", "identityKey", "previousIdentityKey"] as const;
+const FIELDS = ["config", "token", "identityKey", "previousIdentityKey", "acme"] as const;
 /** The shared-key files of builds before per-member identities: removed with the first identity set. */
 const LEGACY_FILES = ["peer.key", "peer.key.previous"];
+const ACME_FIELDS = ["accountKey", "key", "eabHmacKey", "directoryCaPem"] as const;
+/** The files of one ACME certificate under <dir>/acme, by what they hold. */
+const ACME_FILE_SUFFIXES = { accountKey: ".account.key", key: ".key", eabHmacKey: ".eab", directoryCaPem: ".directory-ca.pem" } as const;
+/** At most this many ACME certificates (the stack allows 100 certificates in all). */
+const MAX_ACME_CERTIFICATES = 100;
+
+interface AcmeFiles {
+  accountKey: string;
+  key: string;
+  eabHmacKey: string | null;
+  directoryCaPem: string | null;
+}
 
 export interface ApplyOptions {
   /** Where the files go (default /etc/fipd). Must be root-owned and not writable by others; created 0755 if missing. */
@@ -60,6 +79,8 @@ interface Validated {
   token: string | null;
   identityKey: string;
   previousIdentityKey: string | null;
+  /** Per ACME certificate name, what to write under <dir>/acme. */
+  acme: Map<string, AcmeFiles>;
 }
 
 /** Every problem with the payload, one line each (empty when it is good), and the validated values. */
@@ -91,6 +112,43 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
   const identityKey = secret("identityKey", key);
   const previousIdentityKey = secret("previousIdentityKey", key);
 
+  const acmeDir = join(dir, "acme");
+  const acme = new Map<string, AcmeFiles>();
+  const acmeSent = doc.acme === undefined ? {} : isRecord(doc.acme) ? doc.acme : null;
+  if (acmeSent === null) problems.push("acme: expected an object: per ACME certificate name, its accountKey, key and optionally eabHmacKey and directoryCaPem");
+  else if (Object.keys(acmeSent).length > MAX_ACME_CERTIFICATES)
+    problems.push(`acme: holds ${Object.keys(acmeSent).length} certificates; at most ${MAX_ACME_CERTIFICATES}`);
+  else {
+    for (const [name, entry] of Object.entries(acmeSent)) {
+      const at = `acme.${printable(name, 100)}`;
+      if (!isRecord(entry)) {
+        problems.push(`${at}: expected an object with accountKey, key and optionally eabHmacKey and directoryCaPem`);
+        continue;
+      }
+      for (const k of Object.keys(entry))
+        if (!(ACME_FIELDS as readonly string[]).includes(k)) problems.push(`${at}.${printable(k, 40)}: unknown field (expected ${ACME_FIELDS.join(", ")})`);
+      const field = <T>(k: (typeof ACME_FIELDS)[number], required: boolean, parse: (text: string) => T): T | null => {
+        const v = entry[k];
+        if (v === undefined && !required) return null;
+        if (typeof v !== "string") {
+          problems.push(`${at}.${k}: ${v === undefined ? "required, " : ""}expected a string, got ${v === undefined ? "nothing" : typeof v}`);
+          return null;
+        }
+        try {
+          return parse(v);
+        } catch (e) {
+          problems.push(`${at}.${k}: ${(e as Error).message}`);
+          return null;
+        }
+      };
+      const accountKey = field("accountKey", true, (t) => parsePrivateKeyPem(t, "ACME account key", WHERE));
+      const key = field("key", true, (t) => parsePrivateKeyPem(t, "certificate key", WHERE));
+      const eabHmacKey = field("eabHmacKey", false, (t) => parseEabHmacKey(t, WHERE));
+      const directoryCaPem = field("directoryCaPem", false, parseCaPem);
+      if (accountKey !== null && key !== null) acme.set(name, { accountKey, key, eabHmacKey, directoryCaPem });
+    }
+  }
+
   const files = {
     config: join(dir, "fipd.yaml"),
     token: join(dir, "token"),
@@ -111,6 +169,18 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
   else delete peerAuth.previousKeyFile;
   raw.peerAuth = peerAuth;
   raw.api = { ...(isRecord(raw.api) ? raw.api : {}), tokenFile: files.token };
+  // The ACME keys and the directory's CA are where this command writes them, whatever the stack said.
+  if (isRecord(raw.acme)) {
+    const certificates = Array.isArray(raw.acme.certificates)
+      ? raw.acme.certificates.map((c: unknown) => {
+          if (!isRecord(c) || typeof c.name !== "string") return c;
+          const { directoryCaFile: _sent, ...rest } = c;
+          const ca = acme.get(c.name)?.directoryCaPem;
+          return ca ? { ...rest, directoryCaFile: join(acmeDir, c.name + ACME_FILE_SUFFIXES.directoryCaPem) } : rest;
+        })
+      : raw.acme.certificates;
+    raw.acme = { ...raw.acme, keyDir: acmeDir, certificates };
+  }
   const configText = renderAgentConfig(raw);
   let cfg;
   try {
@@ -138,6 +208,20 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
   matches(previousIdentityKey, "previousPublicKey", "previousIdentityKey");
   if (own?.previousPublicKey !== undefined && doc.previousIdentityKey === undefined)
     problems.push("previousIdentityKey: required while this node's peerAuth.publicKeys entry has a previousPublicKey (a key roll): its private half");
+  // Every certificate the config names has its keys, and no keys come without their certificate.
+  const named = new Map((cfg.acme?.certificates ?? []).map((c) => [c.name, c]));
+  for (const [name, c] of named) {
+    if (acmeSent && !Object.hasOwn(acmeSent, name)) problems.push(`acme.${name}: required: config.acme names the certificate ${name}, whose keys are missing`);
+    const sent = acme.get(name);
+    const eabSent = acmeSent && isRecord(acmeSent[name]) ? acmeSent[name].eabHmacKey !== undefined : false;
+    if (sent && eabSent !== (c.eabKid !== undefined))
+      problems.push(
+        `acme.${name}.eabHmacKey: ${c.eabKid === undefined ? "sent, but config.acme gives no eabKid for it" : `required: config.acme gives the EAB key id ${c.eabKid}`}`,
+      );
+  }
+  for (const name of Object.keys(acmeSent ?? {}))
+    if (!named.has(name))
+      problems.push(`acme.${printable(name, 100)}: config.acme names no such certificate (it names ${[...named.keys()].join(", ") || "none"})`);
   if (problems.length || identityKey === undefined) return { problems };
   return {
     problems,
@@ -151,8 +235,50 @@ function validate(doc: unknown, dir: string): { problems: string[]; ok?: Validat
       token: token ?? null,
       identityKey: identityKey.text,
       previousIdentityKey: previousIdentityKey?.text ?? null,
+      acme,
     },
   };
+}
+
+/** The directory's CA: public, but it must parse, or fipd could not reach the directory at all. */
+function parseCaPem(text: string): string {
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
+  if (!blocks || text.length > 256 * 1024) throw new Error("expected PEM certificates (-----BEGIN CERTIFICATE-----) of at most 256 KiB");
+  for (const [i, b] of blocks.entries()) {
+    try {
+      new X509Certificate(b);
+    } catch {
+      throw new Error(`certificate ${i + 1} does not parse`);
+    }
+  }
+  return blocks.join("\n") + "\n";
+}
+
+/**
+ * The changes under <dir>/acme: each certificate's files (keys 0640 root:<service group>; the
+ * directory's CA 0644), and the removal of every file of ours that the new set does not hold.
+ */
+function acmeChanges(acmeDir: string, acme: ReadonlyMap<string, AcmeFiles>, keyGroup: { group?: number }): FileChange[] {
+  const changes: FileChange[] = [];
+  const keep = new Set<string>();
+  for (const [name, f] of acme) {
+    const put = (what: keyof AcmeFiles, content: string | null, mode: number, group: { group?: number }) => {
+      if (content === null) return;
+      const path = join(acmeDir, name + ACME_FILE_SUFFIXES[what]);
+      keep.add(path);
+      changes.push({ path, content: content.endsWith("\n") ? content : content + "\n", mode, ...group });
+    };
+    put("accountKey", f.accountKey, 0o640, keyGroup);
+    put("key", f.key, 0o640, keyGroup);
+    put("eabHmacKey", f.eabHmacKey, 0o640, keyGroup);
+    put("directoryCaPem", f.directoryCaPem, 0o644, {});
+  }
+  if (existsSync(acmeDir))
+    for (const file of readdirSync(acmeDir)) {
+      const path = join(acmeDir, file);
+      if (!keep.has(path) && Object.values(ACME_FILE_SUFFIXES).some((suffix) => file.endsWith(suffix))) changes.push({ path, remove: true });
+    }
+  return changes;
 }
 
 /** The membership of a config document (the file on disk, or a status report), if it states one. */
@@ -227,8 +353,12 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   const secretOwner = owner ? { owner: owner.uid, group: owner.gid } : {};
   const configGroup = owner ? { group: owner.gid } : {};
   ensureSecureDirectory(o.dir, 0o755);
+  const acmeDir = join(o.dir, "acme");
+  // 0755: fipd must reach its key files (0640 root:<its group>); nobody but root may change the directory.
+  if (v.acme.size) ensureSecureDirectory(acmeDir, 0o755);
   // Secrets first, config last: an agent reloading mid-way never sees a config naming a missing file.
   const set: FileChange[] = [
+    ...acmeChanges(acmeDir, v.acme, configGroup),
     ...(v.token !== null ? [{ path: v.files.token, content: v.token + "\n", mode: 0o600, ...secretOwner }] : []),
     { path: v.files.identityKey, content: v.identityKey + "\n", mode: 0o600, ...secretOwner },
     v.previousIdentityKey !== null

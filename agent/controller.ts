@@ -45,6 +45,8 @@ export interface ControllerDeps {
    * input. Nothing takes effect until `commit`, which the controller calls once it accepts the config.
    */
   reload?(): Promise<{ config: AgentConfig; commit(): void }>;
+  /** Told when this node starts (true) and stops (false) asserting the reserved IP: the ACME orders run only meanwhile. */
+  onAsserting?(asserting: boolean): void;
 }
 
 export interface TransportLike {
@@ -216,10 +218,12 @@ export class Controller {
           startAsserting: (term) => {
             this.d.log.info("leading: asserting the reserved IP", { term });
             this.d.metrics.asserting.set(1);
+            this.d.onAsserting?.(true);
           },
           stopAsserting: (term, reason) => {
             this.d.log.info("no longer asserting the reserved IP", { term, reason });
             this.d.metrics.asserting.set(0);
+            this.d.onAsserting?.(false);
           },
           roleChanged: (eff) => this.onRoleChanged(eff.role, eff.term, eff.leader, eff.reason),
         },

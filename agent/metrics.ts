@@ -43,8 +43,14 @@ function processMetrics(registry: Registry, prefix: string): void {
   });
 }
 
-/** `certificateDir`: where the HAProxy install publishes the running certificates (metrics.certificateDir), read at each scrape. */
-export function createMetrics(o: { certificateDir?: () => string | undefined } = {}) {
+/** Per ACME certificate, read at scrape time (agent/acme/manager.ts `timestamps`). */
+export type AcmeTimestamps = { name: string; expiryS: number | null; renewalDueS: number; lastErrorS: number | null }[];
+
+/**
+ * `certificateDir`: where the HAProxy install publishes the running certificates (metrics.certificateDir), read at each scrape.
+ * `acme`: the ACME certificates' timestamps (none when ACME is off).
+ */
+export function createMetrics(o: { certificateDir?: () => string | undefined; acme?: () => AcmeTimestamps } = {}) {
   const registry = new Registry();
   processMetrics(registry, "fipd_");
   const r = [registry];
@@ -76,8 +82,40 @@ export function createMetrics(o: { certificateDir?: () => string | undefined } =
       for (const c of certs) if ("error" in c) this.set({ name: c.name }, 1);
     },
   });
+  // ACME (issue 15): every LB exports these from its own store, so the alert holds whoever leads.
+  const acmeGauge = (name: string, help: string, pick: (t: AcmeTimestamps[number]) => number | null) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["name"],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const t of o.acme?.() ?? []) {
+          const value = pick(t);
+          if (value !== null) this.set({ name: t.name }, value);
+        }
+      },
+    });
+  acmeGauge(
+    "fipd_acme_certificate_expiry_timestamp_seconds",
+    "notAfter (Unix time) of the issued ACME certificate this node holds, by name; absent while the placeholder serves",
+    (t) => t.expiryS,
+  );
+  acmeGauge(
+    "fipd_acme_renewal_due_timestamp_seconds",
+    "When the ACME certificate is due for renewal (Unix time): when acme.renewAtRemainingFraction of its lifetime remains, or, for a placeholder, since it was first seen missing",
+    (t) => t.renewalDueS,
+  );
+  acmeGauge("fipd_acme_last_error_timestamp_seconds", "When this node's last ACME order for the certificate failed (Unix time)", (t) => t.lastErrorS);
   return {
     registry,
+    acmeOrderFailures: new Counter({
+      name: "fipd_acme_order_failures_total",
+      help: "Failed ACME orders by certificate and reason (rate_limited, unreachable, validation, deadline, rejected_chain, keys, child, other)",
+      labelNames: ["name", "reason"],
+      registers: r,
+    }),
     role: new Gauge({ name: "fipd_role", help: "1 for this node's current role", labelNames: ["role"], registers: r }),
     term: new Gauge({ name: "fipd_term", help: "Current election term", registers: r }),
     leaderChanges: new Counter({ name: "fipd_leader_changes_total", help: "Times the known leader changed", registers: r }),

@@ -16,6 +16,7 @@ import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
 import { buildId } from "./build-id.js";
 import { createControlServer } from "./control.js";
+import { startAcme, type AcmeRuntime } from "./acme/runtime.js";
 import { createHash } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 
@@ -74,7 +75,9 @@ export async function runAgent(configPath: string): Promise<number> {
   }
   const log = createLogger({ level: cfg.logLevel, nodeId: cfg.nodeId });
   // The directory in force (a reload may move it); read at scrape time, once the controller exists.
-  const metrics = createMetrics({ certificateDir: () => controller.config.metrics.certificateDir });
+  const metrics = createMetrics({ certificateDir: () => controller.config.metrics.certificateDir, acme: () => acme?.manager.timestamps() ?? [] });
+  /** Automatic HTTPS (agent/acme): LBs with an `acme` section; started before the controller, which tells it when this node leads. */
+  let acme: AcmeRuntime | null = null;
   const self = cfg.members.find((m) => m.id === cfg.nodeId)!;
   let token = secrets.token;
   let keys = secrets.keys;
@@ -106,6 +109,7 @@ export async function runAgent(configPath: string): Promise<number> {
     metrics,
     now: () => performance.now(),
     build: runningBuild() ?? undefined,
+    onAsserting: (asserting) => acme?.manager.setLeading(asserting),
     durable: fileDurableStore(cfg.stateFile, (message) => log.error("election state file", { error: message })),
     fatal: (message, fields) => {
       // EX_SOFTWARE. One line, then out: systemd restarts the unit, and the boot quiet period keeps
@@ -219,6 +223,7 @@ export async function runAgent(configPath: string): Promise<number> {
         health = createHealthChecker({ ...next.health, onChange: healthOnChange });
         health.start();
       }
+      if (acme && next.acme) acme.updateConfig(next.acme);
       restartPending = restartPendingKeys(cfg, next);
       if (restartPending.length) log.warn("configuration reloaded; some changes wait for a restart", { restartPending });
       if (JSON.stringify(next.metrics) !== JSON.stringify(prev.metrics)) {
@@ -235,6 +240,10 @@ export async function runAgent(configPath: string): Promise<number> {
     return run;
   };
   try {
+    if (self.role === "lb" && cfg.acme) {
+      acme = await startAcme({ config: cfg.acme, log, metrics });
+      closers.push(() => acme?.close());
+    }
     await controller.start();
     if (cfg.metrics.enabled) metricsServer = await startMetricsServer(metrics, { address: cfg.metrics.address, port: cfg.metrics.port });
     closers.push(() => metricsServer?.close());
@@ -242,7 +251,7 @@ export async function runAgent(configPath: string): Promise<number> {
       switch (req.cmd) {
         case "status":
           // Status leaves the process (the deploy scripts print it, Pulumi stores it): redacted like the logs.
-          return redactDeep({ ...controller.status(), restartPending, peerKeys: transportRef?.keyStatus() ?? null }, [token]);
+          return redactDeep({ ...controller.status(), restartPending, peerKeys: transportRef?.keyStatus() ?? null, acme: acme?.status() ?? null }, [token]);
         case "handover":
           // The request's shape (to a node id, preferBuild a build id) is checked by the control server.
           controller.handover(

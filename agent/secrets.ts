@@ -5,6 +5,7 @@
  * The parsers (parseSecret, agent/identity.ts parsePrivateKey) are apart from the file reads so that `fipd apply-config`
  * can refuse a payload with exactly the rules `fipd run` applies, before anything is written.
  */
+import { createPrivateKey } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { parsePrivateKey, parsePublicKey, type OwnIdentity } from "./identity.js";
 
@@ -139,4 +140,36 @@ export function readIdentityKeys(cfg: {
     current: load(cfg.peerAuth.keyFile, self.publicKey, "publicKey"),
     previous: cfg.peerAuth.previousKeyFile ? load(cfg.peerAuth.previousKeyFile, self.previousPublicKey, "previousPublicKey") : null,
   };
+}
+
+/** A PEM private key is a few hundred bytes (ECDSA) to a few KiB (RSA 4096); far more is not one. */
+const MAX_PRIVATE_KEY_PEM_CHARS = 16 * 1024;
+
+/**
+ * An ACME key as the stack ships it (an account key or a certificate's key): one unencrypted PEM
+ * private key, EC or RSA. Trimmed; errors name `what` and `where`, never the key.
+ */
+export function parsePrivateKeyPem(text: string, what: string, where: string): string {
+  const pem = text.trim();
+  if (!pem) throw new SecretFileError(`the ${what} ${where} is empty`);
+  if (pem.length > MAX_PRIVATE_KEY_PEM_CHARS)
+    throw new SecretFileError(`the ${what} ${where} holds ${pem.length} characters; a PEM private key holds at most ${MAX_PRIVATE_KEY_PEM_CHARS}`);
+  if (!/^-----BEGIN (EC |RSA )?PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+\n-----END (EC |RSA )?PRIVATE KEY-----$/.test(pem))
+    throw new SecretFileError(`the ${what} ${where} is not one unencrypted PEM private key (-----BEGIN PRIVATE KEY----- … -----END PRIVATE KEY-----)`);
+  let type: string | undefined;
+  try {
+    type = createPrivateKey(pem).asymmetricKeyType;
+  } catch {
+    throw new SecretFileError(`the ${what} ${where} does not parse as a private key`);
+  }
+  if (type !== "ec" && type !== "rsa") throw new SecretFileError(`the ${what} ${where} is an ${type} key; ACME needs an EC or RSA key`);
+  return pem;
+}
+
+/** An EAB HMAC key (RFC 8555 §7.3.4) as CAs hand it out: base64url, one line. */
+export function parseEabHmacKey(text: string, where: string): string {
+  const value = parseSecret(text, "EAB HMAC key", where);
+  if (!/^[A-Za-z0-9_-]{16,1024}={0,2}$/.test(value))
+    throw new SecretFileError(`the EAB HMAC key ${where} must be base64url of 16 to 1024 characters; it holds ${value.length} characters`);
+  return value;
 }

@@ -33,7 +33,7 @@ export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; w
  * restart (agent/reload-keys.ts), and the transport's peer keys (agent/key-retirement.ts; null
  * before the transport runs, absent from an older agent).
  */
-export type AgentStatus = StatusReport & { restartPending?: string[]; peerKeys?: PeerKeyStatus | null };
+export type AgentStatus = StatusReport & { restartPending?: string[]; peerKeys?: PeerKeyStatus | null; acme?: { line: string }[] | null };
 
 /**
  * The peer key line of `fipd status`, also printed by the deploy's final check: while previous
@@ -86,6 +86,8 @@ export function formatStatus(s: AgentStatus): string {
   if (s.ipKeeper?.lastError) lines.push(`last error: ${shown(s.ipKeeper.lastError)}`);
   const keys = s.peerKeys ? formatPeerKeys(s.peerKeys) : null;
   if (keys) lines.push(keys);
+  // One line per ACME certificate (agent/acme/manager.ts): placeholder, valid until, renewing, failing and why.
+  for (const a of s.acme ?? []) lines.push(`acme ${shown(a.line)}`);
   if (s.restartPending?.length) lines.push(`RESTART PENDING for ${s.restartPending.join(", ")}: a reload cannot apply them (systemctl restart fipd)`);
   return lines.join("\n") + "\n";
 }

@@ -5,7 +5,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
 import { certificateFiles, haproxyBundle, haproxyInstallScript, renderHaproxyConfig, type HaproxyOptions } from "./haproxy.js";
-import type { Certificates } from "./lb-config.js";
+import type { PemCertificate } from "./lb-config.js";
+import { acmePayload, type AcmeShipment } from "./plan.js";
 import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
 
 export interface AgentDeploymentArgs {
@@ -29,8 +30,10 @@ export interface AgentDeploymentArgs {
   readonly previousIdentityKey?: pulumi.Input<string | undefined>;
   /** What the HAProxy config is rendered from (LBs only). */
   readonly haproxy?: pulumi.Input<HaproxyOptions>;
-  /** Secret: the certificates and keys HAProxy serves (LBs only); shipped with the config on secret stdin. */
-  readonly certificates?: pulumi.Input<Certificates>;
+  /** Secret: the certificates and keys HAProxy serves (LBs only; an ACME certificate's placeholder until fipd has it issued); shipped with the config on secret stdin. */
+  readonly certificates?: pulumi.Input<Record<string, PemCertificate>>;
+  /** Secret: the ACME keys (and EAB HMAC keys) of this LB, resolved; shipped on apply-config's stdin. */
+  readonly acme?: pulumi.Input<AcmeShipment<string>[] | undefined>;
   /** The previous droplet's restart: bundles roll one droplet at a time. */
   readonly after?: pulumi.Resource;
   /**
@@ -116,9 +119,15 @@ export class AgentDeployment extends pulumi.ComponentResource {
     }
 
     const payload = pulumi
-      .all([a.agentConfig, a.token, a.identityKey, a.previousIdentityKey])
-      .apply(([config, token, identityKey, previousIdentityKey]) =>
-        JSON.stringify({ config, ...(token ? { token } : {}), identityKey, ...(previousIdentityKey ? { previousIdentityKey } : {}) }),
+      .all([a.agentConfig, a.token, a.identityKey, a.previousIdentityKey, a.acme])
+      .apply(([config, token, identityKey, previousIdentityKey, acme]) =>
+        JSON.stringify({
+          config,
+          ...(token ? { token } : {}),
+          identityKey,
+          ...(previousIdentityKey ? { previousIdentityKey } : {}),
+          ...(acme?.length ? { acme: acmePayload(acme) } : {}),
+        }),
       );
     this.applyConfig = new command.remote.Command(
       `${name}-config`,

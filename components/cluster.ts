@@ -5,7 +5,8 @@ import * as tls from "@pulumi/tls";
 import { HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { AgentDeployment, DIAL_ERROR_LIMIT } from "./agent-deployment.js";
 import type { PublicStackConfig } from "./config.js";
-import type { Certificates } from "./lb-config.js";
+import { acmeKeysFor } from "./acme-keys.js";
+import { pemCertificates, type Certificates, type PemCertificate } from "./lb-config.js";
 import { Firewalls } from "./firewalls.js";
 import { LoadBalancers, type LbNodeSpec } from "./load-balancers.js";
 import { Network } from "./network.js";
@@ -31,7 +32,7 @@ export interface HaLbClusterArgs {
 }
 
 /** The key material the plan hands out, by name (bound to the secret Outputs in HaLbCluster). */
-export type KeyName = "agentToken" | `identity:${string}` | `previousIdentity:${string}`;
+export type KeyName = "agentToken" | `identity:${string}` | `previousIdentity:${string}` | `acme/${string}/${"account" | "key" | "eab"}`;
 
 /**
  * The membership version, monotonic by construction: a counter kept in the state of one
@@ -202,13 +203,31 @@ export class HaLbCluster extends pulumi.ComponentResource {
 
     // What each droplet is told and shipped: one pure function (plan.ts) over the resolved values.
     // Key material enters the plan by name only and is bound to the secret Outputs here.
+    // ACME certificates: their keys and placeholders (acme-keys.ts). Every LB gets the same keys.
+    const acme = c.acme.map((x) => ({ spec: x, keys: acmeKeysFor(name, x, p) }));
+    const certificates = pulumi.output(a.certificates ?? {});
+    const acmeMaterial = pulumi
+      .all([certificates, pulumi.all(acme.map(({ spec, keys }) => pulumi.all([spec.name, keys.accountKeyPem, keys.keyPem])))])
+      .apply(([certs, keys]) => {
+        const out: Partial<Record<KeyName, string>> = {};
+        for (const [n, account, key] of keys) {
+          out[`acme/${n}/account`] = account;
+          out[`acme/${n}/key`] = key;
+          out[`acme/${n}/eab`] = certs[n]?.acme?.eab?.hmacKey;
+        }
+        return out;
+      });
     // The private keys are secret in the provider's state already; wrapped again so that nothing
     // built from them can lose the mark.
     const material = pulumi.secret(
       pulumi
-        .all([a.agentToken, pulumi.all(identityKeys.map((k) => pulumi.all([k.current.privateKeyPem, k.previous ? k.previous.privateKeyPem : undefined])))])
-        .apply(([agentToken, pems]) => {
-          const m: Record<string, string | undefined> = { agentToken };
+        .all([
+          a.agentToken,
+          acmeMaterial,
+          pulumi.all(identityKeys.map((k) => pulumi.all([k.current.privateKeyPem, k.previous ? k.previous.privateKeyPem : undefined]))),
+        ])
+        .apply(([agentToken, acmeKeys, pems]) => {
+          const m: Partial<Record<KeyName, string>> = { ...acmeKeys, agentToken };
           identityKeys.forEach((k, i) => {
             m[`identity:${k.name}`] = pems[i][0];
             m[`previousIdentity:${k.name}`] = pems[i][1];
@@ -218,6 +237,13 @@ export class HaLbCluster extends pulumi.ComponentResource {
     );
     // Public keys are not secret: every member's config lists them all.
     const publicKeys = pulumi.all(identityKeys.map((k) => pulumi.all([k.current.publicKeyOpenssh, k.previous ? k.previous.publicKeyOpenssh : undefined])));
+    // What HAProxy serves: the PEM certificates, and each ACME certificate's placeholder until fipd
+    // has it issued (the install then prefers the issued chain).
+    const served = pulumi.secret(
+      pulumi
+        .all([certificates, pulumi.all(acme.map(({ spec, keys }) => pulumi.all([spec.name, keys.placeholder])))])
+        .apply(([certs, placeholders]): Record<string, PemCertificate> => ({ ...pemCertificates(certs), ...Object.fromEntries(placeholders) })),
+    );
     // Pools given by tag: resolved to the tagged droplets' VPC addresses at every `pulumi up` (pool-servers.ts).
     const tagged = pulumi.all(
       Object.fromEntries(poolTags(c.pools).map((t) => [t, digitalocean.getDropletsOutput({ filters: [{ key: "tags", values: [t] }] }, p).droplets])),
@@ -246,6 +272,16 @@ export class HaLbCluster extends pulumi.ComponentResource {
                 },
               ]),
             ),
+            acme: Object.fromEntries(
+              c.acme.map((x) => [
+                x.name,
+                {
+                  accountKey: `acme/${x.name}/account` as const,
+                  key: `acme/${x.name}/key` as const,
+                  ...(x.eabKid !== undefined ? { eabHmacKey: `acme/${x.name}/eab` as const } : {}),
+                },
+              ]),
+            ),
           },
         }),
       );
@@ -268,6 +304,21 @@ export class HaLbCluster extends pulumi.ComponentResource {
         return k;
       }),
       previousIdentityKey: bind(d, (s) => s.previousIdentityKey),
+      acme: pulumi.all([d, material]).apply(([x, m]) =>
+        x.secrets.acme?.map((s) => {
+          const get = (ref: KeyName) => {
+            const value = m[ref];
+            if (!value) throw new Error(`plan: no key material for ${ref}`);
+            return value;
+          };
+          return {
+            ...s,
+            accountKey: get(s.accountKey),
+            key: get(s.key),
+            ...(s.eabHmacKey !== undefined ? { eabHmacKey: get(s.eabHmacKey) } : {}),
+          };
+        }),
+      ),
     });
 
     let after: pulumi.Resource | undefined;
@@ -296,7 +347,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
             if (!x.haproxy) throw new Error(`plan: the load balancer ${x.name} has no HAProxy options`);
             return x.haproxy;
           }),
-          certificates: a.certificates,
+          certificates: served,
           after,
           configAfter,
         },

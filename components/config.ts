@@ -8,7 +8,7 @@ import * as v from "valibot";
 import { FailoverTimingSchema } from "../agent/config.js";
 import { majorityOf } from "../agent/election/quorum.js";
 import { boolean, check, cidr4, integer, ipv4, listOf, matching, nonEmptyString, oneOf, port, problemsOf, secret, strictObject } from "../agent/schema.js";
-import { CertificatesSchema, FrontendsSchema, PoolsSchema, checkLb, hostPort, normalizeLb, type Certificates } from "./lb-config.js";
+import { CertificatesSchema, FrontendsSchema, PoolsSchema, acmeCertificates, checkLb, hostPort, normalizeLb, type Certificates } from "./lb-config.js";
 
 const region = matching(/^[a-z]{3}\d$/, "a DigitalOcean region slug such as nyc3, fra1 or sgp1");
 const slug = nonEmptyString("a non-empty slug");
@@ -55,6 +55,8 @@ export const StackConfigSchema = v.pipe(
     ...c,
     listenPorts: c.frontends ? c.frontends.map((f) => f.port) : (c.listenPorts ?? [80]),
     ...normalizeLb(c),
+    /** The public part of the ACME certificates (no EAB HMAC key): it shapes the keys and placeholders the stack makes. */
+    acme: acmeCertificates(c.certificates),
     colors: {
       blue: { count: 2, ...c.colors.blue },
       green: { count: 0, ...c.colors.green },
@@ -81,7 +83,8 @@ const EXPECTED: Record<string, string> = {
   listenPorts: "[80, 443]",
   frontends: '[{"port": 443, "protocol": "https", "pool": "web", "certificates": ["site"]}]',
   pools: '{"web": {"servers": ["10.10.0.5:8080"], "healthCheck": {"type": "http", "path": "/healthz"}}}',
-  certificates: "pulumi config set --secret --path 'ha-lb:certificates.site.certificate' < fullchain.pem (and .privateKey < key.pem)",
+  certificates:
+    'pulumi config set --secret --path \'ha-lb:certificates.site.certificate\' < fullchain.pem (and .privateKey < key.pem), or {"site": {"acme": {"domains": ["www.example.com"], "email": "ops@example.com"}}}',
   maxconn: "an integer from 100 to 1000000",
   agentToken: "pulumi config set --secret ha-lb:agentToken (a token with reserved_ip:update)",
   reservedIp: "an existing Reserved IP in the same region, e.g. 203.0.113.7",

@@ -18,10 +18,24 @@
  *   the steady rate one second may carry; HAProxy has no token bucket.
  * - Sticky cookies name a server by a hash of its address, the same on every LB, so a failover keeps
  *   the sessions.
+ * - ACME (when a certificate is obtained over ACME): every http frontend hands
+ *   `/.well-known/acme-challenge/` to fipd's HTTP-01 responder on loopback (backend `be_acme`). The
+ *   first http-request rule is `allow` for those requests, which ends the http-request rules for
+ *   them: no https redirect, no rate limit (the CA validates from several addresses at once), and
+ *   the `use_backend` ahead of the routes. Only the connection rules (denyCidrs; allowCidrs is
+ *   refused at preview on port 80) come before it, as they come before anything.
  */
 import { createHash } from "node:crypto";
-import { HAPROXY_HEALTH_PATH, HAPROXY_HEALTH_PORT, HAPROXY_METRICS_PORT, LOOPBACK_IPV4, METADATA_URL, ANY_IPV4 } from "../agent/ports.js";
-import { HEALTH_DEFAULTS, normalizeLb, type Frontend, type Pool } from "./lb-config.js";
+import {
+  ACME_CHALLENGE_PREFIX,
+  ANY_IPV4,
+  HAPROXY_HEALTH_PATH,
+  HAPROXY_HEALTH_PORT,
+  HAPROXY_METRICS_PORT,
+  LOOPBACK_IPV4,
+  METADATA_URL,
+} from "../agent/ports.js";
+import { HEALTH_DEFAULTS, normalizeLb, type Frontend, type PemCertificate, type Pool } from "./lb-config.js";
 
 export const ANCHOR_PLACEHOLDER = "@ANCHOR_IPV4@";
 /** Where the certificate files are; the install script fills in the directory of the new set. */
@@ -85,7 +99,12 @@ export interface HaproxyOptions {
   runAs?: { user: string; group: string; chroot?: string } | null;
   /** master-worker mode (default true): a reload starts new workers, old connections finish on the old ones. */
   masterWorker?: boolean;
+  /** Set when a certificate is obtained over ACME: fipd's HTTP-01 responder on 127.0.0.1 (ACME_RESPONDER_PORT), which every http frontend routes the challenge path to. */
+  acmeResponderPort?: number;
 }
+
+/** The backend of fipd's HTTP-01 responder. */
+export const ACME_BACKEND = "be_acme";
 
 const ms = (n: number) => `${n}ms`;
 /** A server's name in the config and the metrics: its address, in the characters HAProxy names allow. */
@@ -101,10 +120,7 @@ export const caFile = (pool: string) => `ca-${pool}.pem`;
  * chain followed by its key (what HAProxy's `crt` reads), and each pool's CA for re-encryption.
  * Secret: only ever on a secret stdin.
  */
-export function certificateFiles(
-  certificates: Readonly<Record<string, { certificate: string; privateKey: string }>>,
-  pools: Readonly<Record<string, Pool>> = {},
-): Record<string, string> {
+export function certificateFiles(certificates: Readonly<Record<string, PemCertificate>>, pools: Readonly<Record<string, Pool>> = {}): Record<string, string> {
   const files: Record<string, string> = {};
   const nl = (s: string) => (s.endsWith("\n") ? s : `${s}\n`);
   for (const [n, c] of Object.entries(certificates)) files[certFile(n)] = nl(c.certificate) + nl(c.privateKey);
@@ -131,6 +147,9 @@ function frontendLines(f: Frontend, o: HaproxyOptions, certDir: string): string[
   // Refused clients are dropped at accept, before any byte reaches a backend.
   if (f.denyCidrs?.length) out.push(`    tcp-request connection reject if { src ${f.denyCidrs.join(" ")} }`);
   if (f.allowCidrs?.length) out.push(`    tcp-request connection reject unless { src ${f.allowCidrs.join(" ")} }`);
+  // First of the http-request rules: `allow` ends them for a challenge request (see the header).
+  const acme = f.protocol === "http" && o.acmeResponderPort !== undefined;
+  if (acme) out.push(`    acl acme_challenge path_beg ${ACME_CHALLENGE_PREFIX}`, "    http-request allow if acme_challenge");
   if (http && f.rateLimit) {
     const limit = f.rateLimit.requestsPerSecond + (f.rateLimit.burst ?? 0);
     out.push(
@@ -139,10 +158,11 @@ function frontendLines(f: Frontend, o: HaproxyOptions, certDir: string): string[
       `    http-request deny deny_status 429 if { sc_http_req_rate(0) gt ${limit} }`,
     );
   }
-  if (f.redirectToHttps) out.push("    http-request redirect scheme https code 301 unless { path_beg /.well-known/acme-challenge/ }");
+  if (f.redirectToHttps) out.push(`    http-request redirect scheme https code 301 unless { path_beg ${ACME_CHALLENGE_PREFIX} }`);
   if (http) out.push(`    http-request set-header X-Forwarded-Proto ${f.protocol}`);
   if (f.hsts !== undefined) out.push(`    http-response set-header Strict-Transport-Security "max-age=${f.hsts}"`);
   if (o.serverName && http) out.push(`    http-response set-header X-Served-By ${o.serverName}`);
+  if (acme) out.push(`    use_backend ${ACME_BACKEND} if acme_challenge`);
   for (const r of f.routes ?? []) {
     const conds = [...(r.host ? [`{ req.hdr(host),field(1,:),lower -m str ${r.host} }`] : []), ...(r.pathPrefix ? [`{ path_beg ${r.pathPrefix} }`] : [])];
     out.push(`    use_backend ${backendName(r.pool)} if ${conds.join(" ")}`);
@@ -248,6 +268,8 @@ export function renderHaproxyConfig(o: HaproxyOptions): string {
   ];
   for (const f of [...frontends].sort((a, b) => a.port - b.port)) lines.push(...frontendLines(f, o, certDir));
   for (const p of used) lines.push(...backendLines(p, pools[p], mode.get(p)!, certDir));
+  if (o.acmeResponderPort !== undefined && frontends.some((f) => f.protocol === "http"))
+    lines.push(`backend ${ACME_BACKEND}`, "    mode http", `    server fipd_acme ${LOOPBACK_IPV4}:${o.acmeResponderPort}`, "");
   return lines.join("\n") + "\n";
 }
 

@@ -11,8 +11,23 @@
  */
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import * as v from "valibot";
-import { HAPROXY_HEALTH_PORT, HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT, SSH_PORT } from "../agent/ports.js";
-import { boolean, cidr4, crossCheck, durationMs, exactlyOneOf, integer, listOf, matching, oneOf, port, secret, show, strictObject } from "../agent/schema.js";
+import { ACME_RESPONDER_PORT, HAPROXY_HEALTH_PORT, HAPROXY_METRICS_PORT, METRICS_PORT, PEER_PORT, SSH_PORT } from "../agent/ports.js";
+import {
+  boolean,
+  cidr4,
+  crossCheck,
+  durationMs,
+  exactlyOneOf,
+  integer,
+  listOf,
+  matching,
+  mustBe,
+  oneOf,
+  port,
+  secret,
+  show,
+  strictObject,
+} from "../agent/schema.js";
 
 /** Bounds: a config is written by hand, and these keep the rendered HAProxy config reasonable. */
 const MAX_FRONTENDS = 64;
@@ -29,10 +44,8 @@ export const poolName = name("a pool name");
 export const certificateName = name("a certificate name");
 export const hostPort = matching(/^[A-Za-z0-9.-]{1,253}:\d{1,5}$/, "host:port, such as 10.0.0.5:8080");
 /** A lowercase DNS name (what a Host header or an SNI name is compared with). */
-export const hostName = matching(
-  /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/,
-  "a lowercase host name such as www.example.com",
-);
+const HOST_NAME_RE = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+export const hostName = matching(HOST_NAME_RE, "a lowercase host name such as www.example.com");
 /** Characters of a URL path that need no quoting in an HAProxy config line (no space, quote, '#' or '\'). */
 const pathPrefix = matching(/^\/[A-Za-z0-9._~!$&()*+,;=:@%/-]{0,255}$/, "a path starting with '/', such as /api/");
 const cookieName = matching(/^[A-Za-z0-9_-]{1,64}$/, "a cookie name: 1-64 characters of A-Z, a-z, 0-9, '_' and '-'");
@@ -123,6 +136,7 @@ export const RESERVED_PORTS = [
   { port: METRICS_PORT, what: "fipd metrics" },
   { port: HAPROXY_HEALTH_PORT, what: "HAProxy health" },
   { port: HAPROXY_METRICS_PORT, what: "HAProxy metrics" },
+  { port: ACME_RESPONDER_PORT, what: "ACME challenge responder (fipd)" },
 ] as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -200,13 +214,178 @@ export const PoolsSchema = v.pipe(
 
 // ---------------------------------------------------------------------------------------------
 // Certificates (secret): messages name the certificate and the field, never the value.
+//
+// An entry is PEMs (`certificate` + `privateKey`) or `acme` (the cluster obtains and renews it
+// itself over ACME, HTTP-01): two optional shapes and an "exactly one" check, not a union.
+
+/** Let's Encrypt's production directory: the default of `acme.directoryUrl`. */
+export const LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+/** Let's Encrypt's staging directory (untrusted certificates, generous rate limits): for trying it out. */
+export const LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory";
+/** Let's Encrypt issues at most 100 names per certificate. */
+const MAX_ACME_DOMAINS = 100;
+
+/**
+ * Why a name cannot be on an ACME certificate of this tier, or null. HTTP-01 proves control of a
+ * name by serving a file on it, so only a DNS name that resolves to the Reserved IP can pass.
+ */
+export function acmeDomainProblem(d: string): string | null {
+  if (d.includes("*"))
+    return `"${d}" is a wildcard: ha-lb validates names with ACME's HTTP-01 challenge, which cannot prove a wildcard (only DNS-01 can, and that needs a DNS API token ha-lb does not hold); list each name, e.g. www.example.com`;
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(d)) return `"${d}" is an IP address; an ACME certificate here names DNS names whose A record is the Reserved IP`;
+  if (!HOST_NAME_RE.test(d)) return `${show(d)} is not a lowercase DNS name such as www.example.com`;
+  if (!d.includes(".")) return `"${d}" is a single label; a public CA issues only for names under a public suffix, such as www.example.com`;
+  return null;
+}
+const acmeDomain = v.pipe(
+  v.string(mustBe("a DNS name such as www.example.com")),
+  v.check(
+    (d) => acmeDomainProblem(d) === null,
+    (i) => `must be a DNS name for HTTP-01: ${acmeDomainProblem(String(i.input))}`,
+  ),
+);
+const email = matching(
+  /^(?=.{3,254}$)[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$/i,
+  "an email address such as ops@example.com (the CA's account contact)",
+);
+/** An ACME directory: https only (the account key signs every request, but the directory itself must not be spoofable). */
+const directoryUrl = v.pipe(
+  v.string(mustBe("an https URL")),
+  v.check(
+    (s) => {
+      try {
+        const u = new URL(s);
+        return s.length <= 2048 && u.protocol === "https:" && !u.username && !u.password && !u.hash;
+      } catch {
+        return false;
+      }
+    },
+    (i) => `must be the https URL of an ACME directory, such as ${LETS_ENCRYPT_STAGING_DIRECTORY}, got ${show(i.input)}`,
+  ),
+);
+const AcmeObject = strictObject({
+  domains: v.pipe(
+    listOf(acmeDomain, { min: 1, fewer: 'needs at least one domain (e.g. ["www.example.com"])' }),
+    v.maxLength(MAX_ACME_DOMAINS, `must have at most ${MAX_ACME_DOMAINS} domains (Let's Encrypt's limit per certificate)`),
+  ),
+  email,
+  directoryUrl: v.optional(directoryUrl),
+  /** The directory's CA when it is not publicly trusted (a private CA, Pebble in the tests). */
+  directoryCaPem: v.optional(publicPem),
+  /** External account binding, for CAs that require it (ZeroSSL, Google): the key id and its base64url HMAC key. */
+  eab: v.optional(
+    strictObject({
+      kid: matching(/^[A-Za-z0-9_.:-]{1,256}$/, "the CA's EAB key id: 1-256 characters of A-Z, a-z, 0-9, '_', '.', ':' and '-'"),
+      hmacKey: v.pipe(
+        secret("a base64url HMAC key"),
+        v.check(
+          (k) => /^[A-Za-z0-9_-]{16,1024}={0,2}$/.test(k),
+          (i) => `must be a base64url HMAC key of 16 to 1024 characters, got ${String(i.input).length} characters`,
+        ),
+      ),
+    }),
+  ),
+});
+type AcmeObject = v.InferOutput<typeof AcmeObject>;
+const AcmeSchema = v.pipe(
+  AcmeObject,
+  crossCheck<AcmeObject>([["domains"]], (a, report) => {
+    const seen = new Set<string>();
+    a.domains.forEach((d, i) => {
+      if (seen.has(d)) report(["domains", i], `repeats "${d}"`);
+      seen.add(d);
+    });
+  }),
+  crossCheck<AcmeObject>([["directoryCaPem"]], (a, report) => {
+    for (const block of a.directoryCaPem?.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ??
+      (a.directoryCaPem === undefined ? [] : [""])) {
+      try {
+        new X509Certificate(block);
+      } catch {
+        report(["directoryCaPem"], "does not parse as PEM certificates");
+        break;
+      }
+    }
+  }),
+);
+export type AcmeSpec = v.InferOutput<typeof AcmeSchema>;
+
+const CertificateObject = strictObject({
+  certificate: v.optional(pem("a PEM certificate with its chain")),
+  privateKey: v.optional(pem("a PEM private key")),
+  acme: v.optional(AcmeSchema),
+});
+type CertificateObject = v.InferOutput<typeof CertificateObject>;
+const CertificateSchema = v.pipe(
+  CertificateObject,
+  crossCheck<CertificateObject>([["certificate"], ["privateKey"], ["acme"]], (c, report) => {
+    const pems = c.certificate !== undefined || c.privateKey !== undefined;
+    if (c.acme !== undefined && pems)
+      report([], "needs exactly one of acme or certificate + privateKey, got both (an ACME certificate is obtained by the cluster; drop the PEMs or acme)");
+    else if (c.acme === undefined && !pems)
+      report(
+        [],
+        'needs exactly one of acme or certificate + privateKey, got none (e.g. {"acme": {"domains": ["www.example.com"], "email": "ops@example.com"}})',
+      );
+    else if (c.acme === undefined && c.certificate === undefined) report([], "needs certificate (the PEM chain) with privateKey");
+    else if (c.acme === undefined && c.privateKey === undefined) report([], "needs privateKey (the PEM key) with certificate");
+  }),
+);
 
 export const CertificatesSchema = v.pipe(
   notList,
-  v.record(certificateName, strictObject({ certificate: pem("a PEM certificate with its chain"), privateKey: pem("a PEM private key") })),
+  v.record(certificateName, CertificateSchema),
   v.check((m) => Object.keys(m).length <= MAX_CERTIFICATES, `must have at most ${MAX_CERTIFICATES} certificates`),
 );
-export type Certificates = Record<string, { certificate: string; privateKey: string }>;
+/** A certificate given as PEMs (what HAProxy's `crt` file is made of). */
+export interface PemCertificate {
+  certificate: string;
+  privateKey: string;
+}
+/** One entry of ha-lb:certificates: PEMs, or `acme` (never both; CertificatesSchema checks it). */
+export interface CertificateEntry {
+  certificate?: string;
+  privateKey?: string;
+  acme?: AcmeSpec;
+}
+export type Certificates = Record<string, CertificateEntry>;
+
+/** The PEM entries only. */
+export function pemCertificates(certs: Readonly<Certificates>): Record<string, PemCertificate> {
+  const out: Record<string, PemCertificate> = {};
+  for (const [n, c] of Object.entries(certs))
+    if (c.acme === undefined && c.certificate !== undefined && c.privateKey !== undefined) out[n] = { certificate: c.certificate, privateKey: c.privateKey };
+  return out;
+}
+
+/**
+ * What is public about an ACME certificate (everything but the EAB HMAC key), with the directory
+ * defaulted: the stack shapes resources from it (keys, placeholder) and tells the agents.
+ */
+export interface AcmeCertificate {
+  name: string;
+  domains: string[];
+  email: string;
+  directoryUrl: string;
+  directoryCaPem?: string;
+  eabKid?: string;
+}
+export function acmeCertificates(certs: Readonly<Certificates> | undefined): AcmeCertificate[] {
+  return Object.entries(certs ?? {}).flatMap(([name, c]) =>
+    c.acme
+      ? [
+          {
+            name,
+            domains: [...c.acme.domains],
+            email: c.acme.email,
+            directoryUrl: c.acme.directoryUrl ?? LETS_ENCRYPT_DIRECTORY,
+            ...(c.acme.directoryCaPem !== undefined ? { directoryCaPem: c.acme.directoryCaPem } : {}),
+            ...(c.acme.eab ? { eabKid: c.acme.eab.kid } : {}),
+          },
+        ]
+      : [],
+  );
+}
 
 /** Certificates expiring within this many days are warned about at preview. */
 export const CERT_WARN_DAYS = 14;
@@ -339,13 +518,48 @@ export function checkLb(c: LbInput, now: Date): { errors: string[]; warnings: st
     }
   });
   for (const p of poolNames) if (!used.has(p)) warnings.push(line("pools", `the pool "${p}" serves no frontend`));
-  for (const [n, cert] of Object.entries(c.certificates ?? {})) {
+  for (const [n, cert] of Object.entries(pemCertificates(c.certificates ?? {}))) {
     const r = checkCertificate(cert, now);
     for (const p of r.problems) errors.push(line("certificates", `${n}: ${p}`, undefined, "a current certificate chain and its matching key, in PEM"));
     for (const w of r.warnings) warnings.push(line("certificates", `${n}: ${w}`));
-    if (!usedCerts.has(n)) warnings.push(line("certificates", `${n}: no frontend uses it`));
   }
+  for (const n of certNames) if (!usedCerts.has(n)) warnings.push(line("certificates", `${n}: no frontend uses it`));
+  const acme = acmeCertificates(c.certificates);
+  if (acme.length) errors.push(...acmeReachabilityProblems(c, acme).map((p) => line("certificates", p.what, undefined, p.expected)));
+  const owner = new Map<string, string>();
+  for (const a of acme)
+    for (const d of a.domains) {
+      const first = owner.get(d);
+      if (first !== undefined)
+        warnings.push(line("certificates", `${a.name}: "${d}" is on the ACME certificate ${first} too; each order counts against the CA's rate limits`));
+      else owner.set(d, a.name);
+    }
   return { errors, warnings };
+}
+
+/**
+ * Why the CA's HTTP-01 validation requests could not reach this tier, per ACME certificate: they
+ * arrive on port 80 of the Reserved IP, from addresses the CA does not publish, so an http frontend
+ * must listen there and admit everyone.
+ */
+function acmeReachabilityProblems(c: LbInput, acme: readonly AcmeCertificate[]): { what: string; expected: string }[] {
+  const names = acme.map((a) => a.name).join(", ");
+  const on80 = (c.frontends ?? normalizeLb(c).frontends).find((f) => f.port === 80);
+  if (!on80 || on80.protocol !== "http")
+    return [
+      {
+        what: `${names}: an ACME certificate needs an http frontend on port 80, where the CA's HTTP-01 validation requests arrive; ${on80 ? `port 80 is a ${on80.protocol} frontend` : "no frontend listens on port 80"}`,
+        expected: '{"port": 80, "protocol": "http", "pool": "web", "redirectToHttps": true} in ha-lb:frontends',
+      },
+    ];
+  if (on80.allowCidrs)
+    return [
+      {
+        what: `${names}: the http frontend on port 80 admits only its allowCidrs, so the CA's HTTP-01 validation requests (from addresses the CA does not publish) would be refused`,
+        expected: "no allowCidrs on the port 80 frontend (denyCidrs is fine), or PEM certificates instead of acme",
+      },
+    ];
+  return [];
 }
 
 /** The frontends and pools to render: the long form as given, or the short form as one pool `app`. */

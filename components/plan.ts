@@ -9,9 +9,9 @@
  * `planDroplet`, and ship it from `AgentDeployment`; the bed and the unit tests see it at once.
  */
 import type { AgentConfigInput, Color, Member } from "../agent/config.js";
-import { ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
+import { ACME_RESPONDER_PORT, ANY_IPV4, LOOPBACK_IPV4, METRICS_PORT, PEER_PORT } from "../agent/ports.js";
 import { maxconnForSize, type HaproxyOptions } from "./haproxy.js";
-import type { Frontend, Pool } from "./lb-config.js";
+import type { AcmeCertificate, Frontend, Pool } from "./lb-config.js";
 
 /**
  * A node id is the droplet's name plus its droplet ID. A replaced droplet (new image or size) keeps
@@ -41,6 +41,8 @@ export interface PlanConfig {
   /** Droplet sizes (PublicStackConfig has them): HAProxy's maxconn follows the LB's memory unless maxconn is set. */
   readonly size?: string;
   readonly colors?: Readonly<Record<Color, { readonly size?: string }>>;
+  /** Certificates the LBs obtain over ACME (lb-config.ts acmeCertificates); none by default. */
+  readonly acme?: readonly AcmeCertificate[];
 }
 
 /** What the plan needs to know of a droplet once it exists. */
@@ -71,6 +73,8 @@ export interface KeyRefs<K> {
    * keys go to every member's config, its private keys to its own droplet only.
    */
   readonly identities: Readonly<Record<string, DropletIdentity<K>>>;
+  /** Per ACME certificate name (LBs only): its account key, its certificate key, its EAB HMAC key if any. */
+  readonly acme?: Readonly<Record<string, AcmeKeyRefs<K>>>;
 }
 
 /** One droplet's identity: public keys in OpenSSH form (not secret), private keys by reference. */
@@ -79,6 +83,18 @@ export interface DropletIdentity<K> {
   readonly key: K;
   /** During a key roll (`peerKeyGeneration` above 1): the previous identity, still accepted. */
   readonly previous?: { readonly publicKey: string; readonly key: K };
+}
+export interface AcmeKeyRefs<K> {
+  readonly accountKey: K;
+  readonly key: K;
+  readonly eabHmacKey?: K;
+}
+
+/** What an LB receives on its secret stdin for one ACME certificate (apply-config writes it under /etc/fipd/acme). */
+export interface AcmeShipment<K> extends AcmeKeyRefs<K> {
+  readonly name: string;
+  /** The directory's CA (public), when it is not publicly trusted. */
+  readonly directoryCaPem?: string;
 }
 
 export interface PlanInput<K> {
@@ -103,8 +119,13 @@ export interface DropletPlan<K> {
   readonly host: string;
   /** Its agent config (no secret in it), as `fipd apply-config` receives it. */
   readonly agentConfig: AgentConfigInput;
-  /** The key material it must receive on secret stdin: the token (LBs) and its own identity keys, nobody else's. */
-  readonly secrets: { readonly agentToken?: K; readonly identityKey: K; readonly previousIdentityKey?: K };
+  /** The key material it must receive on secret stdin: the token (LBs), its own identity keys (nobody else's) and the ACME keys (LBs). */
+  readonly secrets: {
+    readonly agentToken?: K;
+    readonly identityKey: K;
+    readonly previousIdentityKey?: K;
+    readonly acme?: readonly AcmeShipment<K>[];
+  };
   /** What its HAProxy config is rendered from (LBs only). */
   readonly haproxy: HaproxyOptions | null;
 }
@@ -172,6 +193,7 @@ function publicKeysOf(input: PlanInput<unknown>): Array<{ id: string; publicKey:
 
 function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null): DropletPlan<K> {
   const c = input.config;
+  const acme = c.acme ?? [];
   const role = lb ? "lb" : "witness";
   const dropletId = dropletIdOf(d);
   const nodeId = nodeIdOf(d.name, dropletId);
@@ -189,9 +211,30 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
     // Every member's public keys; apply-config sets the key files.
     peerAuth: { publicKeys: publicKeysOf(input) },
     logLevel: "info",
+    // Only LBs order and serve ACME certificates; the key files and the directory's CA are written by
+    // apply-config, which points the config at them (keyDir, directoryCaFile).
+    ...(lb && acme.length
+      ? {
+          acme: {
+            certificates: acme.map((a) => ({
+              name: a.name,
+              domains: [...a.domains],
+              email: a.email,
+              directoryUrl: a.directoryUrl,
+              ...(a.eabKid !== undefined ? { eabKid: a.eabKid } : {}),
+            })),
+          },
+        }
+      : {}),
   };
   const k = input.keys;
   const own = identityOf(input, d.name);
+  const acmeShipments = acme.map((a): AcmeShipment<K> => {
+    const refs = k.acme?.[a.name];
+    assert(refs, `the ACME certificate ${a.name} has no key references`);
+    assert((refs.eabHmacKey !== undefined) === (a.eabKid !== undefined), `the ACME certificate ${a.name}: an EAB key id goes with an EAB HMAC key`);
+    return { name: a.name, ...refs, ...(a.directoryCaPem !== undefined ? { directoryCaPem: a.directoryCaPem } : {}) };
+  });
   return {
     name: d.name,
     role,
@@ -204,6 +247,7 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
       ...(lb ? { agentToken: k.agentToken } : {}),
       identityKey: own.key,
       ...(own.previous ? { previousIdentityKey: own.previous.key } : {}),
+      ...(lb && acmeShipments.length ? { acme: acmeShipments } : {}),
     },
     haproxy: lb
       ? {
@@ -212,10 +256,28 @@ function planDroplet<K>(input: PlanInput<K>, d: DropletFacts, lb: LbFacts | null
             : { listenPorts: [...(c.listenPorts ?? [80])], backends: [...(c.backends ?? [])] }),
           ...(c.maxconn !== undefined ? { maxconn: c.maxconn } : c.size ? { maxconn: maxconnForSize(c.colors?.[lb.color]?.size ?? c.size) } : {}),
           ...(c.metricsCidrs.length ? { metricsCidrs: [...c.metricsCidrs] } : {}),
+          ...(acme.length ? { acmeResponderPort: ACME_RESPONDER_PORT } : {}),
           serverName: d.name,
         }
       : null,
   };
+}
+
+/** The `acme` field of apply-config's payload (the stack's and the bed's): per certificate name, its keys and the directory's CA (agent/apply-config.ts). */
+export function acmePayload(
+  acme: readonly AcmeShipment<string>[],
+): Record<string, { accountKey: string; key: string; eabHmacKey?: string; directoryCaPem?: string }> {
+  return Object.fromEntries(
+    acme.map((x) => [
+      x.name,
+      {
+        accountKey: x.accountKey,
+        key: x.key,
+        ...(x.eabHmacKey !== undefined ? { eabHmacKey: x.eabHmacKey } : {}),
+        ...(x.directoryCaPem !== undefined ? { directoryCaPem: x.directoryCaPem } : {}),
+      },
+    ]),
+  );
 }
 
 /** The plan for every droplet: LBs in input order, then the witness. Throws on inconsistent input. */

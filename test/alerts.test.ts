@@ -174,6 +174,8 @@ describe("docs/alerts.yml", () => {
     expect(five).toMatch(/\/ sum by \(instance, proxy\) \(rate\(haproxy_backend_http_responses_total\[5m\]\)\) > 0\.05/);
     expect(rule("HaLbCertificateExpiringSoon").expr).toBe("min by (instance, name) (fipd_certificate_expiry_timestamp_seconds) - time() < 14 * 86400");
     expect(rule("HaLbCertificateUnreadable").expr).toContain("fipd_certificate_unreadable");
+    // ACME: a day past the renewal time on every LB (the minimum), per certificate.
+    expect(rule("HaLbAcmeRenewalOverdue").expr).toBe("min by (name) (time() - fipd_acme_renewal_due_timestamp_seconds) > 86400");
     // The pools the stack renders are what the proxy matcher selects.
     expect([...(haproxyCatalog.get("haproxy_backend_active_servers")?.get("proxy") ?? [])]).toContain("pool_app");
   });

@@ -159,7 +159,7 @@ describe("apply-config", () => {
     expect(err).toBe(
       [
         "bad apply-config payload; nothing was written:",
-        "  extra: unknown field (expected config, token, identityKey, previousIdentityKey)",
+        "  extra: unknown field (expected config, token, identityKey, previousIdentityKey, acme)",
         "  token: the token sent to apply-config is empty",
         "  identityKey: the identity key sent to apply-config must be an Ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----, as @pulumi/tls privateKeyPem gives it); it is not PEM",
         "  previousIdentityKey: sent, but this node's peerAuth.publicKeys entry has no previousPublicKey",

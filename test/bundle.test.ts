@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildAgentBundle, type AgentBundle } from "../agent/build.js";
+import { buildAcmeBundle, buildAgentBundle, type AgentBundle } from "../agent/build.js";
 
 let dir = "";
 let bundle: AgentBundle;
@@ -25,6 +25,8 @@ describe("agent bundle", () => {
     expect(packages).toContain("js-yaml");
     expect(packages).not.toContain("zod");
     expect(packages).not.toContain("yaml");
+    // The ACME client runs in its own short-lived child (dist/fipd-acme.cjs), never in the agent.
+    for (const p of ["acme-client", "axios", "node-forge", "@peculiar/x509"]) expect(packages).not.toContain(p);
   });
 
   it("carries only the prom-client parts the agent uses: no push gateway, cluster aggregator, OpenTelemetry or summaries (agent/metrics.ts)", () => {
@@ -71,4 +73,16 @@ describe("agent bundle", () => {
     const again = await buildAgentBundle(join(dir, "again.cjs"));
     expect(again.sha256).toBe(bundle.sha256);
   });
+
+  it("has a separate ACME child bundle that carries acme-client and loads only Node built-ins", async () => {
+    const child = await buildAcmeBundle(join(dir, "fipd-acme.cjs"));
+    const childText = readFileSync(child.path, "utf8");
+    const packages = new Set([...childText.matchAll(/^\/\/ node_modules\/((?:@[^/]+\/)?[^/]+)\//gm)].map((m) => m[1]));
+    expect(packages).toContain("acme-client");
+    const requires = [...childText.matchAll(/\brequire\(["']([^"']+)["']\)/g)].map((m) => m[1]);
+    const builtins = new Set(require("node:module").builtinModules as string[]);
+    // `debug` (acme-client's logger) tries supports-color inside a try and goes on without it.
+    for (const r of requires.filter((x) => x !== "supports-color"))
+      expect(builtins.has(r.replace(/^node:/, "")), `require("${r}") is not a Node built-in`).toBe(true);
+  }, 60_000);
 });

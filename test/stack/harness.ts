@@ -1,6 +1,6 @@
 /** Run the Pulumi program under mocks and collect every resource it declares. */
 import * as pulumi from "@pulumi/pulumi";
-import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { openSshPublicKey } from "../../agent/identity.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -60,6 +60,12 @@ export const mockIdentityKey = (resourceName: string) => {
     publicKeyOpenssh: `${openSshPublicKey(createPublicKey(key))}\n`,
   };
 };
+/** A mocked ECDSA tls.PrivateKey (the ACME keys): a real P-256 key, so the agent's parsers accept it. */
+export const mockEcdsaKey = () => ({
+  privateKeyPem: generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string,
+});
+/** A mocked tls.SelfSignedCert's certPem: recognisable by its resource name (not a parsable certificate). */
+export const mockPlaceholder = (resourceName: string) => `-----BEGIN CERTIFICATE-----\nPLACEHOLDER${b64sha(resourceName)}\n-----END CERTIFICATE-----\n`;
 
 /** What the mocked getDroplets answers, per tag (tests set it). */
 export const taggedDroplets: Record<string, { name: string; ipv4AddressPrivate: string; vpcUuid: string }[]> = {};
@@ -89,7 +95,9 @@ export async function setupMocks(stack = "dev", localCommand?: (a: pulumi.runtim
         // A read (`ReservedIp.get`, adopting an address) arrives with its id: the IP itself.
         if (a.type === "digitalocean:index/reservedIp:ReservedIp") Object.assign(state, { ipAddress: a.id || "198.51.100.7", region: "nyc3" });
         if (a.type === "random:index/randomBytes:RandomBytes") state.hex = `${a.name.endsWith("0") ? "aa" : "bb"}`.repeat(32);
-        if (a.type === "tls:index/privateKey:PrivateKey") Object.assign(state, IDENTITY_KEY.test(a.name) ? mockIdentityKey(a.name) : mockHostKey(a.name));
+        if (a.type === "tls:index/privateKey:PrivateKey" && a.inputs.algorithm === "ECDSA") Object.assign(state, mockEcdsaKey());
+        else if (a.type === "tls:index/privateKey:PrivateKey") Object.assign(state, IDENTITY_KEY.test(a.name) ? mockIdentityKey(a.name) : mockHostKey(a.name));
+        if (a.type === "tls:index/selfSignedCert:SelfSignedCert") state.certPem = mockPlaceholder(a.name);
         if (a.type === "command:local:Command") state.stdout = localCommand ? localCommand(a) : "1767225600";
         return { id: a.type.endsWith(":Droplet") ? String(400000 + ip) : `${a.name}_id`, state };
       },

@@ -34,7 +34,7 @@ import { ClusterViews } from "../harness/cluster-views.js";
 import { agentNodeFlags } from "../harness/node-flags.js";
 import { METADATA_IPV4 } from "../../agent/ports.js";
 import { certificateFiles, haproxyBundle, renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
-import type { Certificates, Frontend, Pool } from "../../components/lb-config.js";
+import type { Frontend, PemCertificate, Pool } from "../../components/lb-config.js";
 import { nodeIdOf, planCluster, type ClusterPlan, type DropletPlan } from "../../components/plan.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
 
@@ -61,7 +61,7 @@ export interface BedOptions {
    * The long form instead (components/lb-config.ts): frontends and pools, whose servers may name
    * `@APP@` for the bed's app backend, and the certificates shipped with the config as the stack does.
    */
-  lb?: { frontends: Frontend[]; pools: Record<string, Pool>; certificates?: Certificates };
+  lb?: { frontends: Frontend[]; pools: Record<string, Pool>; certificates?: Record<string, PemCertificate> };
 }
 
 export interface BedNode {
