@@ -9,7 +9,17 @@
  * Every duration is an integer number of milliseconds and its key ends in `Ms`.
  */
 import * as v from "valibot";
-import { ANY_IPV4, HAPROXY_HEALTH_URL, LOOPBACK_IPV4, METADATA_URL, METRICS_PORT, PEER_PORT } from "./ports.js";
+import {
+  ACME_RESPONDER_PORT,
+  ANY_IPV4,
+  HAPROXY_HEALTH_PORT,
+  HAPROXY_HEALTH_URL,
+  HAPROXY_METRICS_PORT,
+  LOOPBACK_IPV4,
+  METADATA_URL,
+  METRICS_PORT,
+  PEER_PORT,
+} from "./ports.js";
 import {
   boolean,
   check,
@@ -19,6 +29,7 @@ import {
   hostOrIp,
   integer,
   ipAddress,
+  isHostOrIp,
   ipv4,
   isLoopbackHost,
   listOf,
@@ -30,6 +41,8 @@ import {
   strictObject,
   url,
   matching,
+  mustBe,
+  show,
 } from "./schema.js";
 
 export const COLORS = ["blue", "green"] as const;
@@ -103,6 +116,88 @@ export const MemberSchema = v.pipe(
   }),
 );
 export type Member = v.InferOutput<typeof MemberSchema>;
+
+/** A DNS name an ACME certificate covers: HTTP-01 validates exact host names, so no wildcard. */
+const acmeDomain = (() => {
+  const what = "a lower-case DNS name with a dot, such as www.example.com";
+  const valid = (s: string) => isHostOrIp(s) && !v.IP_REGEX.test(s) && s.includes(".") && !s.endsWith(".") && s === s.toLowerCase();
+  return v.pipe(
+    v.string(mustBe(what)),
+    v.check(valid, (i) => (String(i.input).startsWith("*.") ? "must be an exact host name: HTTP-01 cannot validate a wildcard (*.) name" : mustBe(what)(i))),
+    v.description(what),
+  );
+})();
+
+/** One certificate fipd obtains over ACME. Its keys are files under acme.keyDir named after it. */
+export const AcmeCertificateSchema = v.pipe(
+  strictObject({
+    /** The certificate's name in the stack's `certificates` map; also names its files (`<name>.key`, `<name>.chain.pem`). */
+    name: matching(
+      /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/,
+      "a certificate name: 1-100 characters of A-Z, a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+    ),
+    /** Every name the certificate covers (its subjectAltNames); each must resolve to the Reserved IP. */
+    domains: v.pipe(
+      listOf(acmeDomain, { min: 1, what: "a list of 1 to 100 DNS names" }),
+      v.maxLength(100, (i) => `must have at most 100 domains (the CA's limit), got ${show(i.input)}`),
+    ),
+    /** The ACME account's contact. */
+    email: matching(/^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$/, "an email address such as ops@example.com"),
+    /** The CA's ACME directory (https). */
+    directoryUrl: url,
+    /** A PEM file of CA certificates to trust for the directory's TLS (a private or test CA such as Pebble's); default: the system's. */
+    directoryCaFile: v.optional(absolutePath),
+    /** External account binding key id; its HMAC key is `<keyDir>/<name>.eab`. */
+    eabKid: v.optional(nonEmptyString("a non-empty EAB key id")),
+  }),
+  crossCheck([["directoryUrl"]], (c, report) => {
+    if (new URL(c.directoryUrl).protocol !== "https:") report(["directoryUrl"], `must be an https URL (RFC 8555 requires it), got ${show(c.directoryUrl)}`);
+  }),
+  crossCheck([["domains"]], (c, report) => {
+    const seen = new Set<string>();
+    c.domains.forEach((d, i) => {
+      if (seen.has(d)) report(["domains", i], `duplicate domain "${d}"`);
+      seen.add(d);
+    });
+  }),
+);
+
+/** Automatic HTTPS: the certificates fipd orders while it leads, and where it keeps them. */
+export const AcmeSchema = v.pipe(
+  strictObject({
+    /** The HTTP-01 responder's port on 127.0.0.1; every http frontend routes /.well-known/acme-challenge/ to it. */
+    responderPort: v.optional(port, ACME_RESPONDER_PORT),
+    /** Where fipd writes the issued chains (public, no key): `<name>.chain.pem`, 0600. */
+    stateDir: v.optional(absolutePath, "/var/lib/fipd/acme"),
+    /** Where the stack put the keys: `<name>.account.key`, `<name>.key`, `<name>.eab`. */
+    keyDir: v.optional(absolutePath, "/etc/fipd/acme"),
+    /** Renew when this fraction of the certificate's lifetime remains (1/3: day 60 of 90, day 30 of 45). */
+    renewAtRemainingFraction: v.optional(numberIn(0.05, 0.9, "a fraction from 0.05 to 0.9"), 1 / 3),
+    /** Each HTTP request of the ACME child to the CA. */
+    requestTimeoutMs: v.optional(durationMs(1_000, 120_000), 15_000),
+    /** One step of an order (an authorization's validation, the finalization): how long the child polls. */
+    stepTimeoutMs: v.optional(durationMs(5_000, 600_000), 90_000),
+    /** A whole order, from the account to the chain: the child is killed after it. */
+    orderDeadlineMs: v.optional(durationMs(10_000, 3_600_000), 600_000),
+    /** The first wait after a failed order; each failure doubles it (with jitter) up to retryMaxMs. */
+    retryInitialMs: v.optional(durationMs(1_000, 86_400_000), 60_000),
+    retryMaxMs: v.optional(durationMs(1_000, 86_400_000), 6 * 3_600_000),
+    /** How often the leader checks whether a certificate is missing or due. */
+    checkIntervalMs: v.optional(durationMs(100, 3_600_000), 60_000),
+    certificates: listOf(AcmeCertificateSchema, { min: 1, what: "a list of at least 1 certificate" }),
+  }),
+  crossCheck([["certificates", "$", "name"]], (c, report) => {
+    const names = new Set<string>();
+    c.certificates.forEach((cert, i) => {
+      if (names.has(cert.name)) report(["certificates", i, "name"], `duplicate certificate name "${cert.name}"`);
+      names.add(cert.name);
+    });
+  }),
+  crossCheck([["retryInitialMs"], ["retryMaxMs"]], (c, report) => {
+    if (c.retryMaxMs < c.retryInitialMs) report(["retryMaxMs"], `must be at least retryInitialMs (${c.retryInitialMs})`);
+  }),
+);
+export type AcmeConfig = v.InferOutput<typeof AcmeSchema>;
 
 export const AgentConfigSchema = v.pipe(
   strictObject({
@@ -197,7 +292,27 @@ export const AgentConfigSchema = v.pipe(
     controlSocket: v.optional(absolutePath, "/run/fipd/fipd.sock"),
     /** Log level for the JSON logs on stdout. */
     logLevel: v.optional(oneOf(["debug", "info", "warn", "error"]), "info"),
+    /** Automatic HTTPS over ACME (issue 15); absent: none. */
+    acme: v.optional(AcmeSchema),
   }),
+  // The responder binds 127.0.0.1: it must not take a port another loopback listener of the droplet needs.
+  crossCheck(
+    [
+      ["acme", "responderPort"],
+      ["metrics", "port"],
+      ["metrics", "enabled"],
+    ],
+    (c, report) => {
+      if (!c.acme) return;
+      const taken: [number, string][] = [
+        [HAPROXY_HEALTH_PORT, "HAProxy's health frontend"],
+        [HAPROXY_METRICS_PORT, "HAProxy's metrics"],
+        ...(c.metrics.enabled ? ([[c.metrics.port, "fipd's metrics (metrics.port)"]] as [number, string][]) : []),
+      ];
+      const clash = taken.find(([p]) => p === c.acme!.responderPort);
+      if (clash) report(["acme", "responderPort"], `must differ from ${clash[1]}: both are ${clash[0]}`);
+    },
+  ),
   crossCheck([["members", "$", "id"]], (c, report) => {
     const ids = new Set<string>();
     c.members.forEach((m, i) => {

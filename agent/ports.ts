@@ -34,3 +34,8 @@ export const METADATA_URL = `http://${METADATA_IPV4}`;
 
 /** The URL the agent polls for the local HAProxy's health. */
 export const HAPROXY_HEALTH_URL = `http://${LOOPBACK_IPV4}:${HAPROXY_HEALTH_PORT}${HAPROXY_HEALTH_PATH}`;
+
+/** fipd's HTTP-01 responder (TCP, loopback only): every http frontend routes ACME_CHALLENGE_PREFIX here (backend be_acme). */
+export const ACME_RESPONDER_PORT = 8406;
+/** The path prefix of ACME HTTP-01 validation requests (RFC 8555 §8.3); the token follows it. */
+export const ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/";

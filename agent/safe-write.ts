@@ -197,7 +197,7 @@ export function ensureSecureDirectory(dir: string, mode: number): void {
   assertSecureDirectory(dir);
 }
 
-function fsyncDirectory(dir: string): void {
+export function fsyncDirectory(dir: string): void {
   const fd = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
   try {
     fsyncSync(fd);

@@ -97,4 +97,74 @@ describe("agent config", () => {
       expect(problems({ ...lb, controlSocket: "/tmp/halb-x/fipd.sock" })).toEqual([]);
     });
   });
+
+  describe("acme", () => {
+    const lb = { nodeId: "lb-blue-1", reservedIp: "198.51.100.7", members };
+    const cert = {
+      name: "web",
+      domains: ["www.example.com", "example.com"],
+      email: "ops@example.com",
+      directoryUrl: "https://acme-v02.api.letsencrypt.org/directory",
+    };
+    const problems = (acme: unknown, extra: Record<string, unknown> = {}): string[] => {
+      try {
+        parseAgentConfig({ ...lb, ...extra, acme }, "fipd.yaml");
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        return (e as ConfigError).problems;
+      }
+      return [];
+    };
+
+    it("is absent by default and fills its defaults when given", () => {
+      expect(parseAgentConfig(lb).acme).toBeUndefined();
+      const a = parseAgentConfig({ ...lb, acme: { certificates: [cert] } }).acme!;
+      expect(a.responderPort).toBe(8406);
+      expect(a.stateDir).toBe("/var/lib/fipd/acme");
+      expect(a.keyDir).toBe("/etc/fipd/acme");
+      expect(a.renewAtRemainingFraction).toBeCloseTo(1 / 3);
+      expect(a.certificates[0]).toEqual(cert);
+    });
+
+    it("names each bad certificate field precisely", () => {
+      expect(problems({ certificates: [] })).toEqual(["acme.certificates: must have at least 1 entry, got a list of 0"]);
+      expect(problems({ certificates: [{ ...cert, domains: ["*.example.com"] }] })).toEqual([
+        "acme.certificates[0].domains[0]: must be an exact host name: HTTP-01 cannot validate a wildcard (*.) name",
+      ]);
+      expect(problems({ certificates: [{ ...cert, domains: ["198.51.100.7"] }] })).toEqual([
+        'acme.certificates[0].domains[0]: must be a lower-case DNS name with a dot, such as www.example.com, got "198.51.100.7"',
+      ]);
+      expect(problems({ certificates: [{ ...cert, domains: ["a.example.com", "a.example.com"] }] })).toEqual([
+        'acme.certificates[0].domains[1]: duplicate domain "a.example.com"',
+      ]);
+      expect(problems({ certificates: [{ ...cert, email: "ops" }] })).toEqual([
+        'acme.certificates[0].email: must be an email address such as ops@example.com, got "ops"',
+      ]);
+      expect(problems({ certificates: [{ ...cert, directoryUrl: "http://acme.example.com/dir" }] })).toEqual([
+        'acme.certificates[0].directoryUrl: must be an https URL (RFC 8555 requires it), got "http://acme.example.com/dir"',
+      ]);
+      expect(problems({ certificates: [{ ...cert, directoryCaFile: "ca.pem" }] })).toEqual([
+        'acme.certificates[0].directoryCaFile: must be an absolute path such as /run/fipd/fipd.sock, got "ca.pem"',
+      ]);
+      expect(problems({ certificates: [cert, { ...cert }] })).toEqual(['acme.certificates[1].name: duplicate certificate name "web"']);
+      expect(problems({ certificates: [{ ...cert, name: "../x" }] })[0]).toMatch(/^acme.certificates\[0\].name: must be a certificate name/);
+      expect(problems({ certificates: [{ ...cert, bogus: 1 }] })[0]).toMatch(/^acme.certificates\[0\]: .*bogus/);
+    });
+
+    it("checks the responder port, the renewal fraction and the retry bounds", () => {
+      expect(problems({ certificates: [cert], responderPort: 9465 })).toEqual([
+        "acme.responderPort: must differ from fipd's metrics (metrics.port): both are 9465",
+      ]);
+      expect(problems({ certificates: [cert], responderPort: 9465 }, { metrics: { enabled: false } })).toEqual([]);
+      expect(problems({ certificates: [cert], responderPort: 8405 })).toEqual([
+        "acme.responderPort: must differ from HAProxy's health frontend: both are 8405",
+      ]);
+      expect(problems({ certificates: [cert], renewAtRemainingFraction: 1 })).toEqual([
+        "acme.renewAtRemainingFraction: must be a fraction from 0.05 to 0.9, got 1",
+      ]);
+      expect(problems({ certificates: [cert], retryInitialMs: 60_000, retryMaxMs: 10_000 })).toEqual([
+        "acme.retryMaxMs: must be at least retryInitialMs (60000)",
+      ]);
+    });
+  });
 });

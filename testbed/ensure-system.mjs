@@ -29,6 +29,9 @@ export const SYSTEM_TOOLS = [
   ["python3:seccomp", "python3-seccomp"],
   // The web demo's browser test (test/demo) drives Debian's chromium; playwright-core never downloads one.
   ["/usr/bin/chromium", "chromium"],
+  // The ACME tests (test/acme, test/e2e): Let's Encrypt's test CA and its DNS server.
+  ["pebble", "pebble"],
+  ["pebble-challtestsrv", "pebble"],
 ];
 
 const has = (bin) => {
