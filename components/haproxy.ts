@@ -379,7 +379,7 @@ halb_acme_pick() {
 }
 halb_acme_pem() {
   awk '/^-----BEGIN CERTIFICATE-----/ { c = 1 } c { print } /^-----END CERTIFICATE-----/ { c = 0 }' "$1"
-  awk '/^-----BEGIN [A-Z ]*PRIVATE KEY-----/ { c = 1 } c { print } /^-----END [A-Z ]*PRIVATE KEY-----/ { c = 0 }' "$2"
+  awk '/^-----BEGIN [A-Z ]*PRIVATE[ ]KEY-----/ { c = 1 } c { print } /^-----END [A-Z ]*PRIVATE[ ]KEY-----/ { c = 0 }' "$2"
 }`;
 
 /**
