@@ -16,7 +16,7 @@
 import * as v from "valibot";
 import { COLORS } from "./config.js";
 import type { PeerMessage } from "./election/types.js";
-import { boolean, check, formatIssues, integer, mustBe, nodeId, numberIn, oneOf, openObject, show } from "./schema.js";
+import { boolean, check, formatIssues, integer, matching, mustBe, nodeId, numberIn, oneOf, openObject, show } from "./schema.js";
 
 /** Most member ids in one list (a stack has at most 19 voters; hand-written configs get room to spare). */
 export const MAX_MEMBER_IDS = 64;
@@ -126,4 +126,53 @@ export function parsePeerMessage(body: unknown, sender: string): PeerMessagePars
   const r = check(PEER_MESSAGE_SCHEMAS[kind as PeerMessageKind], { ...body, from: sender });
   if (!r.ok) return { ok: false, reason: "schema", kind, problems: formatIssues(r.issues) };
   return { ok: true, message: r.value as PeerMessage };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Side messages: peer messages that are not the election's. They ride the same authenticated
+// transport but never reach the core; the transport hands them to their own handler. A build that
+// does not know a side kind drops it as `unknown-kind` (parsePeerMessage), so adding one is safe in
+// a rolling upgrade.
+
+/** Longest ACME challenge token a peer may send (RFC 8555 §8.1: base64url; Let's Encrypt's are 43). */
+export const MAX_ACME_TOKEN_CHARS = 128;
+/** An ACME key authorization: the token, a dot, and the account key's 43-character base64url thumbprint. */
+const MAX_KEY_AUTHORIZATION_CHARS = MAX_ACME_TOKEN_CHARS + 1 + 43;
+
+const acmeToken = matching(
+  new RegExp(`^[A-Za-z0-9_-]{16,${MAX_ACME_TOKEN_CHARS}}$`),
+  `an ACME token: 16 to ${MAX_ACME_TOKEN_CHARS} base64url characters (A-Z, a-z, 0-9, '-', '_')`,
+);
+
+export const SIDE_MESSAGE_SCHEMAS = {
+  /** A challenge the leader answers (HTTP-01): every LB answers it too, so a failover mid-validation still passes. */
+  "acme-token": v.pipe(
+    message("acme-token", {
+      token: acmeToken,
+      keyAuthorization: matching(
+        new RegExp(`^[A-Za-z0-9_-]{16,${MAX_ACME_TOKEN_CHARS}}\\.[A-Za-z0-9_-]{43}$`),
+        `an ACME key authorization: the token, a dot and a 43-character base64url thumbprint (at most ${MAX_KEY_AUTHORIZATION_CHARS} characters)`,
+      ),
+      /** When the token stops being answered (the sender's wall clock, ms since the epoch); the receiver caps it. */
+      expiresAtMs: integer(0, Number.MAX_SAFE_INTEGER, "a time in ms since the epoch"),
+    }),
+    v.check((m) => m.keyAuthorization.startsWith(`${m.token}.`), "keyAuthorization: must start with the token and a dot"),
+  ),
+} as const;
+
+export type SideMessageKind = keyof typeof SIDE_MESSAGE_SCHEMAS;
+export type AcmeTokenMessage = v.InferOutput<(typeof SIDE_MESSAGE_SCHEMAS)["acme-token"]>;
+export type SideMessage = AcmeTokenMessage;
+
+/**
+ * Checks a body whose kind is a side kind (null when it is not one: then parsePeerMessage decides).
+ * As parsePeerMessage, `sender` (from the authenticated header) replaces any `from` in the body.
+ */
+export function parseSideMessage(body: unknown, sender: string): { ok: true; message: SideMessage } | { ok: false; kind: string; problems: string[] } | null {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return null;
+  const kind = (body as { kind?: unknown }).kind;
+  if (typeof kind !== "string" || !Object.hasOwn(SIDE_MESSAGE_SCHEMAS, kind)) return null;
+  const r = check(SIDE_MESSAGE_SCHEMAS[kind as SideMessageKind], { ...body, from: sender });
+  if (!r.ok) return { ok: false, kind, problems: formatIssues(r.issues) };
+  return { ok: true, message: r.value };
 }

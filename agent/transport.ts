@@ -37,7 +37,7 @@
  */
 import { createSocket, type Socket } from "node:dgram";
 import type { PeerMessage } from "./election/types.js";
-import { parsePeerMessage } from "./messages.js";
+import { parsePeerMessage, parseSideMessage, type SideMessage } from "./messages.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
 import { KeyRetirement, type PeerKeys, type Retirement, type PeerKeyStatus } from "./key-retirement.js";
@@ -89,7 +89,7 @@ function peersOf(list: readonly PeerAddress[]): Map<string, Peer> {
 }
 
 export interface PeerTransport {
-  send(to: string, msg: PeerMessage): void;
+  send(to: string, msg: PeerMessage | SideMessage): void;
   updateMembers(members: PeerAddress[]): void;
   updateKeys(keys: PeerKeys<OwnIdentity>): void;
   /** The identities accepted now, and whether and when the previous ones were retired (`fipd status`). */
@@ -200,6 +200,8 @@ export async function createPeerTransport(o: {
   /** This start's boot counter (DurableStore.beginBoot), already on disk. */
   boot: number;
   onMessage: (from: string, msg: PeerMessage) => void;
+  /** Side messages (agent/messages.ts: not the election's); without a handler they are dropped as `unknown-kind`. */
+  onSideMessage?: (from: string, msg: SideMessage) => void;
   log: Logger;
   metrics?: FipdMetrics;
 }): Promise<PeerTransport> {
@@ -270,6 +272,17 @@ export async function createPeerTransport(o: {
     if (typeof announced === "string" && announced.length <= 255) peerCurrentKey.set(p.sender, announced);
     // Only a message that matches its kind's schema reaches the core (agent/messages.ts); the
     // authenticated header names the sender, so the body cannot claim to be someone else.
+    const side = parseSideMessage(body, p.sender);
+    if (side) {
+      if (!side.ok) return drop("schema", { sender: p.sender, kind: side.kind, problems: side.problems.slice(0, 3) });
+      if (!o.onSideMessage) return drop("unknown-kind", { sender: p.sender, kind: side.message.kind });
+      try {
+        o.onSideMessage(p.sender, side.message);
+      } catch (e) {
+        o.log.error("peer side message handler failed", { kind: side.message.kind, error: (e as Error).message });
+      }
+      return;
+    }
     const parsed = parsePeerMessage(body, p.sender);
     if (!parsed.ok) return drop(parsed.reason, { sender: p.sender, kind: parsed.kind, problems: parsed.problems.slice(0, 3) });
     try {

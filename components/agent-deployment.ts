@@ -4,10 +4,27 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AgentConfigInput } from "../agent/config.js";
-import { certificateFiles, haproxyBundle, haproxyInstallScript, renderHaproxyConfig, type HaproxyOptions } from "./haproxy.js";
+import {
+  ACME_INSTALL_DEFAULTS,
+  acmeInstallScript,
+  certificateFiles,
+  haproxyBundle,
+  haproxyInstallScript,
+  renderHaproxyConfig,
+  type HaproxyOptions,
+} from "./haproxy.js";
 import type { PemCertificate } from "./lb-config.js";
 import { acmePayload, type AcmeShipment } from "./plan.js";
-import { UNIT_PATH, applyConfigCommand, bundlePath, deleteScript, leaderRestartScript, rollingRestartScript, waitForBootstrapScript } from "./scripts.js";
+import {
+  UNIT_PATH,
+  applyConfigCommand,
+  bundlePath,
+  deleteScript,
+  installAcmeUnitsScript,
+  leaderRestartScript,
+  rollingRestartScript,
+  waitForBootstrapScript,
+} from "./scripts.js";
 
 export interface AgentDeploymentArgs {
   readonly role: "lb" | "witness";
@@ -116,6 +133,15 @@ export class AgentDeployment extends pulumi.ComponentResource {
         { ...p, dependsOn: [bootstrap], additionalSecretOutputs: ["stdout", "stderr"] },
       );
       setup.push(this.haproxy);
+      // The root-run units that put certificates fipd obtains over ACME into HAProxy (fipd cannot).
+      // Not in cloud-init: a userData change would replace every droplet. A changed script re-runs this in place.
+      setup.push(
+        new command.remote.Command(
+          `${name}-acme-units`,
+          { connection, create: installAcmeUnitsScript(acmeInstallScript(), ACME_INSTALL_DEFAULTS.stateDir), triggers: [a.dropletId] },
+          { ...p, dependsOn: [bootstrap] },
+        ),
+      );
     }
 
     const payload = pulumi

@@ -52,6 +52,9 @@ export class Firewalls extends pulumi.ComponentResource {
           ...a.frontends.map((f) => ({ protocol: "tcp", portRange: String(f.port), sourceAddresses: f.allowCidrs?.length ? [...f.allowCidrs] : ANY })),
           { protocol: "tcp", portRange: "22", sourceAddresses: a.adminCidrs },
           { protocol: "udp", portRange: String(a.peerPort), ...peerSources },
+          // ACME chains between LBs (agent/acme/exchange.ts): TCP on the peer port number, LBs only
+          // (the witness serves no HTTPS and takes no part).
+          { protocol: "tcp", portRange: String(a.peerPort), sourceTags: [a.lbTag] },
           ...(a.metricsCidrs.length
             ? [a.metricsPort, a.haproxyMetricsPort].map((p) => ({ protocol: "tcp", portRange: String(p), sourceAddresses: a.metricsCidrs }))
             : []),

@@ -326,22 +326,141 @@ export interface HaproxyInstallOptions {
   confirmTimeoutS?: number;
   /** Prints HAProxy's log since the reload, run when it did not take the config; `$since` holds the reload's epoch seconds. Default: the haproxy unit's journal. */
   logCommand?: string;
+  /** fipd's ACME state dir, where it writes issued chains (default ACME_INSTALL_DEFAULTS.stateDir). */
+  acmeStateDir?: string;
+  /** Where the stack puts the ACME certificates' keys, `<name>.key` (default ACME_INSTALL_DEFAULTS.keyDir). */
+  acmeKeyDir?: string;
+  /** How long an install waits for another one to finish (default 120 s). */
+  lockWaitS?: number;
 }
+
+/** Defaults of fipd's `acme` config (agent/config.ts): where fipd writes issued chains, where the stack puts the keys. */
+export const ACME_INSTALL_DEFAULTS = { stateDir: "/var/lib/fipd/acme", keyDir: "/etc/fipd/acme" } as const;
+
+/** What both install scripts share: the resolved options. */
+function installOpts(o: HaproxyInstallOptions) {
+  const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
+  const cfgDir = cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./";
+  return {
+    cfg,
+    root: o.certRoot ?? `${cfgDir}ha-lb`,
+    pub: o.publicCertDir ?? `${cfgDir}ha-lb-certs`,
+    reload: o.reloadCommand ?? "systemctl reload-or-restart haproxy",
+    idUrl: o.configIdUrl ?? `http://${LOOPBACK_IPV4}:${HAPROXY_HEALTH_PORT}${HAPROXY_CONFIG_ID_PATH}`,
+    confirmS: o.confirmTimeoutS ?? 30,
+    log: o.logCommand ?? `journalctl -u haproxy --since "@$since" --no-pager -o cat 2>&1 | tail -n 40`,
+    stateDir: o.acmeStateDir ?? ACME_INSTALL_DEFAULTS.stateDir,
+    keyDir: o.acmeKeyDir ?? ACME_INSTALL_DEFAULTS.keyDir,
+    lockWaitS: o.lockWaitS ?? 120,
+  };
+}
+
+/**
+ * One install at a time: `pulumi up`'s install and the ACME install unit both make a new set from
+ * the running one; run together, one would remove the other's set. flock on the set root itself
+ * (no lock file to leave behind), bounded.
+ */
+const lockRoot = (x: ReturnType<typeof installOpts>) => `mkdir -p "${x.root}"
+chmod 700 "${x.root}"
+exec 9<"${x.root}"
+if ! flock -w ${x.lockWaitS} 9; then
+  echo "ha-lb: another HAProxy install held ${x.root} for ${x.lockWaitS} s; giving up" >&2
+  exit 1
+fi`;
+
+/**
+ * Shell functions choosing an issued chain (fipd's `<stateDir>/<name>.chain.pem`, public, written by
+ * the unprivileged agent, so read as untrusted input) over the certificate a set serves:
+ * `halb_acme_pick <chain> <key> <served>` succeeds when the chain is a regular file of at most
+ * 64 KiB whose leaf (its first certificate) carries the public key of <key>, has not expired, and
+ * is newer than <served>'s leaf: <served> missing, self-signed (the stack's placeholder: a CA never
+ * issues one), or ending earlier. Otherwise it fails with the reason in $why (empty when <served>
+ * is simply as new). `halb_acme_pem <chain> <key>` prints the chain's certificates (nothing else
+ * from that file) followed by the key's private key block: what HAProxy's `crt` reads.
+ */
+const acmePickFunctions = `halb_not_after() {
+  d=$(openssl x509 -in "$1" -noout -enddate 2>/dev/null | sed -n 's/^notAfter=//p')
+  [ -n "$d" ] && date -u -d "$d" +%s 2>/dev/null
+}
+halb_self_signed() {
+  [ "$(openssl x509 -in "$1" -noout -subject -nameopt RFC2253 2>/dev/null | sed 's/^subject=//')" = "$(openssl x509 -in "$1" -noout -issuer -nameopt RFC2253 2>/dev/null | sed 's/^issuer=//')" ]
+}
+halb_acme_pick() {
+  why=""
+  if [ ! -f "$1" ] || [ -L "$1" ]; then why="not a regular file"; return 1; fi
+  if [ "$(wc -c < "$1")" -gt 65536 ]; then why="larger than 64 KiB"; return 1; fi
+  leaf=$(openssl x509 -in "$1" -noout -pubkey 2>/dev/null) || { why="no certificate in it"; return 1; }
+  mine=$(openssl pkey -in "$2" -pubout 2>/dev/null) || { why="no private key in $2"; return 1; }
+  if [ "$leaf" != "$mine" ]; then why="its certificate's public key does not match the key $2"; return 1; fi
+  if ! openssl x509 -in "$1" -noout -checkend 0 >/dev/null 2>&1; then why="it has expired"; return 1; fi
+  [ -f "$3" ] || return 0
+  halb_self_signed "$3" && return 0
+  a=$(halb_not_after "$1"); b=$(halb_not_after "$3")
+  [ -z "$b" ] && return 0
+  [ "$a" -gt "$b" ]
+}
+halb_acme_pem() {
+  awk '/^-----BEGIN CERTIFICATE-----/ { c = 1 } c { print } /^-----END CERTIFICATE-----/ { c = 0 }' "$1"
+  awk '/^-----BEGIN [A-Z ]*PRIVATE[ ]KEY-----/ { c = 1 } c { print } /^-----END [A-Z ]*PRIVATE[ ]KEY-----/ { c = 0 }' "$2"
+}`;
+
+/**
+ * What both install scripts end with, once "$tmp" (the new config, pointing at the new set "$new"
+ * with id "$id") has passed `haproxy -c`: install it, reload, confirm, publish, clean up.
+ */
+const reloadAndConfirm = (x: ReturnType<typeof installOpts>) => `chmod 644 "$tmp"
+if [ -f "${x.cfg}" ]; then cp -p "${x.cfg}" "$prev"; else rm -f "$prev"; fi
+mv "$tmp" "${x.cfg}"
+since=$(date +%s)
+# Poll (bounded) until the running HAProxy answers the new id: a failed reload leaves the old workers running.
+running=""
+reloaded="the reload command exited 0"
+# fd 9 holds the install lock: a HAProxy the reload command starts must not inherit (and keep) it.
+if ( ${x.reload}
+) 9<&-; then
+  deadline=$(( since + ${x.confirmS} ))
+  while :; do
+    running=$(curl -fsS --max-time 2 "${x.idUrl}" 2>/dev/null || true)
+    [ "$running" = "$id" ] && break
+    [ "$(date +%s)" -ge "$deadline" ] && break
+    sleep 0.2
+  done
+else
+  reloaded="the reload command failed"
+fi
+if [ "$running" != "$id" ]; then
+  if [ -f "$prev" ]; then mv "$prev" "${x.cfg}"; else rm -f "${x.cfg}"; fi
+  echo "ha-lb: HAProxy did not take the new config within ${x.confirmS} s (\${reloaded}; the running one answers config id '\${running:-none}', the new one is '$id'); the previous config is back in place. HAProxy's log since the reload:" >&2
+  ( ${x.log} ) >&2 || true
+  exit 1
+fi
+rm -f "$prev"
+trap - EXIT
+# Publish the chains of the running set (never a key) for fipd's certificate expiry metric.
+mkdir -p "${x.pub}"
+chmod 755 "${x.pub}"
+for f in "$new"/*.pem; do
+  [ -f "$f" ] || continue
+  n=$(basename "$f")
+  awk '/^-----BEGIN CERTIFICATE-----/ { c = 1 } c { print } /^-----END CERTIFICATE-----/ { c = 0 }' "$f" > "${x.pub}/.$n.tmp"
+  chmod 644 "${x.pub}/.$n.tmp"
+  mv "${x.pub}/.$n.tmp" "${x.pub}/$n"
+done
+for f in "${x.pub}"/*.pem; do
+  if [ -f "$f" ] && [ ! -e "$new/$(basename "$f")" ]; then rm -f "$f"; fi
+done
+for old in "${x.root}"/set.*; do
+  if [ "$old" != "$new" ] && [ -d "$old" ]; then rm -rf "$old"; fi
+done
+`;
 
 export function haproxyInstallScript(o: HaproxyInstallOptions = {}): string {
   const md = o.metadataUrl ?? METADATA_URL;
-  const cfg = o.configPath ?? "/etc/haproxy/haproxy.cfg";
-  const cfgDir = cfg.slice(0, cfg.lastIndexOf("/") + 1) || "./";
-  const root = o.certRoot ?? `${cfgDir}ha-lb`;
-  const pub = o.publicCertDir ?? `${cfgDir}ha-lb-certs`;
-  const reload = o.reloadCommand ?? "systemctl reload-or-restart haproxy";
-  const idUrl = o.configIdUrl ?? `http://${LOOPBACK_IPV4}:${HAPROXY_HEALTH_PORT}${HAPROXY_CONFIG_ID_PATH}`;
-  const confirmS = o.confirmTimeoutS ?? 30;
-  const log = o.logCommand ?? `journalctl -u haproxy --since "@$since" --no-pager -o cat 2>&1 | tail -n 40`;
+  const x = installOpts(o);
+  const { cfg, root } = x;
   return `set -eu
 umask 077
-mkdir -p "${root}"
-chmod 700 "${root}"
+${lockRoot(x)}
 new=$(mktemp -d "${root}/set.XXXXXX")
 id=$(basename "$new")
 tmp=$(mktemp "${cfg}.XXXXXX")
@@ -359,6 +478,21 @@ awk -v dir="$new" 'BEGIN { out = dir "/haproxy.cfg" }
     close(out); out = dir "/" name; next
   }
   { print > out }'
+# A certificate fipd obtained over ACME (issue 15) replaces the stack's placeholder for its name, so a
+# deploy never takes HTTPS back to the placeholder. Its key is the one in the bundle's file.
+${acmePickFunctions}
+for f in "$new"/*.pem; do
+  [ -f "$f" ] || continue
+  n=$(basename "$f" .pem)
+  [ -e "${x.stateDir}/$n.chain.pem" ] || continue
+  if halb_acme_pick "${x.stateDir}/$n.chain.pem" "$f" "$f"; then
+    halb_acme_pem "${x.stateDir}/$n.chain.pem" "$f" > "$f.acme"
+    mv "$f.acme" "$f"
+    echo "ha-lb: $n: serving the certificate fipd obtained (${x.stateDir}/$n.chain.pem) instead of the stack's placeholder"
+  elif [ -n "$why" ]; then
+    echo "ha-lb: $n: not serving ${x.stateDir}/$n.chain.pem: $why" >&2
+  fi
+done
 sed -e "s/${ANCHOR_PLACEHOLDER}/$anchor/g" -e "s|${CERT_DIR_PLACEHOLDER}|$new|g" -e "s/${CONFIG_ID_PLACEHOLDER}/$id/g" "$new/haproxy.cfg" > "$tmp"
 rm -f "$new/haproxy.cfg"
 if ! grep -q "bind $anchor:" "$tmp"; then
@@ -370,52 +504,80 @@ if ! grep -q "string $id if { path ${HAPROXY_CONFIG_ID_PATH} }" "$tmp"; then
   exit 1
 fi
 if ! out=$(haproxy -c -f "$tmp" 2>&1); then
-  printf 'ha-lb: haproxy -c refused the new config; the running one is untouched:\n%s\n' "$out" >&2
+  printf 'ha-lb: haproxy -c refused the new config; the running one is untouched:\\n%s\\n' "$out" >&2
   exit 1
 fi
-chmod 644 "$tmp"
-if [ -f "${cfg}" ]; then cp -p "${cfg}" "$prev"; else rm -f "$prev"; fi
-mv "$tmp" "${cfg}"
-since=$(date +%s)
-# Poll (bounded) until the running HAProxy answers the new id: a failed reload leaves the old workers running.
-running=""
-reloaded="the reload command exited 0"
-if ( ${reload}
-); then
-  deadline=$(( since + ${confirmS} ))
-  while :; do
-    running=$(curl -fsS --max-time 2 "${idUrl}" 2>/dev/null || true)
-    [ "$running" = "$id" ] && break
-    [ "$(date +%s)" -ge "$deadline" ] && break
-    sleep 0.2
+${reloadAndConfirm(x)}echo "ha-lb: HAProxy config $id installed and running, listeners on $anchor, certificates in $new"
+`;
+}
+
+/**
+ * The root-run script of `halb-acme-install.service` (started by `halb-acme-install.path` when fipd
+ * writes a chain into its state dir, and once at boot): fipd runs as an unprivileged user under
+ * ProtectSystem=strict and can neither write /etc/haproxy nor reload HAProxy, so this does it for
+ * the chains fipd publishes (public; the keys are the stack's, in keyDir).
+ *
+ * For each certificate the running set serves (`<name>.pem`) with a `<stateDir>/<name>.chain.pem`:
+ * if halb_acme_pick accepts it against `<keyDir>/<name>.key`, the new set gets chain + that key.
+ * The new set is a copy of the running one (the running set is never written), with the config
+ * pointing at it under a new id; then `haproxy -c`, the reload and its confirmation exactly as
+ * haproxyInstallScript does. A chain it refuses is logged (why) and changes nothing; with nothing
+ * newer to install it exits 0 without a reload. A change arriving while it runs (the path unit does
+ * not start a unit that is still running) is caught by a further pass, at most 3 passes.
+ */
+export function acmeInstallScript(o: HaproxyInstallOptions = {}): string {
+  const x = installOpts(o);
+  const { cfg, root } = x;
+  return `set -eu
+umask 077
+${lockRoot(x)}
+${acmePickFunctions}
+stamp() { ls -l --time-style=+%s.%N "${x.stateDir}" 2>/dev/null | cksum; }
+pass=0
+while [ "$pass" -lt 3 ]; do
+  pass=$((pass + 1))
+  before=$(stamp)
+  if [ ! -f "${cfg}" ]; then echo "ha-lb: no HAProxy config installed yet (${cfg}); nothing to install into"; exit 0; fi
+  cur=$(sed -n 's/.* string \\(set\\.[A-Za-z0-9]*\\) if { path ${HAPROXY_CONFIG_ID_PATH.replace(/\//g, "\\/")} }.*/\\1/p' "${cfg}" | head -n 1)
+  if [ -z "$cur" ] || [ ! -d "${root}/$cur" ]; then
+    echo "ha-lb: the running HAProxy config names no certificate set in ${root}; run pulumi up" >&2
+    exit 1
+  fi
+  new=$(mktemp -d "${root}/set.XXXXXX")
+  id=$(basename "$new")
+  tmp=$(mktemp "${cfg}.XXXXXX")
+  prev=$(mktemp "${cfg}.prev.XXXXXX")
+  trap 'rm -rf "$new"; rm -f "$tmp" "$prev"' EXIT
+  for f in "${root}/$cur"/*; do [ -f "$f" ] && cp -p "$f" "$new/"; done
+  changed=""
+  for f in "$new"/*.pem; do
+    [ -f "$f" ] || continue
+    n=$(basename "$f" .pem)
+    chain="${x.stateDir}/$n.chain.pem"
+    [ -e "$chain" ] || continue
+    if [ ! -f "${x.keyDir}/$n.key" ]; then
+      echo "ha-lb: $n: refusing $chain: no key ${x.keyDir}/$n.key (the stack ships it)" >&2
+    elif halb_acme_pick "$chain" "${x.keyDir}/$n.key" "$f"; then
+      halb_acme_pem "$chain" "${x.keyDir}/$n.key" > "$f.acme"
+      mv "$f.acme" "$f"
+      changed="$changed $n"
+    elif [ -n "$why" ]; then
+      echo "ha-lb: $n: refusing $chain: $why; the running set is untouched" >&2
+    fi
   done
-else
-  reloaded="the reload command failed"
-fi
-if [ "$running" != "$id" ]; then
-  if [ -f "$prev" ]; then mv "$prev" "${cfg}"; else rm -f "${cfg}"; fi
-  echo "ha-lb: HAProxy did not take the new config within ${confirmS} s (\${reloaded}; the running one answers config id '\${running:-none}', the new one is '$id'); the previous config is back in place. HAProxy's log since the reload:" >&2
-  ( ${log} ) >&2 || true
-  exit 1
-fi
-rm -f "$prev"
-trap - EXIT
-# Publish the chains of the running set (never a key) for fipd's certificate expiry metric.
-mkdir -p "${pub}"
-chmod 755 "${pub}"
-for f in "$new"/*.pem; do
-  [ -f "$f" ] || continue
-  n=$(basename "$f")
-  awk '/^-----BEGIN CERTIFICATE-----/ { c = 1 } c { print } /^-----END CERTIFICATE-----/ { c = 0 }' "$f" > "${pub}/.$n.tmp"
-  chmod 644 "${pub}/.$n.tmp"
-  mv "${pub}/.$n.tmp" "${pub}/$n"
+  if [ -z "$changed" ]; then
+    rm -rf "$new"; rm -f "$tmp" "$prev"; trap - EXIT
+    [ "$(stamp)" = "$before" ] && { echo "ha-lb: no newer issued certificate to install"; exit 0; }
+    continue
+  fi
+  sed -e "s|${root}/$cur/|$new/|g" -e "s/ string $cur if { path / string $id if { path /" "${cfg}" > "$tmp"
+  if ! out=$(haproxy -c -f "$tmp" 2>&1); then
+    printf 'ha-lb: haproxy -c refused the set with the issued certificate(s)%s; the running one is untouched:\\n%s\\n' "$changed" "$out" >&2
+    exit 1
+  fi
+${reloadAndConfirm(x).replace(/^(?=.)/gm, "  ")}  echo "ha-lb: issued certificate(s)$changed installed: HAProxy config $id running, certificates in $new"
+  [ "$(stamp)" = "$before" ] && exit 0
 done
-for f in "${pub}"/*.pem; do
-  if [ -f "$f" ] && [ ! -e "$new/$(basename "$f")" ]; then rm -f "$f"; fi
-done
-for old in "${root}"/set.*; do
-  if [ "$old" != "$new" ] && [ -d "$old" ]; then rm -rf "$old"; fi
-done
-echo "ha-lb: HAProxy config $id installed and running, listeners on $anchor, certificates in $new"
+echo "ha-lb: fipd's state dir kept changing; the next change starts another pass"
 `;
 }

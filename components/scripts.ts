@@ -262,3 +262,77 @@ fi
 exit 0
 `;
 }
+
+/** Where the deploy writes the ACME install script (haproxy.ts acmeInstallScript) and its systemd units. */
+export const ACME_INSTALL = {
+  script: "/usr/local/lib/ha-lb/acme-install.sh",
+  pathUnit: "/etc/systemd/system/halb-acme-install.path",
+  serviceUnit: "/etc/systemd/system/halb-acme-install.service",
+} as const;
+
+/**
+ * The systemd units that install fipd's issued certificates into HAProxy (issue 15). fipd runs as
+ * `fipd` under ProtectSystem=strict: it cannot write /etc/haproxy nor reload HAProxy, so it only
+ * writes public chains into its state dir, and this root-run pair does the rest. The path unit starts
+ * the service when a file in stateDir changes (PathChanged: a chain written and renamed in place; a
+ * missing directory is watched for from its parent); the service also runs once at boot, for a chain
+ * that arrived while it could not run.
+ */
+export function acmeInstallUnits(stateDir: string, script: string = ACME_INSTALL.script): { path: string; service: string } {
+  return {
+    path: `# Installed by the ha-lb Pulumi stack: starts halb-acme-install.service when fipd writes an issued certificate.
+[Unit]
+Description=ha-lb: watch fipd's issued certificates (${stateDir})
+
+[Path]
+PathChanged=${stateDir}
+Unit=halb-acme-install.service
+
+[Install]
+WantedBy=multi-user.target
+`,
+    service: `# Installed by the ha-lb Pulumi stack: puts fipd's issued certificates into HAProxy (root: fipd cannot).
+[Unit]
+Description=ha-lb: install certificates issued by fipd into HAProxy
+After=haproxy.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh ${script}
+TimeoutStartSec=300
+
+[Install]
+WantedBy=multi-user.target
+`,
+  };
+}
+
+/**
+ * Writes the ACME install script and its units (atomically, root-only script), reloads systemd and
+ * enables both, starting the path unit. Does not run the service: `pulumi up`'s own HAProxy install
+ * already prefers an issued chain.
+ */
+export function installAcmeUnitsScript(
+  installScript: string,
+  stateDir: string,
+  paths: { script: string; pathUnit: string; serviceUnit: string } = ACME_INSTALL,
+): string {
+  const units = acmeInstallUnits(stateDir, paths.script);
+  const write = (path: string, text: string, mode: string) => {
+    if (text.split("\n").includes("HALB_EOF")) throw new Error(`installAcmeUnitsScript: ${path} holds the heredoc mark`);
+    return `cat > "${path}.tmp" <<'HALB_EOF'
+${text.endsWith("\n") ? text : `${text}\n`}HALB_EOF
+chmod ${mode} "${path}.tmp"
+mv "${path}.tmp" "${path}"`;
+  };
+  return `set -eu
+mkdir -p "${paths.script.slice(0, paths.script.lastIndexOf("/"))}"
+${write(paths.script, installScript, "700")}
+${write(paths.pathUnit, units.path, "644")}
+${write(paths.serviceUnit, units.service, "644")}
+systemctl daemon-reload
+systemctl enable halb-acme-install.service >/dev/null 2>&1
+systemctl enable --now halb-acme-install.path >/dev/null 2>&1
+echo "ha-lb: halb-acme-install.path watches ${stateDir}"
+`;
+}

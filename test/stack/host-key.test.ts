@@ -35,8 +35,8 @@ describe("SSH host keys", () => {
   it("every remote command and copy pins the host key of the droplet it connects to", () => {
     const byAddress = new Map(droplets(r).map((d) => [d.state!.ipv4Address as string, d.name]));
     const remote = r.resources.filter((x) => x.type.startsWith("command:remote:"));
-    // bootstrap, bundle, unit, config, restart, leader-restart, retire per droplet, HAProxy per LB, one switch check.
-    expect(remote).toHaveLength(5 * 7 + 4 + 1);
+    // bootstrap, bundle, unit, config, restart, leader-restart, retire per droplet, HAProxy and the ACME units per LB, one switch check.
+    expect(remote).toHaveLength(5 * 7 + 4 * 2 + 1);
     for (const x of remote) {
       const connection = unwrap(x.inputs.connection) as Record<string, unknown>;
       const droplet = byAddress.get(String(unwrap(connection.host)));

@@ -47,8 +47,9 @@ describe("the stack", () => {
     expect(fw.inputs.dropletIds).toBeUndefined();
     expect(rules.find((x) => x.portRange === "443")!.sourceAddresses).toContain("0.0.0.0/0");
     expect(rules.find((x) => x.portRange === "22")!.sourceAddresses).toEqual(["203.0.113.0/24"]);
-    const peer = rules.find((x) => x.portRange === "7946")!;
-    expect(peer.protocol).toBe("udp");
+    const peer = rules.find((x) => x.portRange === "7946" && x.protocol === "udp")!;
+    // ACME chains between LBs: TCP on the peer port, from the LB tag only (not the witness).
+    expect(rules.filter((x) => x.portRange === "7946" && x.protocol === "tcp")).toEqual([{ protocol: "tcp", portRange: "7946", sourceTags: ["dev-ha-lb"] }]);
     expect(peer.sourceTags).toEqual(["dev-ha-lb"]);
     expect(peer.sourceAddresses).toHaveLength(1);
     expect(rules.some((x) => x.portRange === "9465")).toBe(false); // metrics closed without metricsCidrs
