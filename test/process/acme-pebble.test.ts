@@ -172,7 +172,7 @@ function setup(acme: Record<string, unknown>) {
     // The longest wait each time: the gaps below are then exact lower bounds.
     random: () => 0.999,
   });
-  return { stateDir, store, manager, failures, tokens };
+  return { stateDir, store, manager, failures, tokens, config };
 }
 
 describe("ACME orders against Pebble", () => {
@@ -212,7 +212,7 @@ describe("ACME orders against Pebble", () => {
 
   it("keeps the placeholder while the CA is unreachable, says why, backs off, and orders once it is back", async () => {
     relay.drop = true;
-    const { store, manager, failures } = setup({ requestTimeoutMs: 1_000, retryInitialMs: 1_000, retryMaxMs: 4_000 });
+    const { store, manager, failures, config } = setup({ requestTimeoutMs: 1_000, retryInitialMs: 1_000, retryMaxMs: 4_000 });
     manager.setLeading(true);
     try {
       await until("three failed orders", 30_000, () => failures.length >= 3);
@@ -229,11 +229,13 @@ describe("ACME orders against Pebble", () => {
       expect(gaps[0]).toBeGreaterThanOrEqual(1_000 * 0.999 + 900);
       expect(gaps[1]).toBeGreaterThanOrEqual(2_000 * 0.999 + 900);
 
-      // Leadership ends while an order hangs: the child is stopped at once.
+      // Leadership ends while an order hangs (now for up to 30 s a request): the child is stopped at once.
+      manager.updateConfig({ ...config, requestTimeoutMs: 30_000 });
       await until("an order in progress", 10_000, () => manager.status()[0].state === "renewing");
+      await new Promise((r) => setTimeout(r, 1_000));
       expect(childProcesses(childPath).length).toBe(1);
       manager.setLeading(false);
-      await until("the child to stop", 5_000, () => childProcesses(childPath).length === 0);
+      await until("the child to stop", 2_000, () => childProcesses(childPath).length === 0);
       expect(manager.status()[0].line).toMatch(/retried by the leader/);
 
       relay.drop = false;
