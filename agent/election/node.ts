@@ -54,6 +54,8 @@ export interface PlantedBugs {
   noBootQuiet?: boolean;
   /** Terms and votes live in memory only (a restart forgets them). */
   noDurableState?: boolean;
+  /** Any echoed send time counts, even one from the future (`genuineEcho` accepts everything). */
+  trustEchoes?: boolean;
 }
 
 export interface ElectionOptions {
@@ -590,7 +592,7 @@ export class Election implements ElectionNode {
    */
   genuineEcho(m: Extract<PeerMessage, { kind: "heartbeat-ack" | "vote-response" }>, sinceMs: number): boolean {
     const problem = m.echoSentAt > this.nowMs ? "future" : m.echoSentAt < sinceMs ? "before-term" : null;
-    if (problem === null) return true;
+    if (problem === null || (SIM && this.bugs.trustEchoes)) return true;
     const reason =
       problem === "future"
         ? `echoes send time ${m.echoSentAt} ms, later than now (${this.nowMs} ms)`

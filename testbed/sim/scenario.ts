@@ -6,7 +6,7 @@
 import * as v from "valibot";
 import { FailoverTimingSchema, type Color, type FailoverTiming, type Member } from "../../agent/config.js";
 import type { PlantedBugs } from "../../agent/election/node.js";
-import { bootQuietMs } from "../../agent/election/quorum.js";
+import { bootQuietMs, majorityOf } from "../../agent/election/quorum.js";
 import { checkReachableMajority, checkSafety } from "./invariants.js";
 import { Rng } from "./rng.js";
 import { InvariantViolation, World, type TraceLine } from "./world.js";
@@ -234,27 +234,39 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
     }
   }
 
-  // ---- misbehaving peers: for a while, one or two nodes echo send times from the future in their
+  // ---- misbehaving peers: for a while, a minority of nodes echo send times from the future in their
   // acknowledgements and votes (a bug, or a compromised node with a valid key). A leader that counted
-  // them would stretch its lease past what a majority granted (S1). Drawn from a stream of its own, so
-  // that adding this fault kind left every other fault's schedule as it was for each seed.
+  // them would stretch its lease past what a majority granted; often the leader is then cut off, so
+  // that the others elect a new one while that lease would still run (S1). Drawn from a stream of
+  // its own, so that adding this fault kind left every other fault's schedule as it was for each seed.
   if (enabled("futureEcho")) {
     const er = new Rng(seed).fork();
-    const windows = er.chance(0.3) ? er.int(1, 3) : 0;
+    const windows = er.chance(0.5) ? er.int(1, 3) : 0;
     for (let i = 0; i < windows; i++) {
       const t = er.float(300, faultMs - 200);
       const len = er.float(200, 5_000);
       const aheadMs = er.float(timing.leaseMs, 20 * timing.leaseMs);
-      const count = er.int(1, 2);
+      // One liar, or as many as make a majority with the leader's own send time (a minority of the list).
+      const enough = er.chance(0.7);
+      const cutAfterMs = er.chance(0.5) ? er.float(50, 500) : null;
+      const cutMs = er.float(500, 2_500);
       const pick = er.fork();
       world.at(t, "future echoes", () => {
-        const live = ids();
+        const leader = world.leaseHolders()[0]?.id;
+        const others = ids().filter((id) => id !== leader);
         const liars = new Set<string>();
-        for (let j = 0; j < count; j++) liars.add(pick.pick(live));
+        const count = enough ? majorityOf(world.members.length) - 1 : 1;
+        for (let j = 0; j < 4 * count && liars.size < count && others.length > 0; j++) liars.add(pick.pick(others));
         for (const id of liars) world.echoFuture(id, aheadMs);
         world.at(Math.min(world.now + len, faultMs), "truthful echoes", () => liars.forEach((id) => world.echoFuture(id, null)));
+        if (leader && cutAfterMs !== null && world.now + cutAfterMs < faultMs) {
+          world.at(world.now + cutAfterMs, "cut off the leader", () => {
+            world.partition([[leader], ids().filter((id) => id !== leader)]);
+            world.at(Math.min(world.now + cutMs, faultMs), "heal", () => world.heal());
+          });
+        }
       });
-      desc.push(`future echoes @${t.toFixed(0)} for ${len.toFixed(0)} ms`);
+      desc.push(`future echoes @${t.toFixed(0)} for ${len.toFixed(0)} ms${cutAfterMs !== null ? ", then the leader cut off" : ""}`);
     }
   }
 
