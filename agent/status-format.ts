@@ -38,20 +38,24 @@ function isClusterHealthyOnOneWire(s: StatusReport): { ok: true } | { ok: false;
  * A rolling upgrade across a wire change (the shared-key builds speak version 1, this one 2): the
  * members not restarted yet cannot be heard, so this node cannot see the cluster as a whole. The
  * wait passes when every member is accounted for — reachable, or heard on the older wire
- * (transport.ts olderWire) — and the members on this wire cannot elect a leader by themselves
- * (no majority here, or no eligible member here): then the older side keeps the cluster, or the
- * IP stays where it is until an eligible member joins this side. Where this side can elect a
- * leader, the usual checks apply. Once no member speaks the older wire, they all apply again, so
+ * (transport.ts olderWire) — and the members on this wire cannot elect a leader of the color in
+ * force (no majority here, or no eligible member of that color here): then the older side keeps
+ * the cluster, or the IP stays where it is (or, with the color fallback, goes to this side's other
+ * color) until a member of the color in force joins this side. Where this side can elect a leader
+ * of the color in force, the usual checks apply. Once no member speaks the older wire, they all apply again, so
  * the roll's last restart and the final check still wait for a healthy cluster.
  */
 function acrossWireChange(s: AgentStatus): { ok: true; note: string } | null {
   const older = s.olderWire ?? [];
   if (!older.length || s.shuttingDown) return null;
   if (s.members.some((m) => !m.self && !m.reachable && !older.includes(m.id))) return null;
-  if (s.majorityReachable && s.members.some((m) => m.eligible === true && (m.self || m.reachable))) return null;
+  // A leader of the color in force can be elected here: wait for it, as usual. A fallback leader of
+  // the other color (its side cannot hear the color in force) does not count: it hands back to the
+  // color in force once that joins this wire, at its own restart later in the roll.
+  if (s.majorityReachable && s.members.some((m) => m.eligible === true && m.color === s.colorInForce && (m.self || m.reachable))) return null;
   return {
     ok: true,
-    note: `rolling upgrade across the wire change: ${older.join(", ")} still run${older.length === 1 ? "s" : ""} a build on the older wire format, which this build does not hear; every member is accounted for, and the members on this wire cannot elect a leader yet`,
+    note: `rolling upgrade across the wire change: ${older.join(", ")} still run${older.length === 1 ? "s" : ""} a build on the older wire format, which this build does not hear; every member is accounted for, and the members on this wire cannot elect a leader of the color in force yet`,
   };
 }
 
