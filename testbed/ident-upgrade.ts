@@ -1,5 +1,5 @@
 /**
- * `npx tsx testbed/ident-upgrade.ts [--old-bundle FILE] [--lbs blue,blue,green,green] [--active green] [--keep-going]`
+ * `npx tsx testbed/ident-upgrade.ts [--old-bundle FILE] [--lbs blue,blue,green,green] [--active green] [--no-color-fallback] [--keep-going]`
  *
  * The upgrade of a deployed stack from the shared-key build (bd53a1e: HMAC `peer.key`, wire
  * version 1) to the per-member identity build (this checkout's dist/fipd.cjs: Ed25519, wire
@@ -41,6 +41,7 @@ const { values } = parseArgs({
     lbs: { type: "string", default: "blue,blue,green,green" },
     active: { type: "string", default: "green" },
     "keep-going": { type: "boolean", default: false },
+    "no-color-fallback": { type: "boolean", default: false },
     "healthy-timeout": { type: "string", default: "60" },
   },
 });
@@ -51,27 +52,26 @@ if (active !== "blue" && active !== "green") throw new Error(`--active: blue or 
 const healthyTimeoutS = Number(values["healthy-timeout"]);
 if (!(healthyTimeoutS >= 5 && healthyTimeoutS <= 300)) throw new Error(`--healthy-timeout: 5 to 300 seconds, got ${values["healthy-timeout"]}`);
 
-/** Build the shared-key bundle from git history in a temporary worktree; returns its path and a cleanup. */
+/** Build the shared-key bundle from git history in a temporary directory; returns its path and a cleanup. */
 export function buildOldBundle(repo = resolve(__dirname, "..")): { bundle: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), "halb-oldbuild-"));
-  const wt = join(dir, "src");
-  const run = (cmd: string, args: string[], cwd: string) => execFileSync(cmd, args, { cwd, stdio: ["ignore", "ignore", "pipe"], timeout: BUILD_TIMEOUT_MS });
-  run("git", ["worktree", "add", "--detach", wt, SHARED_KEY_COMMIT], repo);
-  const cleanup = () => {
-    try {
-      run("git", ["worktree", "remove", "--force", wt], repo);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
+  const cleanup = () => rmSync(dir, { recursive: true, force: true });
   try {
-    run("npm", ["ci", "--no-fund", "--no-audit", "--ignore-scripts"], wt);
-    run("npm", ["run", "build"], wt);
+    const run = (cmd: string, args: string[], input?: Buffer) =>
+      execFileSync(cmd, args, { cwd: dir, input, stdio: [input ? "pipe" : "ignore", "pipe", "pipe"], timeout: BUILD_TIMEOUT_MS, maxBuffer: 256 * 1024 * 1024 });
+    // The tree of that commit, without touching this repository's worktrees.
+    run(
+      "tar",
+      ["-x"],
+      execFileSync("git", ["-C", repo, "archive", "--format=tar", SHARED_KEY_COMMIT], { maxBuffer: 256 * 1024 * 1024, timeout: BUILD_TIMEOUT_MS }),
+    );
+    run("npm", ["ci", "--no-fund", "--no-audit", "--ignore-scripts"]);
+    run("npm", ["run", "build"]);
   } catch (e) {
     cleanup();
     throw e;
   }
-  return { bundle: join(wt, "dist", "fipd.cjs"), cleanup };
+  return { bundle: join(dir, "dist", "fipd.cjs"), cleanup };
 }
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
@@ -99,7 +99,7 @@ async function main(): Promise<number> {
   let bed: NetBed | null = null;
   let ssh: SshBed | null = null;
   try {
-    bed = await NetBed.start({ lbs, witness: true, activeColor: active });
+    bed = await NetBed.start({ lbs, witness: true, activeColor: active, ...(values["no-color-fallback"] ? { failover: { colorFallback: false } } : {}) });
     const b = bed;
     const ids = [...b.nodes.keys()];
     b.memberIds = [...ids];
