@@ -42,8 +42,8 @@ function isClusterHealthyOnOneWire(s: StatusReport): { ok: true } | { ok: false;
  * force (no majority here, or no eligible member of that color here): then the older side keeps
  * the cluster, or the IP stays where it is (or, with the color fallback, goes to this side's other
  * color) until a member of the color in force joins this side. Where this side can elect a leader
- * of the color in force, the usual checks apply. Once no member speaks the older wire, they all apply again, so
- * the roll's last restart and the final check still wait for a healthy cluster.
+ * of the color in force, the usual checks apply. Once no member speaks the older wire, they all
+ * apply again, so the roll's last restart and the final check still wait for a healthy cluster.
  */
 function acrossWireChange(s: AgentStatus): { ok: true; note: string } | null {
   const older = s.olderWire ?? [];
