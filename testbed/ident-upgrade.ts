@@ -14,9 +14,11 @@
  * request failed, or two members led at once. Pulumi stops at a failed step (every later step
  * depends on it); --keep-going runs the rest anyway, to see what would follow.
  *
- * Without --old-bundle, the old bundle is built from git history in a temporary worktree under
- * /tmp (npm ci and npm run build: a few minutes), and the worktree is removed afterwards. Needs
- * root, like the bed. Not part of `npm test` (test/process/ident-upgrade… covers the logic).
+ * Without --old-bundle, the old bundle is built from git history in a temporary directory under
+ * /tmp (git archive, npm ci, npm run build: about a minute), removed afterwards. Needs root, like
+ * the bed. Not part of `npm test` (too heavy: it needs the registry and about two minutes);
+ * test/apply-config.test.ts, test/transport.test.ts and test/status-format.test.ts cover the logic
+ * it relies on.
  */
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
