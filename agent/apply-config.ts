@@ -20,7 +20,11 @@
  *   cannot change what it is told), in a root-owned directory, never through a link;
  * - a running agent is asked to reload (SIGHUP semantics: the IP is not dropped); if it refuses the
  *   new set, the previous files are put back and the command fails with the agent's reason, so the
- *   next start reads a set the agent accepted.
+ *   next start reads a set the agent accepted. One exception, a bundle upgrade across a config
+ *   format change: an agent of another build whose parser refuses the new file (it predates keys
+ *   this build writes, e.g. the shared-key build and peerAuth.publicKeys) keeps running on what it
+ *   loaded, and the new files stay: they are this build's, and the same deploy restarts that agent
+ *   on this build (components/scripts.ts). Restoring them would fail the deploy for good.
  */
 import { X509Certificate } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
@@ -33,6 +37,7 @@ import { membershipRefusal, type MembershipView } from "./membership.js";
 import { printable } from "./schema.js";
 import { parseEabHmacKey, parsePrivateKeyPem, parseSecret } from "./secrets.js";
 import { parsePrivateKey, parsePublicKey } from "./identity.js";
+import { BUILD_ID } from "./build-id.js";
 
 /** The payload is a config and three short secrets; anything near this size is not one. */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
@@ -62,6 +67,8 @@ export interface ApplyOptions {
   owner?: string;
   /** Ask the running agent to reload (default true). */
   reload: boolean;
+  /** The build id of the bundle running apply-config (the one the deploy is about to run); null when unknown. */
+  build?: string | null;
 }
 
 /** The running agent answered a reload with a refusal: its reason, verbatim. */
@@ -296,8 +303,12 @@ function membershipOf(doc: unknown): MembershipView | null {
  * starts with). A file that does not parse states nothing (this write repairs it); an agent that
  * does not answer is not running.
  */
-async function currentMemberships(configFile: string, controlSocket: string): Promise<Array<{ view: MembershipView; where: string }>> {
+async function currentMemberships(
+  configFile: string,
+  controlSocket: string,
+): Promise<{ views: Array<{ view: MembershipView; where: string }>; runningBuild: string | null }> {
   const out: Array<{ view: MembershipView; where: string }> = [];
+  let runningBuild: string | null = null;
   if (existsSync(configFile)) {
     let doc: unknown = null;
     try {
@@ -315,11 +326,21 @@ async function currentMemberships(configFile: string, controlSocket: string): Pr
     } catch {
       /* not running */
     }
-    const r = report as { membershipVersion?: unknown; members?: unknown } | null;
+    const r = report as { membershipVersion?: unknown; members?: unknown; build?: unknown } | null;
     const view = membershipOf(r && { membershipVersion: r.membershipVersion, members: r.members });
     if (view) out.push({ view, where: "the running agent's" });
+    if (typeof r?.build === "string" && BUILD_ID.test(r.build)) runningBuild = r.build;
   }
-  return out;
+  return { views: out, runningBuild };
+}
+
+/**
+ * Whether a reload refusal means: the running agent, of another build, cannot parse this config
+ * (its `loadAgentConfigFile` threw a ConfigError, whose message every build starts this way), as
+ * opposed to refusing what the config asks (another Reserved IP, an older member list).
+ */
+export function isOtherBuildFormatRefusal(reason: string, runningBuild: string | null, ownBuild: string | null | undefined): boolean {
+  return !!ownBuild && !!runningBuild && runningBuild !== ownBuild && reason.startsWith("invalid configuration in ");
 }
 
 /** Returns the lines to print; throws with a precise message on bad input or a refused reload. */
@@ -337,7 +358,8 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
   }
   const { problems, ok: v } = validate(doc, o.dir);
   if (problems.length || !v) throw new Error(`bad apply-config payload; nothing was written:\n  ${problems.join("\n  ")}`);
-  for (const { view, where } of await currentMemberships(v.files.config, v.controlSocket)) {
+  const current = await currentMemberships(v.files.config, v.controlSocket);
+  for (const { view, where } of current.views) {
     const refused = membershipRefusal(v.membership, view, where);
     if (refused) throw new Error(`${refused}; nothing was written`);
   }
@@ -385,6 +407,13 @@ export async function applyConfig(stdinText: string, o: ApplyOptions): Promise<s
       return;
     }
     const why = isRecord(answer) && typeof answer.error === "string" ? answer.error : `unexpected answer ${JSON.stringify(answer).slice(0, 200)}`;
+    if (isOtherBuildFormatRefusal(why, current.runningBuild, o.build)) {
+      out.push(
+        `the running agent (build ${current.runningBuild}) cannot read this configuration (${why.split("\n").slice(0, 2).join(" ").replace(/\s+/g, " ").slice(0, 300)}); ` +
+          `it keeps running on what it loaded, and reads the new files when the deploy restarts it on build ${o.build}`,
+      );
+      return;
+    }
     throw new ReloadRefused(why);
   };
   try {

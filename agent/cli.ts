@@ -15,11 +15,11 @@ import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { ConfigError, type AgentConfig } from "./config.js";
 import { loadAgentConfigFile } from "./config-file.js";
-import { runAgent } from "./run.js";
+import { runAgent, runningBuild } from "./run.js";
 import { BUILD_ID } from "./build-id.js";
 import { controlRequest } from "./control.js";
 import { readIdentityKeys, readSecretFile, redactDeep } from "./secrets.js";
-import { formatStatus, isClusterHealthy } from "./status-format.js";
+import { formatStatus, isClusterHealthy, type AgentStatus } from "./status-format.js";
 import { printable } from "./schema.js";
 import { MAX_PAYLOAD_BYTES, applyConfig } from "./apply-config.js";
 import type { StatusReport } from "./controller.js";
@@ -118,13 +118,14 @@ function checkConfig(file: string, schemaOnly: boolean): number {
 
 async function waitHealthy(values: { socket?: string; config?: string; json?: boolean }, timeoutS: number): Promise<number> {
   const until = Date.now() + timeoutS * 1000;
-  let last: StatusReport | undefined;
+  let last: AgentStatus | undefined;
   let why = "no answer yet";
   while (Date.now() < until) {
     try {
-      last = (await controlRequest(socketPath(values), { cmd: "status" }, { timeoutMs: 2_000 })) as StatusReport;
+      last = (await controlRequest(socketPath(values), { cmd: "status" }, { timeoutMs: 2_000 })) as AgentStatus;
       const verdict = isClusterHealthy(last);
       if (verdict.ok) {
+        if (verdict.note) process.stdout.write(`${verdict.note}\n`);
         process.stdout.write(values.json ? JSON.stringify(redactDeep(last), null, 2) + "\n" : formatStatus(last));
         return 0;
       }
@@ -225,6 +226,7 @@ export async function main(argv: string[]): Promise<number> {
           dir: values.dir ?? "/etc/fipd",
           owner: values.owner ?? "fipd",
           reload: values["no-reload"] !== true,
+          build: runningBuild(),
         });
         process.stdout.write(lines.join("\n") + "\n");
         return 0;

@@ -316,7 +316,16 @@ export async function runAgent(configPath: string): Promise<number> {
       switch (req.cmd) {
         case "status":
           // Status leaves the process (the deploy scripts print it, Pulumi stores it): redacted like the logs.
-          return redactDeep({ ...controller.status(), restartPending, peerKeys: transportRef?.keyStatus() ?? null, acme: acme?.status() ?? null }, [token]);
+          return redactDeep(
+            {
+              ...controller.status(),
+              restartPending,
+              peerKeys: transportRef?.keyStatus() ?? null,
+              olderWire: transportRef?.olderWire() ?? [],
+              acme: acme?.status() ?? null,
+            },
+            [token],
+          );
         case "handover":
           // The request's shape (to a node id, preferBuild a build id) is checked by the control server.
           controller.handover(

@@ -10,7 +10,13 @@ import { redact } from "./secrets.js";
  */
 const shown = (error: string) => printable(redact(error));
 
-export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; why: string } {
+export function isClusterHealthy(s: AgentStatus): { ok: true; note?: string } | { ok: false; why: string } {
+  const strict = isClusterHealthyOnOneWire(s);
+  if (strict.ok) return strict;
+  return acrossWireChange(s) ?? strict;
+}
+
+function isClusterHealthyOnOneWire(s: StatusReport): { ok: true } | { ok: false; why: string } {
   if (s.shuttingDown) return { ok: false, why: "this agent is shutting down" };
   if (!s.majorityReachable) return { ok: false, why: "this node cannot reach a majority of the members" };
   if (!s.leader) return { ok: false, why: "no leader" };
@@ -29,11 +35,42 @@ export function isClusterHealthy(s: StatusReport): { ok: true } | { ok: false; w
 }
 
 /**
+ * A rolling upgrade across a wire change (the shared-key builds speak version 1, this one 2): the
+ * members not restarted yet cannot be heard, so this node cannot see the cluster as a whole. The
+ * wait passes when every member is accounted for — reachable, or heard on the older wire
+ * (transport.ts olderWire) — and the members on this wire cannot elect a leader of the color in
+ * force (no majority here, or no eligible member of that color here): then the older side keeps
+ * the cluster, or the IP stays where it is (or, with the color fallback, goes to this side's other
+ * color) until a member of the color in force joins this side. Where this side can elect a leader
+ * of the color in force, the usual checks apply. Once no member speaks the older wire, they all
+ * apply again, so the roll's last restart and the final check still wait for a healthy cluster.
+ */
+function acrossWireChange(s: AgentStatus): { ok: true; note: string } | null {
+  const older = s.olderWire ?? [];
+  if (!older.length || s.shuttingDown) return null;
+  if (s.members.some((m) => !m.self && !m.reachable && !older.includes(m.id))) return null;
+  // A leader of the color in force can be elected here: wait for it, as usual. A fallback leader of
+  // the other color (its side cannot hear the color in force) does not count: it hands back to the
+  // color in force once that joins this wire, at its own restart later in the roll.
+  if (s.majorityReachable && s.members.some((m) => m.eligible === true && m.color === s.colorInForce && (m.self || m.reachable))) return null;
+  return {
+    ok: true,
+    note: `rolling upgrade across the wire change: ${older.join(", ")} still run${older.length === 1 ? "s" : ""} a build on the older wire format, which this build does not hear; every member is accounted for, and the members on this wire cannot elect a leader of the color in force yet`,
+  };
+}
+
+/**
  * What the agent's `status` answers: the controller's report, the config keys that wait for a
  * restart (agent/reload-keys.ts), and the transport's peer keys (agent/key-retirement.ts; null
  * before the transport runs, absent from an older agent).
  */
-export type AgentStatus = StatusReport & { restartPending?: string[]; peerKeys?: PeerKeyStatus | null; acme?: { line: string }[] | null };
+export type AgentStatus = StatusReport & {
+  restartPending?: string[];
+  peerKeys?: PeerKeyStatus | null;
+  /** Members heard only on an older build's wire format (agent/transport.ts olderWire); absent from an older agent. */
+  olderWire?: string[];
+  acme?: { line: string }[] | null;
+};
 
 /**
  * The peer key line of `fipd status`, also printed by the deploy's final check: while previous
@@ -86,6 +123,10 @@ export function formatStatus(s: AgentStatus): string {
   if (s.ipKeeper?.lastError) lines.push(`last error: ${shown(s.ipKeeper.lastError)}`);
   const keys = s.peerKeys ? formatPeerKeys(s.peerKeys) : null;
   if (keys) lines.push(keys);
+  if (s.olderWire?.length)
+    lines.push(
+      `OLDER WIRE: ${s.olderWire.join(", ")} run${s.olderWire.length === 1 ? "s" : ""} a build whose datagrams this build cannot read; not heard until upgraded`,
+    );
   // One line per ACME certificate (agent/acme/manager.ts): placeholder, valid until, renewing, failing and why.
   for (const a of s.acme ?? []) lines.push(`acme ${shown(a.line)}`);
   if (s.restartPending?.length) lines.push(`RESTART PENDING for ${s.restartPending.join(", ")}: a reload cannot apply them (systemctl restart fipd)`);

@@ -48,6 +48,17 @@ export type { PeerKeys, PeerKeyStatus } from "./key-retirement.js";
 
 /** 2: Ed25519 signatures per member (1 was the shared HMAC key). */
 const VERSION = 2;
+/**
+ * The shared-key builds' wire version. Its header has the same layout up to the receiver (then an
+ * HMAC tag we cannot check: no shared key any more), so a member still on such a build can be
+ * named, unauthenticated, while a rolling upgrade crosses the wire change. Such datagrams are
+ * dropped (reason `older-wire`); the name feeds only `fipd status` (olderWire), which lets the
+ * deploy's health wait tell "its peers are not upgraded yet" from "its peers are gone"
+ * (status-format.ts isClusterHealthy). Nothing in the election trusts it.
+ */
+const OLDER_WIRE_VERSION = 1;
+/** How long a member counts as heard on the older wire after its last such datagram (heartbeats come every 50 ms by default). */
+export const OLDER_WIRE_SEEN_MS = 3_000;
 /** At most one warning per peer and kind of send failure in this long. */
 const SEND_WARN_INTERVAL_MS = 10_000;
 const TAG = SIGNATURE_BYTES;
@@ -94,6 +105,8 @@ export interface PeerTransport {
   updateKeys(keys: PeerKeys<OwnIdentity>): void;
   /** The identities accepted now, and whether and when the previous ones were retired (`fipd status`). */
   keyStatus(): PeerKeyStatus;
+  /** Members heard in the last OLDER_WIRE_SEEN_MS on the older wire only (not yet upgraded), sorted; unauthenticated. */
+  olderWire(): string[];
   close(): Promise<void>;
   port: number;
 }
@@ -105,7 +118,17 @@ interface ReplayState {
 }
 
 export type DropReason =
-  "malformed" | "unknown-key" | "retired-key" | "wrong-signer" | "bad-signature" | "unknown-sender" | "wrong-receiver" | "replay" | "unknown-kind" | "schema";
+  | "malformed"
+  | "older-wire"
+  | "unknown-key"
+  | "retired-key"
+  | "wrong-signer"
+  | "bad-signature"
+  | "unknown-sender"
+  | "wrong-receiver"
+  | "replay"
+  | "unknown-kind"
+  | "schema";
 
 export function encodePacket(key: OwnIdentity, bootId: bigint, counter: bigint, sender: string, receiver: string, body: Buffer): Buffer {
   const kid = Buffer.from(key.id, "ascii");
@@ -160,6 +183,27 @@ export function decodePacket(
       unsigned: buf.subarray(0, buf.length - TAG),
       tag: buf.subarray(buf.length - TAG),
     };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Sender and receiver of a datagram of the shared-key builds (wire version 1: the same header up to
+ * the receiver), or null. Not authenticated: only ever a hint for `fipd status`.
+ */
+export function decodeOlderWireHeader(buf: Buffer): { sender: string; receiver: string } | null {
+  try {
+    if (buf.length < 2 || buf.readUInt8(0) !== OLDER_WIRE_VERSION) return null;
+    let o = 1;
+    o += 1 + buf.readUInt8(o) + 16;
+    const sl = buf.readUInt8(o++);
+    if (o + sl + 1 > buf.length) return null;
+    const sender = buf.subarray(o, o + sl).toString("utf8");
+    o += sl;
+    const rl = buf.readUInt8(o++);
+    if (o + rl > buf.length) return null;
+    return { sender, receiver: buf.subarray(o, o + rl).toString("utf8") };
   } catch {
     return null;
   }
@@ -240,9 +284,19 @@ export async function createPeerTransport(o: {
     keyGauge();
   };
 
+  /** Per member, when it last sent us an older-wire datagram (bounded by the member list). */
+  const olderWireSeen = new Map<string, number>();
+
   sock.on("message", (buf, rinfo) => {
     const p = decodePacket(buf);
-    if (!p) return drop("malformed", { from: rinfo.address });
+    if (!p) {
+      const old = decodeOlderWireHeader(buf);
+      if (old && old.receiver === o.selfId && members.has(old.sender)) {
+        olderWireSeen.set(old.sender, Date.now());
+        return drop("older-wire", { from: rinfo.address, sender: old.sender });
+      }
+      return drop("malformed", { from: rinfo.address });
+    }
     if (p.receiver !== o.selfId) return drop("wrong-receiver", { from: rinfo.address, receiver: p.receiver });
     const m = members.get(p.sender);
     if (!m) return drop("unknown-sender", { from: rinfo.address, sender: p.sender });
@@ -329,6 +383,7 @@ export async function createPeerTransport(o: {
     },
     updateMembers(next) {
       members = peersOf(next);
+      for (const id of olderWireSeen.keys()) if (!members.has(id)) olderWireSeen.delete(id);
       noteRetirement(roll.setMembers(members.keys()));
     },
     updateKeys(next) {
@@ -336,6 +391,13 @@ export async function createPeerTransport(o: {
       keyGauge();
     },
     keyStatus: () => roll.status(),
+    olderWire: () => {
+      const since = Date.now() - OLDER_WIRE_SEEN_MS;
+      return [...olderWireSeen]
+        .filter(([, at]) => at >= since)
+        .map(([id]) => id)
+        .sort();
+    },
     close: () => new Promise<void>((r) => sock.close(() => r())),
   };
 }

@@ -207,6 +207,52 @@ describe("apply-config", () => {
     }
   });
 
+  it("upgrade from the shared-key build: a running agent of another build that cannot parse the new config keeps running, and the new set stays for its restart; the same build, or another reason, restores", async () => {
+    dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
+    const etc = join(dir, "etc");
+    const sock = join(dir, "fipd.sock");
+    const OLD_BUILD = "f988d1b46e9ba39b";
+    const NEW_BUILD = "0123456789abcdef";
+    // What the shared-key build left: its config (no publicKeys) and the shared key.
+    mkdirSync(etc, { mode: 0o755 });
+    const oldCfg = { ...lbConfig, controlSocket: sock, peerAuth: { keyFile: join(etc, "peer.key") }, api: { tokenFile: join(etc, "token") } };
+    writeFileSync(join(etc, "fipd.yaml"), JSON.stringify(oldCfg) + "\n", { mode: 0o640 });
+    writeFileSync(join(etc, "peer.key"), "ab".repeat(32) + "\n", { mode: 0o600 });
+    writeFileSync(join(etc, "token"), "dop_v1_x\n", { mode: 0o600 });
+    // The old agent as its control socket answers: its build in status; its parser refusing the new file on reload.
+    let refusal = `invalid configuration in ${join(etc, "fipd.yaml")}:\n  peerAuth: has unknown key "publicKeys" (known keys: keyFile, previousKeyFile)`;
+    let reloads = 0;
+    const server = await createControlServer(sock, async (req) => {
+      await Promise.resolve();
+      if (req.cmd === "status") return { build: OLD_BUILD, membershipVersion: 1, members: lbConfig.members };
+      if (req.cmd !== "reload") return { error: "unexpected" };
+      reloads++;
+      return { ok: false, error: refusal };
+    });
+    const next = JSON.stringify({ config: { ...lbConfig, controlSocket: sock }, token: "dop_v1_x", identityKey: KEY });
+    try {
+      const before = snapshot(etc);
+      // The running agent runs this very build: its refusal stands, and the old files are back.
+      await expect(applyConfig(next, { dir: etc, reload: true, build: OLD_BUILD })).rejects.toThrow(/refused the new configuration: invalid configuration in/);
+      expect(snapshot(etc)).toEqual(before);
+      // Another build refusing what the config asks (not its format): restored as well.
+      refusal = "reservedIp changed from 198.51.100.7 to 198.51.100.8; restart fipd to serve another address";
+      await expect(applyConfig(next, { dir: etc, reload: true, build: NEW_BUILD })).rejects.toThrow(/refused the new configuration: reservedIp changed/);
+      expect(snapshot(etc)).toEqual(before);
+      // Another build whose parser cannot read this build's config: the new set stays, for the restart.
+      refusal = `invalid configuration in ${join(etc, "fipd.yaml")}:\n  peerAuth: has unknown key "publicKeys" (known keys: keyFile, previousKeyFile)`;
+      const out = await applyConfig(next, { dir: etc, reload: true, build: NEW_BUILD });
+      expect(reloads).toBe(3);
+      expect(out).toContain(
+        `the running agent (build ${OLD_BUILD}) cannot read this configuration (invalid configuration in ${join(etc, "fipd.yaml")}: peerAuth: has unknown key "publicKeys" (known keys: keyFile, previousKeyFile)); it keeps running on what it loaded, and reads the new files when the deploy restarts it on build ${NEW_BUILD}`,
+      );
+      expect(readdirSync(etc).sort()).toEqual(["fipd.yaml", "identity.key", "token"]);
+      expect(readIdentityKeys(loadAgentConfigFile(join(etc, "fipd.yaml"))).current.text).toBe(ID.b1.publicKey);
+    } finally {
+      await server.close();
+    }
+  });
+
   it("keeps the new set when the running agent accepts it; a finished key roll removes the previous key file", async () => {
     dir = mkdtempSync(join(tmpdir(), "halb-apply-"));
     const etc = join(dir, "etc");

@@ -1,3 +1,4 @@
+import { createHmac, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,7 +9,16 @@ import type { PeerMessage } from "../agent/election/types.js";
 import { parsePrivateKey, type OwnIdentity } from "../agent/identity.js";
 import { createLogger, silentLogger } from "../agent/log.js";
 import { createMetrics } from "../agent/metrics.js";
-import { acceptCounter, bootIdOf, createPeerTransport, decodePacket, encodePacket, type PeerTransport } from "../agent/transport.js";
+import {
+  OLDER_WIRE_SEEN_MS,
+  acceptCounter,
+  bootIdOf,
+  createPeerTransport,
+  decodeOlderWireHeader,
+  decodePacket,
+  encodePacket,
+  type PeerTransport,
+} from "../agent/transport.js";
 import { newIdentity } from "../testbed/identity.js";
 
 /** A fresh member identity (Ed25519), as the agent loads it from its key file. */
@@ -487,5 +497,48 @@ describe("key retirement after a roll (issue 17.2)", () => {
     expect(back.keyStatus()).toEqual({ current: k.a.current.id, previous: null, waitingFor: [], retired: null });
     expect(await dropped(metricsB, "retired-key")).toBe(0);
     expect(await dropped(metricsB, "unknown-key")).toBe(0);
+  });
+});
+
+describe("peer transport: members on the shared-key build's wire (version 1) during the upgrade", () => {
+  /** A datagram as the shared-key build (bd53a1e) sends it: the same header, version 1, an HMAC-SHA256 tag. */
+  const v1Packet = (sender: string, receiver: string) => {
+    const kid = Buffer.from("k1", "ascii");
+    const s = Buffer.from(sender, "utf8");
+    const r = Buffer.from(receiver, "utf8");
+    const head = Buffer.alloc(2 + kid.length + 16 + 1 + s.length + 1 + r.length);
+    let o = head.writeUInt8(1, 0);
+    o = head.writeUInt8(kid.length, o);
+    o += kid.copy(head, o);
+    o = head.writeBigUInt64BE(1n << 32n, o);
+    o = head.writeBigUInt64BE(7n, o);
+    o = head.writeUInt8(s.length, o);
+    o += s.copy(head, o);
+    o = head.writeUInt8(r.length, o);
+    r.copy(head, o);
+    const unsigned = Buffer.concat([head, Buffer.from(JSON.stringify(msg(sender)))]);
+    return Buffer.concat([unsigned, createHmac("sha256", randomBytes(32)).update(unsigned).digest()]);
+  };
+
+  it("names a member that speaks the older wire (dropped as older-wire, never delivered), forgets it after OLDER_WIRE_SEEN_MS or when it leaves the list; strangers are not named", async () => {
+    const { b, got, metrics } = await pair();
+    expect(b.olderWire()).toEqual([]);
+    await sendRaw(b.port, v1Packet("a", "b"), v1Packet("mallory", "b"), v1Packet("a", "c"));
+    await settle();
+    expect(got).toHaveLength(0);
+    expect(b.olderWire()).toEqual(["a"]);
+    expect(await dropped(metrics, "older-wire")).toBe(1);
+    expect(await dropped(metrics, "malformed")).toBe(2);
+    expect(decodeOlderWireHeader(v1Packet("a", "b"))).toEqual({ sender: "a", receiver: "b" });
+    expect(decodeOlderWireHeader(v1Packet("a", "b").subarray(0, 22))).toBeNull();
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(Date.now() + OLDER_WIRE_SEEN_MS + 1);
+    expect(b.olderWire()).toEqual([]);
+    vi.useRealTimers();
+    await sendRaw(b.port, v1Packet("a", "b"));
+    await settle();
+    expect(b.olderWire()).toEqual(["a"]);
+    b.updateMembers([]);
+    expect(b.olderWire()).toEqual([]);
   });
 });
