@@ -238,55 +238,119 @@ const BAR = 14;
 const BAR_GAP = 4;
 const GROUP_GAP = 18;
 
-/** Horizontal grouped bars: one group per (scenario, actionDelayMs), one bar per system, whiskers min–max. */
-export function renderFailoverSvg(r: FailoverResults): string {
-  const groups = groupCases(r);
-  const summaries = groups.map((g) => SYSTEMS.map((s) => (g.bySystem[s] ? summarize(g.bySystem[s]!) : undefined)));
-  const largest = Math.max(0, ...summaries.flat().map((s) => s?.max ?? 0));
-  const axis = niceAxis(largest);
+/** Rounds a coordinate to 2 decimals, so that the SVG text stays short and stable. */
+const px = (v: number) => Number(v.toFixed(2));
+
+/** What every plot starts with, above its plot area of height `plotH` whose left edge is `left`. */
+interface SvgFrameOptions {
+  left: number;
+  plotH: number;
+  /** The document's <title> (a tooltip and what a file browser shows). */
+  title: string;
+  /** The bold heading and the grey line below it. */
+  heading: string;
+  subtitle: string;
+}
+
+/**
+ * Opens a plot: the <svg> element sized for the plot area, its <title>, the heading and the subtitle. Returns the
+ * lines written so far (the plot pushes its own to them, then `closeSvg`) and the y of the plot area's bottom.
+ */
+function svgFrame(f: SvgFrameOptions): { o: string[]; axisY: number } {
+  const height = TOP + f.plotH + BOTTOM;
+  const o = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
+    `<title>${escapeXml(f.title)}</title>`,
+    `<text x="${f.left}" y="20" font-size="15" font-weight="bold">${escapeXml(f.heading)}</text>`,
+    `<text x="${f.left}" y="38" fill="#555">${escapeXml(f.subtitle)}</text>`,
+  ];
+  return { o, axisY: TOP + f.plotH };
+}
+
+function closeSvg(o: string[]): string {
+  o.push("</svg>");
+  return `${o.join("\n")}\n`;
+}
+
+/** A horizontal grouped bar chart: `groups` groups of one bar per legend entry, values from 0 to `max`. */
+interface BarChartOptions extends Omit<SvgFrameOptions, "left" | "plotH"> {
+  groups: number;
+  /** One swatch per bar of a group, in the order of the bars. */
+  legend: readonly { label: string; color: string }[];
+  max: number;
+  tickLabel: (value: number) => string;
+  /** What the value axis measures, below its tick labels. */
+  axisCaption: string;
+  /** Tick marks below the axis and the vertical axis line at 0. */
+  axisMarks: boolean;
+}
+
+/**
+ * Draws a bar chart's frame: svgFrame, the legend, the grid lines with their tick labels and the value axis.
+ * Returns the x of a value and the y of a group's first bar and of a bar; the chart draws the group labels and
+ * the bars itself.
+ */
+function barChartFrame(f: BarChartOptions): {
+  o: string[];
+  x: (value: number) => number;
+  groupY: (gi: number) => { top: number; mid: number };
+  barY: (gi: number, bi: number) => number;
+} {
+  const axis = niceAxis(f.max);
   const plotW = SVG_WIDTH - LEFT - RIGHT;
   const x = (v: number) => LEFT + (v / axis.top) * plotW;
-  const groupH = SYSTEMS.length * (BAR + BAR_GAP) - BAR_GAP + GROUP_GAP;
-  const plotH = Math.max(1, groups.length) * groupH;
-  const height = TOP + plotH + BOTTOM;
-  const axisY = TOP + plotH;
-  const px = (v: number) => Number(v.toFixed(2));
-
-  const o: string[] = [];
-  o.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
-  );
-  o.push(`<title>${escapeXml(`Failover downtime, ${r.startedAt}, ${r.host}`)}</title>`);
-  o.push(`<text x="${LEFT}" y="20" font-size="15" font-weight="bold">Failover downtime (bar: median, whisker: min–max)</text>`);
-  o.push(`<text x="${LEFT}" y="38" fill="#555">${escapeXml(`${r.startedAt} · ${r.host}`)}</text>`);
+  const groupH = f.legend.length * (BAR + BAR_GAP) - BAR_GAP + GROUP_GAP;
+  const { o, axisY } = svgFrame({ ...f, left: LEFT, plotH: Math.max(1, f.groups) * groupH });
 
   // Legend: swatches are paths, so that every <rect> in the document is a bar.
   let lx = LEFT;
-  for (const s of SYSTEMS) {
-    o.push(`<path d="M${lx} 50h12v12h-12z" fill="${SYSTEM_COLORS[s]}"/>`);
-    o.push(`<text x="${lx + 17}" y="60">${escapeXml(s)}</text>`);
-    lx += 17 + s.length * 7 + 24;
+  for (const { label, color } of f.legend) {
+    o.push(`<path d="M${lx} 50h12v12h-12z" fill="${color}"/>`);
+    o.push(`<text x="${lx + 17}" y="60">${escapeXml(label)}</text>`);
+    lx += 17 + label.length * 7 + 24;
   }
 
   // Grid lines and axis.
   for (const t of axis.ticks) {
     const tx = px(x(t));
     o.push(`<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${axisY}" stroke="#e3e3e3" stroke-width="1"/>`);
-    o.push(`<line x1="${tx}" y1="${axisY}" x2="${tx}" y2="${axisY + 5}" stroke="#333" stroke-width="1"/>`);
-    o.push(`<text x="${tx}" y="${axisY + 18}" text-anchor="middle">${escapeXml(`${fmt(t)} ms`)}</text>`);
+    if (f.axisMarks) o.push(`<line x1="${tx}" y1="${axisY}" x2="${tx}" y2="${axisY + 5}" stroke="#333" stroke-width="1"/>`);
+    o.push(`<text x="${tx}" y="${axisY + 18}" text-anchor="middle">${escapeXml(f.tickLabel(t))}</text>`);
   }
   o.push(`<line x1="${LEFT}" y1="${axisY}" x2="${px(x(axis.top))}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
-  o.push(`<line x1="${LEFT}" y1="${TOP - 6}" x2="${LEFT}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
-  o.push(`<text x="${px(LEFT + plotW / 2)}" y="${axisY + 36}" text-anchor="middle" fill="#555">downtime</text>`);
+  if (f.axisMarks) o.push(`<line x1="${LEFT}" y1="${TOP - 6}" x2="${LEFT}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
+  o.push(`<text x="${px(LEFT + plotW / 2)}" y="${axisY + 36}" text-anchor="middle" fill="#555">${escapeXml(f.axisCaption)}</text>`);
+
+  const groupY = (gi: number) => {
+    const top = TOP + gi * groupH + GROUP_GAP / 2;
+    return { top, mid: top + (groupH - GROUP_GAP) / 2 };
+  };
+  return { o, x, groupY, barY: (gi, bi) => groupY(gi).top + bi * (BAR + BAR_GAP) };
+}
+
+/** Horizontal grouped bars: one group per (scenario, actionDelayMs), one bar per system, whiskers min–max. */
+export function renderFailoverSvg(r: FailoverResults): string {
+  const groups = groupCases(r);
+  const summaries = groups.map((g) => SYSTEMS.map((s) => (g.bySystem[s] ? summarize(g.bySystem[s]!) : undefined)));
+  const { o, x, groupY, barY } = barChartFrame({
+    title: `Failover downtime, ${r.startedAt}, ${r.host}`,
+    heading: "Failover downtime (bar: median, whisker: min–max)",
+    subtitle: `${r.startedAt} · ${r.host}`,
+    groups: groups.length,
+    legend: SYSTEMS.map((s) => ({ label: s, color: SYSTEM_COLORS[s] })),
+    max: Math.max(0, ...summaries.flat().map((s) => s?.max ?? 0)),
+    tickLabel: (t) => `${fmt(t)} ms`,
+    axisCaption: "downtime",
+    axisMarks: true,
+  });
 
   groups.forEach((g, gi) => {
-    const gy = TOP + gi * groupH + GROUP_GAP / 2;
-    const midY = gy + (groupH - GROUP_GAP) / 2;
+    const midY = groupY(gi).mid;
     o.push(`<text x="${LEFT - 8}" y="${px(midY - 2)}" text-anchor="end">${escapeXml(g.scenario)}</text>`);
     o.push(`<text x="${LEFT - 8}" y="${px(midY + 12)}" text-anchor="end" fill="#555">${escapeXml(`action delay ${fmt(g.actionDelayMs)} ms`)}</text>`);
     SYSTEMS.forEach((s, si) => {
       const sum = summaries[gi]![si];
-      const by = gy + si * (BAR + BAR_GAP);
+      const by = barY(gi, si);
       const cy = px(by + BAR / 2);
       if (!sum) {
         // this system has no case here (e.g. keepalived and a blue-green switch)
@@ -310,8 +374,7 @@ export function renderFailoverSvg(r: FailoverResults): string {
     });
   });
 
-  o.push("</svg>");
-  return `${o.join("\n")}\n`;
+  return closeSvg(o);
 }
 
 /** Writes failover.json (pretty), failover.md and failover.svg into dir, creating it if needed. */
@@ -337,47 +400,28 @@ const RELOAD_MODE_COLORS: Record<string, string> = { new: "#1f77b4", keepalive: 
 /** Horizontal grouped bars: one group per case, one bar per client (failed requests of the total). */
 export function renderReloadSvg(r: ReloadResults): string {
   const modes = [...new Set(r.results.flatMap((c) => c.clients.map((x) => x.mode)))];
-  const axis = niceAxis(Math.max(0, ...r.results.flatMap((c) => c.clients.map((x) => x.failed))));
-  const plotW = SVG_WIDTH - LEFT - RIGHT;
-  const x = (v: number) => LEFT + (v / axis.top) * plotW;
-  const groupH = modes.length * (BAR + BAR_GAP) - BAR_GAP + GROUP_GAP;
-  const plotH = Math.max(1, r.results.length) * groupH;
-  const height = TOP + plotH + BOTTOM;
-  const axisY = TOP + plotH;
-  const px = (v: number) => Number(v.toFixed(2));
-  const o: string[] = [];
-  o.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
-  );
-  o.push(`<title>${escapeXml(`Failed requests per reload, ${r.when}, ${r.host}`)}</title>`);
-  o.push(`<text x="${LEFT}" y="20" font-size="15" font-weight="bold">Failed requests during reloads and a failover (${r.rate} requests/s per client)</text>`);
-  o.push(`<text x="${LEFT}" y="38" fill="#555">${escapeXml(`${r.when} · ${r.host}`)}</text>`);
-  let lx = LEFT;
-  for (const m of modes) {
-    o.push(`<path d="M${lx} 50h12v12h-12z" fill="${RELOAD_MODE_COLORS[m] ?? "#777"}"/>`);
-    o.push(`<text x="${lx + 17}" y="60">${escapeXml(m === "new" ? "new connection per request" : m)}</text>`);
-    lx += 17 + (m === "new" ? 26 : m.length) * 7 + 24;
-  }
-  for (const t of axis.ticks) {
-    const tx = px(x(t));
-    o.push(`<line x1="${tx}" y1="${TOP - 6}" x2="${tx}" y2="${axisY}" stroke="#e3e3e3" stroke-width="1"/>`);
-    o.push(`<text x="${tx}" y="${axisY + 18}" text-anchor="middle">${escapeXml(fmt(t))}</text>`);
-  }
-  o.push(`<line x1="${LEFT}" y1="${axisY}" x2="${px(x(axis.top))}" y2="${axisY}" stroke="#333" stroke-width="1"/>`);
-  o.push(`<text x="${px(LEFT + plotW / 2)}" y="${axisY + 36}" text-anchor="middle" fill="#555">failed requests</text>`);
+  const { o, x, groupY, barY } = barChartFrame({
+    title: `Failed requests per reload, ${r.when}, ${r.host}`,
+    heading: `Failed requests during reloads and a failover (${r.rate} requests/s per client)`,
+    subtitle: `${r.when} · ${r.host}`,
+    groups: r.results.length,
+    legend: modes.map((m) => ({ label: m === "new" ? "new connection per request" : m, color: RELOAD_MODE_COLORS[m] ?? "#777" })),
+    max: Math.max(0, ...r.results.flatMap((c) => c.clients.map((x) => x.failed))),
+    tickLabel: fmt,
+    axisCaption: "failed requests",
+    axisMarks: false,
+  });
   r.results.forEach((c, gi) => {
-    const gy = TOP + gi * groupH + GROUP_GAP / 2;
-    o.push(`<text x="${LEFT - 8}" y="${px(gy + (groupH - GROUP_GAP) / 2 + 4)}" text-anchor="end">${escapeXml(c.case.replace(/ \(.*\)$/, ""))}</text>`);
+    o.push(`<text x="${LEFT - 8}" y="${px(groupY(gi).mid + 4)}" text-anchor="end">${escapeXml(c.case.replace(/ \(.*\)$/, ""))}</text>`);
     modes.forEach((m, mi) => {
       const cl = c.clients.find((x) => x.mode === m);
       if (!cl) return;
-      const y = gy + mi * (BAR + BAR_GAP);
+      const y = barY(gi, mi);
       o.push(`<rect x="${LEFT}" y="${px(y)}" width="${px(x(cl.failed) - LEFT)}" height="${BAR}" fill="${RELOAD_MODE_COLORS[m] ?? "#777"}"/>`);
       o.push(`<text x="${px(x(cl.failed) + 4)}" y="${px(y + BAR - 3)}">${escapeXml(`${cl.failed} / ${cl.total}`)}</text>`);
     });
   });
-  o.push("</svg>");
-  return o.join("\n") + "\n";
+  return closeSvg(o);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -463,21 +507,18 @@ export function renderSoakSvg(r: SoakResults): string {
   const plotW = SVG_WIDTH - 70 - 100; // room on the right for the target's label
   const left = 70;
   const plotH = 260;
-  const height = TOP + plotH + BOTTOM;
-  const axisY = TOP + plotH;
-  const px = (v: number) => Number(v.toFixed(2));
+  const { o, axisY } = svgFrame({
+    left,
+    plotH,
+    title: `Agent RSS during the soak, ${r.startedAt}, ${r.host}`,
+    heading: `Agent resident memory during the soak (VmRSS every ${fmt(r.seriesStepS)} s)`,
+    subtitle: `${r.startedAt} · ${r.host} · Node.js ${r.node}`,
+  });
   const maxLen = Math.max(1, ...r.agents.map((a) => a.rssMb.length));
   const xAxis = niceAxis((maxLen - 1) * r.seriesStepS);
   const yAxis = niceAxis(Math.max(r.rssTargetMb * 1.2, ...r.agents.flatMap((a) => [...a.rssMb, soakPeakMb(a)])));
   const x = (s: number) => left + (s / xAxis.top) * plotW;
   const y = (mb: number) => axisY - (mb / yAxis.top) * plotH;
-  const o: string[] = [];
-  o.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_WIDTH}" height="${height}" viewBox="0 0 ${SVG_WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
-  );
-  o.push(`<title>${escapeXml(`Agent RSS during the soak, ${r.startedAt}, ${r.host}`)}</title>`);
-  o.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">Agent resident memory during the soak (VmRSS every ${fmt(r.seriesStepS)} s)</text>`);
-  o.push(`<text x="${left}" y="38" fill="#555">${escapeXml(`${r.startedAt} · ${r.host} · Node.js ${r.node}`)}</text>`);
   let lx = left;
   r.agents.forEach((a, i) => {
     o.push(
@@ -511,8 +552,7 @@ export function renderSoakSvg(r: SoakResults): string {
     );
   });
   o.push(`<text x="${px(left + plotW / 2)}" y="${axisY + 36}" text-anchor="middle" fill="#555">time into the soak</text>`);
-  o.push("</svg>");
-  return `${o.join("\n")}\n`;
+  return closeSvg(o);
 }
 
 /** Writes soak.json (pretty), soak.md and soak.svg into dir, creating it if needed. */

@@ -3,26 +3,17 @@
  * after the headers, answers of the wrong shape. Bounded memory, retried like network errors, and
  * precise errors instead of TypeErrors.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { ServerResponse } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 import { TokenBucket } from "../agent/api-budget.js";
 import { createReservedIpClient, DoApiError, MAX_API_BODY_BYTES } from "../agent/do-client.js";
+import { localHttpServer } from "./fixtures/http-server.js";
 
 const IP = "198.51.100.100";
 const DROPLET = 500000001;
-let server: Server | null = null;
-afterEach(async () => {
-  server?.closeAllConnections();
-  await new Promise((r) => (server ? server.close(r) : r(undefined)));
-  server = null;
-});
-
-async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
-  server = createServer(handler);
-  await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
+const http = localHttpServer();
+afterEach(() => http.close());
+const serve = http.serve;
 const client = (baseUrl: string, requestTimeoutMs = 1_000) =>
   createReservedIpClient({ budget: new TokenBucket(), baseUrl, getToken: () => "dop_v1_test", requestTimeoutMs, random: () => 0 });
 const json = (res: ServerResponse, status: number, body: unknown) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));

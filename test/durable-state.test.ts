@@ -4,8 +4,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { fileDurableStore, MAX_BOOT, nextBoot, parseDurableState } from "../agent/durable-state.js";
 import { Election } from "../agent/election/node.js";
-import type { ElectionConfig } from "../agent/election/types.js";
-import { DEFAULT_TIMING } from "../testbed/sim/scenario.js";
+import { lbStatus, THREE_LBS as cfg } from "./fixtures/election.js";
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -100,13 +99,6 @@ describe("durable election state", () => {
   });
 
   it("the core emits persist before anything else, and a restarted core resumes its term and vote", () => {
-    const cfg: ElectionConfig = {
-      nodeId: "b1",
-      membershipVersion: 1,
-      activeColor: "blue",
-      timing: DEFAULT_TIMING,
-      members: ["b1", "b2", "b3"].map((id) => ({ id, address: "x", port: 1, role: "lb" as const, color: "blue" as const, priority: 100 })),
-    };
     const e = new Election(cfg, 0);
     // A vote request in a newer term: b1 grants it and must persist (term 5, vote b2) first.
     e.step({ type: "health", now: 1, healthy: true });
@@ -119,18 +111,7 @@ describe("durable election state", () => {
         term: 5,
         sentAt: 1,
         transfer: false,
-        status: {
-          role: "lb",
-          color: "blue",
-          healthy: true,
-          maintenance: false,
-          eligible: true,
-          membershipVersion: 1,
-          memberIds: ["b1", "b2", "b3"],
-          jointOldIds: [],
-          colorInForce: "blue",
-          requestedColor: "blue",
-        },
+        status: lbStatus(cfg),
       },
     });
     expect(out.effects[0]).toEqual({ type: "persist", state: { term: 5, votedFor: "b2" } });

@@ -2,27 +2,22 @@
  * The local HAProxy health checker (agent/health.ts) against a real HTTP server: rise and fall in a
  * row, what counts as a pass, what it reports, timeouts, one probe at a time, and stop.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 import { createHealthChecker, type HealthChecker } from "../agent/health.js";
 import { freePort } from "../testbed/harness/ports.js";
+import { localHttpServer } from "./fixtures/http-server.js";
 
-let server: Server | null = null;
+const http = localHttpServer();
 let checker: HealthChecker | null = null;
 afterEach(async () => {
   checker?.stop();
   checker = null;
-  server?.closeAllConnections();
-  await new Promise((r) => (server ? server.close(r) : r(undefined)));
-  server = null;
+  await http.close();
 });
 
-async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
-  server = createServer(handler);
-  await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/healthz`;
-}
+/** The health URL of a server that answers with `handler`. */
+const serve = async (handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => `${await http.serve(handler)}/healthz`;
 
 /** Polls `cond` every 5 ms for at most `ms`. */
 async function until(cond: () => boolean, ms = 3_000): Promise<void> {

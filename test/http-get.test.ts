@@ -1,7 +1,6 @@
 /** The GET behind the health probe and the metadata client: bounded in time and size, short errors. */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:http";
 import { Agent as HttpsAgent, createServer as createHttpsServer } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,19 +9,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import { HttpGetError, httpGet, httpRequest } from "../agent/http-get.js";
 import { createMetadataClient } from "../agent/metadata.js";
 import { freePort } from "../testbed/harness/ports.js";
+import { localHttpServer } from "./fixtures/http-server.js";
 
-let server: Server | null = null;
-afterEach(async () => {
-  server?.closeAllConnections();
-  await new Promise((r) => (server ? server.close(r) : r(undefined)));
-  server = null;
-});
-
-async function serve(handler: Parameters<typeof createServer>[1]): Promise<string> {
-  server = createServer(handler);
-  await new Promise<void>((r) => server!.listen(0, "127.0.0.1", r));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
+const http = localHttpServer();
+afterEach(() => http.close());
+const serve = http.serve;
 
 describe("httpGet", () => {
   it("returns status and body, and caps the body at 64 KiB", async () => {

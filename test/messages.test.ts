@@ -6,22 +6,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Election } from "../agent/election/node.js";
-import type { ElectionConfig, NodeStatus, PeerMessage } from "../agent/election/types.js";
+import type { NodeStatus, PeerMessage } from "../agent/election/types.js";
 import { MAX_MEMBER_IDS, MAX_REASON_CHARS, PEER_MESSAGE_KINDS, parsePeerMessage } from "../agent/messages.js";
-import { DEFAULT_TIMING } from "../testbed/sim/scenario.js";
+import { lbStatus, TWO_LBS_AND_WITNESS as config } from "./fixtures/election.js";
 
-const status: NodeStatus = {
-  role: "lb",
-  color: "blue",
-  healthy: true,
-  maintenance: false,
-  eligible: true,
-  membershipVersion: 1,
-  memberIds: ["b1", "b2", "w"],
-  jointOldIds: [],
-  colorInForce: "blue",
-  requestedColor: "blue",
-};
+const status: NodeStatus = lbStatus(config);
 /** The wire: what a peer's JSON body looks like once parsed on arrival. */
 const wire = (x: unknown): unknown => JSON.parse(JSON.stringify(x));
 
@@ -115,18 +104,6 @@ describe("peer message schemas", () => {
 
 // ---------------------------------------------------------------------------------------------
 // The property: arbitrary authenticated messages, valid or not, in any order.
-
-const config: ElectionConfig = {
-  nodeId: "b1",
-  membershipVersion: 1,
-  activeColor: "blue",
-  timing: DEFAULT_TIMING,
-  members: [
-    { id: "b1", address: "x", port: 1, role: "lb", color: "blue", priority: 100 },
-    { id: "b2", address: "x", port: 1, role: "lb", color: "blue", priority: 100 },
-    { id: "w", address: "x", port: 1, role: "witness", priority: 100 },
-  ],
-};
 
 const id = fc.constantFrom("b1", "b2", "w", "x");
 const color = fc.constantFrom("blue", "green");

@@ -12,6 +12,7 @@ import { createReservedIpClient } from "../agent/do-client.js";
 import { readIdentityKeys, readSecretFile, redact, redactDeep, redactErrors } from "../agent/secrets.js";
 import { newIdentity } from "../testbed/identity.js";
 import { formatStatus } from "../agent/status-format.js";
+import { LEADER_STATUS } from "./fixtures/status.js";
 
 const HALF_A = "dop_v1_" + "a1".repeat(16);
 const HALF_B = "b2".repeat(16);
@@ -157,24 +158,9 @@ describe("redaction", () => {
     );
   });
 
+  // The shared report, with a keeper whose last assign failed with `error`.
   const report = (error: string): StatusReport => ({
-    node: "b1",
-    role: "leader",
-    term: 3,
-    leader: "b1",
-    asserting: true,
-    leaseValidForMs: 900,
-    healthy: true,
-    maintenance: false,
-    colorInForce: "blue",
-    requestedColor: "blue",
-    pendingSwitch: null,
-    colorFallback: null,
-    membershipVersion: 1,
-    jointOldMembers: null,
-    majorityReachable: true,
-    members: [],
-    reservedIp: null,
+    ...LEADER_STATUS,
     ipKeeper: {
       asserting: true,
       term: 3,
@@ -185,9 +171,6 @@ describe("redaction", () => {
       lastAssign: { outcome: "error", ms: 3, at: 1, error },
       lastError: `assign: ${error}`,
     },
-    shuttingDown: false,
-    uptimeS: 10,
-    build: null,
   });
   const headerError = (token: string) => `POST /v2/reserved_ips/{ip}/actions: Headers.append: "Bearer ${token}" is an invalid header value.`;
 

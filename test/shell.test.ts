@@ -8,28 +8,9 @@ import type { ElectionConfig, ElectionOutput, NodeStatus, PeerMessage } from "..
 import { IpKeeper } from "../agent/ip-keeper.js";
 import { silentLogger } from "../agent/log.js";
 import { carryOut, ShellAssertionError, stepAndCarryOut, type KeeperPort, type ShellPorts } from "../agent/shell.js";
-import { DEFAULT_TIMING } from "../testbed/sim/scenario.js";
+import { lbStatus, THREE_LBS as cfg } from "./fixtures/election.js";
 
-const cfg: ElectionConfig = {
-  nodeId: "b1",
-  membershipVersion: 1,
-  activeColor: "blue",
-  timing: DEFAULT_TIMING,
-  members: ["b1", "b2", "b3"].map((id) => ({ id, address: "192.0.2.1", port: 1, role: "lb" as const, color: "blue" as const, priority: 100 })),
-};
-const status = (over: Partial<NodeStatus> = {}): NodeStatus => ({
-  role: "lb",
-  color: "blue",
-  healthy: true,
-  maintenance: false,
-  eligible: true,
-  membershipVersion: 1,
-  memberIds: ["b1", "b2", "b3"],
-  jointOldIds: [],
-  colorInForce: "blue",
-  requestedColor: "blue",
-  ...over,
-});
+const status = (over: Partial<NodeStatus> = {}): NodeStatus => lbStatus(cfg, over);
 const voteRequest = (term: number): PeerMessage => ({ kind: "vote-request", from: "b2", term, sentAt: 1, transfer: false, status: status() });
 
 /** Ports that record everything in one ordered log. */

@@ -2,30 +2,7 @@
 import { describe, expect, it } from "vitest";
 import type { StatusReport } from "../agent/controller.js";
 import { formatPeerKeys, formatStatus, isClusterHealthy } from "../agent/status-format.js";
-
-const report: StatusReport = {
-  node: "b1",
-  role: "leader",
-  term: 3,
-  leader: "b1",
-  asserting: true,
-  leaseValidForMs: 900,
-  healthy: true,
-  maintenance: false,
-  colorInForce: "blue",
-  requestedColor: "blue",
-  pendingSwitch: null,
-  colorFallback: null,
-  membershipVersion: 1,
-  jointOldMembers: null,
-  majorityReachable: true,
-  members: [],
-  reservedIp: null,
-  ipKeeper: null,
-  shuttingDown: false,
-  uptimeS: 10,
-  build: null,
-};
+import { LEADER_STATUS as report } from "./fixtures/status.js";
 
 describe("fipd status: peer keys", () => {
   it("names the members a previous key still waits for", () => {

@@ -35,9 +35,12 @@ export function readmeSite(readme = readFileSync(README, "utf8")): { frontends: 
   return { frontends: f.value, pools: p.value };
 }
 
-/** Render options per fixture; `certDir` is where certificateFiles are written. */
-export function haproxyFixtures(ca: string, certDir: string, stateDir: string): Record<string, HaproxyOptions> {
-  // Every option of every frontend protocol and pool (each alternative once somewhere).
+/**
+ * A site with every option of every frontend protocol and pool (each alternative once somewhere), certificates
+ * `www` and `api`; `ca` is the CA the `api` pool verifies its servers with. The one home of this site: the
+ * fixtures below and test/stack/haproxy.test.ts's rendering checks use it.
+ */
+export function everyOptionSite(ca: string): { frontends: Frontend[]; pools: Record<string, Pool> } {
   const pools: Record<string, Pool> = {
     web: {
       servers: ["10.10.0.5:8080", "10.10.0.6:8080"],
@@ -77,6 +80,12 @@ export function haproxyFixtures(ca: string, certDir: string, stateDir: string): 
     },
     { port: 8443, protocol: "tcp", pool: "pass", allowCidrs: ["198.51.100.0/24"], denyCidrs: ["198.51.100.7/32"], timeouts: { clientMs: 60_000 } },
   ];
+  return { frontends, pools };
+}
+
+/** Render options per fixture; `certDir` is where certificateFiles are written. */
+export function haproxyFixtures(ca: string, certDir: string, stateDir: string): Record<string, HaproxyOptions> {
+  const { frontends, pools } = everyOptionSite(ca);
   const site = readmeSite();
   const droplet = { certDir, maxconn: 8192, serverName: "prod-lb-blue-1" } as const;
   // The test bed's form (testbed/netbed/bed.ts): no privilege drop, no master-worker, its own socket.

@@ -3,32 +3,10 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { createElectionNode } from "../../agent/election/index.js";
 import { Election } from "../../agent/election/node.js";
-import type { ElectionConfig, ElectionEvent, ElectionOutput, PeerMessage } from "../../agent/election/types.js";
-import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
+import type { ElectionEvent, ElectionOutput, PeerMessage } from "../../agent/election/types.js";
+import { lbStatus, TWO_LBS_AND_WITNESS as config } from "../fixtures/election.js";
 
-const config: ElectionConfig = {
-  nodeId: "b1",
-  membershipVersion: 1,
-  activeColor: "blue",
-  timing: DEFAULT_TIMING,
-  members: [
-    { id: "b1", address: "x", port: 1, role: "lb", color: "blue", priority: 100 },
-    { id: "b2", address: "x", port: 1, role: "lb", color: "blue", priority: 100 },
-    { id: "w", address: "x", port: 1, role: "witness", priority: 100 },
-  ],
-};
-const status = {
-  role: "lb" as const,
-  color: "blue" as const,
-  healthy: true,
-  maintenance: false,
-  eligible: true,
-  membershipVersion: 1,
-  memberIds: ["b1", "b2", "w"],
-  jointOldIds: [] as string[][],
-  colorInForce: "blue" as const,
-  requestedColor: "blue" as const,
-};
+const status = lbStatus(config);
 
 const arbMessage: fc.Arbitrary<PeerMessage> = fc.oneof(
   fc.record({

@@ -7,33 +7,11 @@ import { describe, expect, it } from "vitest";
 import { ElectionAssertionError } from "../../agent/election/assert.js";
 import { Election } from "../../agent/election/node.js";
 import { leaderLeaseMs } from "../../agent/election/quorum.js";
-import type { ElectionConfig, NodeStatus, PeerMessage } from "../../agent/election/types.js";
+import type { NodeStatus, PeerMessage } from "../../agent/election/types.js";
 import { DEFAULT_TIMING } from "../../testbed/sim/scenario.js";
+import { lbStatus, TWO_LBS_AND_WITNESS as config } from "../fixtures/election.js";
 
-const config: ElectionConfig = {
-  nodeId: "b1",
-  membershipVersion: 1,
-  activeColor: "blue",
-  timing: DEFAULT_TIMING,
-  members: [
-    { id: "b1", address: "192.0.2.1", port: 1, role: "lb", color: "blue", priority: 100 },
-    { id: "b2", address: "192.0.2.2", port: 1, role: "lb", color: "blue", priority: 100 },
-    { id: "w", address: "192.0.2.3", port: 1, role: "witness", priority: 0 },
-  ],
-};
-const status = (o: Partial<NodeStatus> = {}): NodeStatus => ({
-  role: "lb",
-  color: "blue",
-  healthy: true,
-  maintenance: false,
-  eligible: true,
-  membershipVersion: 1,
-  memberIds: ["b1", "b2", "w"],
-  jointOldIds: [],
-  colorInForce: "blue",
-  requestedColor: "blue",
-  ...o,
-});
+const status = (o: Partial<NodeStatus> = {}): NodeStatus => lbStatus(config, o);
 
 /** Drives b1 from boot to leader with w's pre-vote and vote; returns the node and what it went through. */
 function toLeader(): { e: Election; kinds: string[] } {

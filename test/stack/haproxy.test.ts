@@ -18,9 +18,10 @@ import {
   maxconnForSize,
   renderHaproxyConfig,
 } from "../../components/haproxy.js";
-import type { Frontend, Pool } from "../../components/lb-config.js";
 import { readCertificateExpiries } from "../../agent/cert-expiry.js";
 import { CERTIFICATE_DIR } from "../../agent/config.js";
+import type { Frontend, Pool } from "../../components/lb-config.js";
+import { everyOptionSite } from "../../testbed/haproxy-versions.js";
 import { makePki, type TestPki } from "./pki.js";
 
 const ANCHOR = "10.20.0.5";
@@ -103,7 +104,7 @@ describe("renderHaproxyConfig", () => {
   });
 });
 
-describe("a typical site: https with two certificates, redirect, routes, tcp passthrough, re-encryption", () => {
+describe("the every-option site: https with two certificates, redirect, routes, tcp passthrough, re-encryption", () => {
   let pki: TestPki;
   let dir: string;
   beforeAll(() => {
@@ -114,37 +115,12 @@ describe("a typical site: https with two certificates, redirect, routes, tcp pas
     pki.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
-  const pools = (): Record<string, Pool> => ({
-    web: {
-      servers: ["10.10.0.5:8080", "10.10.0.6:8080"],
-      healthCheck: { type: "http", path: "/healthz", expectStatus: 204, intervalMs: 1500, rise: 3, fall: 2 },
-      stickySessions: { cookie: "SRV" },
-      timeouts: { tunnelMs: 7_200_000 },
-    },
-    api: { servers: ["10.10.0.7:9000"], balance: "leastconn", proxyProtocol: "v1", tls: { verify: true, ca: pki.ca, serverName: "api.internal" } },
-    pass: { servers: ["10.10.0.8:443"], proxyProtocol: "v2", balance: "source" },
-  });
-  const frontends: Frontend[] = [
-    { port: 80, protocol: "http", pool: "web", redirectToHttps: true, denyCidrs: ["192.0.2.0/24"] },
-    {
-      port: 443,
-      protocol: "https",
-      pool: "web",
-      certificates: ["www", "api"],
-      hsts: 31536000,
-      routes: [
-        { host: "api.example.com", pool: "api" },
-        { host: "www.example.com", pathPrefix: "/api/", pool: "api" },
-      ],
-      rateLimit: { requestsPerSecond: 50, burst: 20 },
-      timeouts: { httpRequestMs: 5000 },
-    },
-    { port: 8443, protocol: "tcp", pool: "pass", allowCidrs: ["198.51.100.0/24"] },
-  ];
+  // The stack's every-option site (testbed/haproxy-versions.ts), read once pki exists.
+  const site = () => everyOptionSite(pki.ca);
   const render = (over: Partial<Parameters<typeof renderHaproxyConfig>[0]> = {}) =>
-    renderHaproxyConfig({ frontends, pools: pools(), certDir: dir, metricsCidrs: ["10.10.0.0/16"], maxconn: 8192, serverName: "lb-blue-1", ...over });
+    renderHaproxyConfig({ ...site(), certDir: dir, metricsCidrs: ["10.10.0.0/16"], maxconn: 8192, serverName: "lb-blue-1", ...over });
   const install = (cfg: string) => {
-    for (const [n, c] of Object.entries(certificateFiles({ www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] }, pools()))) {
+    for (const [n, c] of Object.entries(certificateFiles({ www: pki.certs["www.example.com"], api: pki.certs["api.example.com"] }, site().pools))) {
       writeFileSync(join(dir, n), c, { mode: 0o600 });
     }
     const file = join(dir, "haproxy.cfg");
@@ -188,13 +164,13 @@ describe("a typical site: https with two certificates, redirect, routes, tcp pas
     has(
       `server s_10_10_0_7_9000 10.10.0.7:9000 check inter 2000ms rise 2 fall 3 send-proxy check-send-proxy ssl verify required ca-file ${dir}/ca-api.pem sni str(api.internal) check-sni api.internal verifyhost api.internal`,
     );
-    has("server s_10_10_0_8_443 10.10.0.8:443 check inter 2000ms rise 2 fall 3 send-proxy-v2 check-send-proxy");
-    has("monitor fail if { nbsrv(pool_web) lt 1 } { nbsrv(pool_api) lt 1 } { nbsrv(pool_pass) lt 1 }");
+    has("server s_10_10_0_8_443 10.10.0.8:443 check inter 500ms rise 2 fall 3 send-proxy-v2 check-send-proxy");
+    has("monitor fail if { nbsrv(pool_web) lt 1 } { nbsrv(pool_api) lt 1 } { nbsrv(pool_insecure) lt 1 } { nbsrv(pool_sni) lt 1 } { nbsrv(pool_pass) lt 1 }");
     has("bind 0.0.0.0:8404");
     has("tcp-request connection reject unless { src 127.0.0.0/8 10.10.0.0/16 }");
     for (const l of ["master-worker", "user haproxy", "group haproxy", "chroot /var/lib/haproxy", "maxconn 8192"]) has(l);
     // http2: false offers http/1.1 only; no metricsCidrs keeps the exporter on loopback.
-    const h1 = render({ frontends: frontends.map((f) => (f.protocol === "https" ? { ...f, http2: false } : f)), metricsCidrs: [] });
+    const h1 = render({ frontends: site().frontends.map((f) => (f.protocol === "https" ? { ...f, http2: false } : f)), metricsCidrs: [] });
     expect(h1).toContain(`crt ${dir}/api.pem alpn http/1.1\n`);
     expect(h1).toContain("bind 127.0.0.1:8404");
   });
