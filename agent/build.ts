@@ -2,7 +2,7 @@
  * Bundle fipd into one file, dist/fipd.cjs, for Node 20: no native modules, no node_modules on the
  * droplet. The Pulumi stack calls `buildAgentBundle()` and deploys the result by content hash.
  */
-import { build } from "esbuild";
+import { build, type BuildOptions } from "esbuild";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -15,11 +15,11 @@ export interface AgentBundle {
 
 const root = resolve(__dirname, "..");
 
-export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs")): Promise<AgentBundle> {
+/** One bundle for Node 20: everything inlined (no node_modules on the droplet), CommonJS, syntax minified. */
+async function bundle(entry: string, outFile: string, extra: Pick<BuildOptions, "define" | "banner"> = {}): Promise<AgentBundle> {
   mkdirSync(resolve(outFile, ".."), { recursive: true });
-  const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
   await build({
-    entryPoints: [join(root, "agent", "main.ts")],
+    entryPoints: [entry],
     outfile: outFile,
     bundle: true,
     platform: "node",
@@ -28,14 +28,21 @@ export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs"))
     minifySyntax: true,
     legalComments: "inline",
     sourcemap: false,
+    logLevel: "warning",
+    ...extra,
+  });
+  const content = readFileSync(outFile);
+  return { path: outFile, bytes: content.length, sha256: createHash("sha256").update(content).digest("hex") };
+}
+
+export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs")): Promise<AgentBundle> {
+  const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
+  return bundle(join(root, "agent", "main.ts"), outFile, {
     // `__SIM__: false` compiles the simulator-only code out of the election core (the planted bugs
     // and probe(), see agent/election/sim-only.ts); minifySyntax folds the branches and drops them.
     define: { FIPD_VERSION: JSON.stringify(version), __SIM__: "false" },
     banner: { js: "#!/usr/bin/env node" },
-    logLevel: "warning",
   });
-  const content = readFileSync(outFile);
-  return { path: outFile, bytes: content.length, sha256: createHash("sha256").update(content).digest("hex") };
 }
 
 /**
@@ -44,21 +51,7 @@ export async function buildAgentBundle(outFile = join(root, "dist", "fipd.cjs"))
  * order is due. Deployed beside fipd.cjs.
  */
 export async function buildAcmeBundle(outFile = join(root, "dist", "fipd-acme.cjs")): Promise<AgentBundle> {
-  mkdirSync(resolve(outFile, ".."), { recursive: true });
-  await build({
-    entryPoints: [join(root, "agent", "acme", "child.ts")],
-    outfile: outFile,
-    bundle: true,
-    platform: "node",
-    target: "node20",
-    format: "cjs",
-    minifySyntax: true,
-    legalComments: "inline",
-    sourcemap: false,
-    logLevel: "warning",
-  });
-  const content = readFileSync(outFile);
-  return { path: outFile, bytes: content.length, sha256: createHash("sha256").update(content).digest("hex") };
+  return bundle(join(root, "agent", "acme", "child.ts"), outFile);
 }
 
 if (require.main === module) {
