@@ -4,7 +4,7 @@
  * the outputs. Everything else lives in components/.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { buildAgentBundle } from "./agent/build.js";
+import { buildAcmeBundle, buildAgentBundle } from "./agent/build.js";
 import { HaLbCluster, sanitize } from "./components/cluster.js";
 import { readStackConfig } from "./components/config.js";
 
@@ -14,14 +14,16 @@ const { config, secrets, certificates, warnings } = readStackConfig();
 // pulumi.log.warn resolves once the engine has the message; nothing waits on it, and it never rejects.
 for (const w of warnings) void pulumi.log.warn(w);
 
-const cluster = buildAgentBundle().then(
-  (bundle) =>
+// The ACME child is built only when a certificate uses ACME (it carries acme-client, about 1.8 MB).
+const cluster = Promise.all([buildAgentBundle(), config.acme.length ? buildAcmeBundle() : undefined]).then(
+  ([bundle, acmeBundle]) =>
     new HaLbCluster("ha-lb", {
       config,
       agentToken: secrets.agentToken,
       sshPrivateKey: secrets.sshPrivateKey,
       certificates,
       bundle: { path: bundle.path, sha256: bundle.sha256 },
+      ...(acmeBundle ? { acmeBundle: { path: acmeBundle.path, sha256: acmeBundle.sha256 } } : {}),
       prefix: sanitize(pulumi.getStack()),
     }),
 );

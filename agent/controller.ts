@@ -9,7 +9,7 @@
 import { createElectionNode } from "./election/index.js";
 import { majorityOf } from "./election/quorum.js";
 import { isEligible } from "./election/rank.js";
-import type { ElectionConfig, ElectionEvent, ElectionNode, ElectionSnapshot, PeerMessage } from "./election/types.js";
+import type { ElectionConfig, ElectionEffect, ElectionEvent, ElectionNode, ElectionSnapshot, PeerMessage } from "./election/types.js";
 import { publicKeysOf, type AgentConfig, type Member } from "./config.js";
 import type { Logger } from "./log.js";
 import type { FipdMetrics } from "./metrics.js";
@@ -132,6 +132,8 @@ export class Controller {
   private readonly heard = new Map<string, number>();
   private lossWindowStart: number;
   private closed = false;
+  /** When an ignored echo was last logged, per problem (`onEchoIgnored`). */
+  private readonly echoWarnedAt = new Map<string, number>();
 
   constructor(
     private cfg: AgentConfig,
@@ -226,6 +228,7 @@ export class Controller {
             this.d.onAsserting?.(false);
           },
           roleChanged: (eff) => this.onRoleChanged(eff.role, eff.term, eff.leader, eff.reason),
+          echoIgnored: (eff) => this.onEchoIgnored(eff),
         },
       });
     } catch (e) {
@@ -258,6 +261,21 @@ export class Controller {
       this.lastLeader = leader;
     }
     this.d.log.info("role changed", { role, term, leader, reason });
+  }
+
+  /**
+   * A peer's acknowledgement or vote echoed a send time this node never sent; the core ignored it.
+   * Counted with the transport's dropped packets; logged at most once per problem every 10 s, so a
+   * misbehaving peer does not flood the journal.
+   */
+  private onEchoIgnored(eff: Extract<ElectionEffect, { type: "echo-ignored" }>): void {
+    const reason = `echo-${eff.problem}`;
+    this.d.metrics.peerDropped.inc({ reason });
+    const now = this.d.now();
+    if ((this.echoWarnedAt.get(reason) ?? -Infinity) + 10_000 <= now) {
+      this.echoWarnedAt.set(reason, now);
+      this.d.log.warn("ignored a peer message that echoes a send time this node never sent", { from: eff.from, kind: eff.kind, reason: eff.reason });
+    }
   }
 
   private schedule(wakeAt: number): void {

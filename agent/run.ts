@@ -16,7 +16,10 @@ import { createMetadataClient } from "./metadata.js";
 import { createReservedIpClient } from "./do-client.js";
 import { buildId } from "./build-id.js";
 import { createControlServer } from "./control.js";
-import { startAcme, type AcmeRuntime } from "./acme/runtime.js";
+import { lbPeers, memberIdentities, startAcme, type AcmeRuntime } from "./acme/runtime.js";
+import { ACME_TOKEN_SENDS, broadcastToken, receiveToken, type ChallengeToken } from "./acme/tokens.js";
+import { identityExchangeAuth, startChainExchange } from "./acme/exchange.js";
+import type { SideMessage } from "./messages.js";
 import { createHash } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 
@@ -35,6 +38,9 @@ export function runningBuild(script = process.argv[1]): string | null {
     return null;
   }
 }
+
+/** Between the sends of one ACME challenge token. */
+const ACME_TOKEN_REPEAT_MS = 400;
 
 interface Secrets {
   token: string | null;
@@ -126,6 +132,7 @@ export async function runAgent(configPath: string): Promise<number> {
         members: c.members.filter((m) => m.id !== c.nodeId).map((m) => ({ id: m.id, address: m.address, port: m.port, ...keysOf(publicKeysOf(c, m.id)) })),
         keys,
         onMessage: (from, msg) => onMessage(from, msg),
+        onSideMessage: (from, msg) => onSideMessage(from, msg),
         log: log.child({ part: "transport" }),
         metrics,
       });
@@ -169,6 +176,40 @@ export async function runAgent(configPath: string): Promise<number> {
 
   const controller = new Controller(cfg, deps);
   const closers: Array<() => Promise<void> | void> = [];
+
+  /**
+   * ACME challenge tokens between LBs (agent/acme/tokens.ts): the leader sends each one to every LB
+   * peer, so a failover in the middle of a validation still answers the CA. A datagram may be lost,
+   * so each goes ACME_TOKEN_SENDS times, spread over about a second (putToken is idempotent).
+   */
+  const tokenRepeats = new Set<NodeJS.Timeout>();
+  const sendToken = (t: ChallengeToken) => {
+    for (let i = 0; i < ACME_TOKEN_SENDS; i++) {
+      const timer = setTimeout(() => {
+        tokenRepeats.delete(timer);
+        const c = controller.config;
+        broadcastToken(
+          (to, msg) => transportRef?.send(to, msg),
+          lbPeers(c).map((m) => m.id),
+          t,
+          c.nodeId,
+        );
+      }, i * ACME_TOKEN_REPEAT_MS);
+      timer.unref();
+      tokenRepeats.add(timer);
+    }
+  };
+  closers.push(() => tokenRepeats.forEach((t) => clearTimeout(t)));
+  function onSideMessage(from: string, msg: SideMessage): void {
+    // Only an LB orders, so only an LB's token is taken: a witness key, on the public internet, cannot plant one.
+    const sender = controller.config.members.find((m) => m.id === from);
+    if (!acme || sender?.role !== "lb") {
+      log.warn("dropped an ACME token", { from, reason: acme ? "the sender is not a load balancer" : "this node has no acme section" });
+      return;
+    }
+    const r = receiveToken(acme.store, msg, Date.now());
+    if (!r.accepted) log.warn("dropped an ACME token", { from, reason: r.reason });
+  }
 
   /**
    * The metrics listener moved to `next`: the new address is bound before the old one is let go,
@@ -241,10 +282,34 @@ export async function runAgent(configPath: string): Promise<number> {
   };
   try {
     if (self.role === "lb" && cfg.acme) {
-      acme = await startAcme({ config: cfg.acme, log, metrics });
+      acme = await startAcme({
+        config: cfg.acme,
+        log,
+        metrics,
+        onToken: (token, keyAuthorization, expiresAtMs) => sendToken({ token, keyAuthorization, expiresAtMs }),
+      });
       closers.push(() => acme?.close());
     }
     await controller.start();
+    if (acme) {
+      // Issued chains between LBs, over TCP on the peer port, signed with each member's identity
+      // (agent/acme/exchange.ts): every LB serves the certificate, and one that was down catches up.
+      const identities = memberIdentities();
+      const exchange = await startChainExchange({
+        selfId: cfg.nodeId,
+        listenAddress: cfg.listen.address,
+        listenPort: cfg.listen.port,
+        peers: () => lbPeers(controller.config).map((m) => ({ id: m.id, address: m.address, port: m.port })),
+        store: acme.store,
+        auth: identityExchangeAuth(
+          () => keys,
+          (id) => identities(controller.config, id),
+        ),
+        log: log.child({ part: "acme-exchange" }),
+        fatal: deps.fatal,
+      });
+      closers.push(() => exchange.close());
+    }
     if (cfg.metrics.enabled) metricsServer = await startMetricsServer(metrics, { address: cfg.metrics.address, port: cfg.metrics.port });
     closers.push(() => metricsServer?.close());
     const control = await createControlServer(cfg.controlSocket, async (req) => {

@@ -41,6 +41,7 @@ export interface ShellHooks {
   startAsserting?(term: number): void;
   stopAsserting?(term: number, reason: string): void;
   roleChanged?(effect: Extract<ElectionEffect, { type: "role-changed" }>): void;
+  echoIgnored?(effect: Extract<ElectionEffect, { type: "echo-ignored" }>): void;
 }
 
 export interface ShellPorts {
@@ -107,6 +108,9 @@ export function carryOut(out: ElectionOutput, ports: ShellPorts, coreAsserting: 
         break;
       case "role-changed":
         ports.hooks?.roleChanged?.(eff);
+        break;
+      case "echo-ignored":
+        ports.hooks?.echoIgnored?.(eff);
         break;
       case "persist":
         break; // done first

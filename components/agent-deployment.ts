@@ -17,6 +17,7 @@ import type { PemCertificate } from "./lb-config.js";
 import { acmePayload, type AcmeShipment } from "./plan.js";
 import {
   UNIT_PATH,
+  acmeChildPath,
   applyConfigCommand,
   bundlePath,
   deleteScript,
@@ -38,6 +39,8 @@ export interface AgentDeploymentArgs {
   readonly dropletId: pulumi.Input<string>;
   /** The bundle built by agent/build.ts; deployed under its content hash. */
   readonly bundle: { path: string; sha256: string };
+  /** The ACME child bundle (LBs of a stack with ACME certificates), copied beside the agent's. */
+  readonly acmeBundle?: { path: string; sha256: string };
   /** The agent config for this node (no secrets in it). */
   readonly agentConfig: pulumi.Input<AgentConfigInput>;
   /** Secrets: reach the droplet only on command stdin, into 0600 files. Absent (or undefined): not shipped. */
@@ -133,6 +136,20 @@ export class AgentDeployment extends pulumi.ComponentResource {
         { ...p, dependsOn: [bootstrap], additionalSecretOutputs: ["stdout", "stderr"] },
       );
       setup.push(this.haproxy);
+      if (a.acmeBundle) {
+        setup.push(
+          new command.remote.CopyToRemote(
+            `${name}-acme-bundle`,
+            {
+              connection,
+              source: new pulumi.asset.FileAsset(a.acmeBundle.path),
+              remotePath: acmeChildPath(),
+              triggers: [a.acmeBundle.sha256, a.dropletId],
+            },
+            { ...p, dependsOn: [bootstrap] },
+          ),
+        );
+      }
       // The root-run units that put certificates fipd obtains over ACME into HAProxy (fipd cannot).
       // Not in cloud-init: a userData change would replace every droplet. A changed script re-runs this in place.
       setup.push(

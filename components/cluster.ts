@@ -27,6 +27,8 @@ export interface HaLbClusterArgs {
   readonly certificates?: pulumi.Input<Certificates>;
   /** The agent bundle (agent/build.ts), deployed by content hash. */
   readonly bundle: { path: string; sha256: string };
+  /** The ACME child bundle (agent/build.ts buildAcmeBundle): required when a certificate uses ACME, shipped to the LBs only. */
+  readonly acmeBundle?: { path: string; sha256: string };
   /** Prefix of every name (the stack name, sanitized). */
   readonly prefix: string;
 }
@@ -129,6 +131,10 @@ export class HaLbCluster extends pulumi.ComponentResource {
   constructor(name: string, a: HaLbClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ha-lb:index:HaLbCluster", name, {}, opts);
     const c = a.config;
+    if (c.acme.length && !a.acmeBundle)
+      throw new Error(
+        `HaLbCluster ${name}: ACME certificates (${c.acme.map((x) => x.name).join(", ")}) need the ACME child bundle: pass acmeBundle (agent/build.ts buildAcmeBundle)`,
+      );
     const p = { parent: this };
     const network = new Network(`${name}-network`, { region: c.region, prefix: a.prefix, vpcUuid: c.vpcUuid }, p);
     const specs = lbSpecs(c, a.prefix);
@@ -342,6 +348,7 @@ export class HaLbCluster extends pulumi.ComponentResource {
           hostKey: hostKey.publicKeyOpenssh,
           dropletId: droplet.id,
           bundle: a.bundle,
+          ...(c.acme.length ? { acmeBundle: a.acmeBundle } : {}),
           ...shipped(d),
           haproxy: d.apply((x) => {
             if (!x.haproxy) throw new Error(`plan: the load balancer ${x.name} has no HAProxy options`);

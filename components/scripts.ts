@@ -19,6 +19,12 @@ import { buildId } from "../agent/build-id.js";
 export const FIPD_DIR = "/opt/fipd";
 export const UNIT_PATH = "/etc/systemd/system/fipd.service";
 export const bundlePath = (sha256: string, fipdDir = FIPD_DIR) => `${fipdDir}/fipd-${buildId(sha256)}.cjs`;
+/**
+ * The ACME child (agent/build.ts buildAcmeBundle): fipd runs it from beside the bundle the fipd.cjs
+ * symlink points to (agent/acme/runtime.ts acmeChildPath), so it lives in the same directory. One
+ * file, not one per build: fipd starts it only for an order, and reads it whole at that start.
+ */
+export const acmeChildPath = (fipdDir = FIPD_DIR) => `${fipdDir}/fipd-acme.cjs`;
 
 export interface ScriptOptions {
   /** Node.js binary (the bootstrap installs the pinned LTS there). */

@@ -56,7 +56,7 @@ describe("agent bundle", () => {
   });
 
   it("carries no simulator-only code: the planted bugs and probe() are compiled out (agent/election/node.ts, SIM)", () => {
-    for (const name of ["PlantedBugs", "noDriftMargin", "minorityLeader", "noJointMajority", "noBootQuiet", "noDurableState", "__SIM__"]) {
+    for (const name of ["PlantedBugs", "noDriftMargin", "minorityLeader", "noJointMajority", "noBootQuiet", "noDurableState", "trustEchoes", "__SIM__"]) {
       expect(text, `${name} is in the bundle`).not.toContain(name);
     }
     // probe as a method, a property or a key (health.ts has a local variable of that name, which may stay).

@@ -211,3 +211,56 @@ describe("controller fail-stop", () => {
     expect(boots[1]).toBe(boots[0] + 1);
   });
 });
+
+describe("controller: echoes of send times never sent", () => {
+  it("a witness acknowledging with a send time from the future is counted and logged once per 10 s; the lease runs out, no fail-stop", async () => {
+    const cfg = config([{ id: "b1" }, { id: "w", role: "witness" }]);
+    const warnings: Array<{ msg: string; fields?: Record<string, unknown> }> = [];
+    const log = { ...silentLogger, warn: (msg: string, fields?: Record<string, unknown>) => warnings.push({ msg, fields }) };
+    const metrics = createMetrics();
+    const h = await harness(cfg, { log, metrics });
+    h.healthy();
+    // Play the witness honestly until b1 leads.
+    let answered = 0;
+    const pump = () => {
+      for (; answered < h.sent.length; answered++) {
+        const { to, message: m } = h.sent[answered];
+        if (to !== "w") continue;
+        const status = statusOf(cfg, "w");
+        if (m.kind === "prevote-request") h.deliver("w", { kind: "prevote-response", from: "w", nextTerm: m.nextTerm, granted: true, status });
+        if (m.kind === "vote-request") h.deliver("w", { kind: "vote-response", from: "w", term: m.term, echoSentAt: m.sentAt, granted: true, status });
+      }
+    };
+    let t = 0;
+    for (; t < 3_000 && h.c.snapshot().role !== "leader"; t += 10) {
+      h.at(t);
+      pump();
+    }
+    expect(h.c.snapshot().role).toBe("leader");
+    const term = h.c.snapshot().term;
+    // From now on the witness echoes a time 10 s ahead of b1's clock, every heartbeat interval.
+    const ack = (now: number): PeerMessage => ({ kind: "heartbeat-ack", from: "w", term, seq: 1, echoSentAt: now + 10_000, status: statusOf(cfg, "w") });
+    // Only a leader counts acknowledgements: it gets them until its lease, from the vote, runs out.
+    let delivered = 0;
+    for (const end = t + 1_000; t < end; t += 50) {
+      h.at(t);
+      if (h.c.snapshot().role !== "leader") break;
+      h.deliver("w", ack(t));
+      delivered++;
+    }
+    // The lease ran out about 293 ms after the vote requests: counted every time, logged once.
+    expect(delivered).toBeGreaterThanOrEqual(5);
+    expect(delivered).toBeLessThanOrEqual(7);
+    const dropped = await metrics.peerDropped.get();
+    expect(dropped.values.find((x) => x.labels.reason === "echo-future")?.value).toBe(delivered);
+    expect(warnings.filter((x) => x.msg.startsWith("ignored a peer message"))).toEqual([
+      {
+        msg: "ignored a peer message that echoes a send time this node never sent",
+        fields: { from: "w", kind: "heartbeat-ack", reason: expect.stringMatching(/^echoes send time \d+ ms, later than now \(\d+ ms\)$/) },
+      },
+    ]);
+    expect(h.c.snapshot().role).toBe("follower");
+    expect(h.c.status().ipKeeper?.asserting).toBe(false);
+    expect(h.fatal).toEqual([]);
+  });
+});

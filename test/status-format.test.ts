@@ -50,3 +50,20 @@ describe("fipd status: peer keys", () => {
     }
   });
 });
+
+describe("fipd status: ACME certificates", () => {
+  it("prints one line per certificate, escaped, and none when ACME is off", () => {
+    const out = formatStatus({
+      ...report,
+      acme: [
+        {
+          line: "web: failing: ETIMEDOUT: timeout of 1000ms exceeded; next try at 2026-12-03T11:00:00.000Z; serving: placeholder\n(no certificate issued yet)",
+        },
+      ],
+    });
+    expect(out).toContain(
+      "acme web: failing: ETIMEDOUT: timeout of 1000ms exceeded; next try at 2026-12-03T11:00:00.000Z; serving: placeholder\\u{a}(no certificate issued yet)\n",
+    );
+    expect(formatStatus({ ...report, acme: null })).not.toMatch(/^acme /m);
+  });
+});

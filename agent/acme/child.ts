@@ -18,6 +18,7 @@
  * Never prints a key: errors are reduced to one printable line of acme-client's message and the
  * CA's problem type.
  */
+import { createPrivateKey } from "node:crypto";
 import { Agent } from "node:https";
 import * as acme from "acme-client";
 import { printable } from "../schema.js";
@@ -50,6 +51,19 @@ function configureHttp(o: OrderRequest): void {
   settings.acmeSettings.retryMaxAttempts = 0;
   settings.timeout = o.requestTimeoutMs;
   if (o.directoryCaPem) settings.httpsAgent = new Agent({ ca: o.directoryCaPem, keepAlive: true });
+  // acme-client's own error handler reads `error.response.config`, which a network error (refused,
+  // timed out) has not: it throws a TypeError that hides the cause. Run first and turn such an error
+  // into one without `config`, which that handler passes on untouched.
+  const responseInterceptors = acme.axios.interceptors.response as unknown as { handlers: unknown[] };
+  responseInterceptors.handlers.unshift({
+    fulfilled: (r: unknown) => r,
+    rejected: (e: { response?: unknown; code?: string; message?: string }) => {
+      if (e?.response) return Promise.reject(e as Error);
+      return Promise.reject(Object.assign(new Error(`${e?.code ? `${e.code}: ` : ""}${e?.message ?? "request failed"}`), { code: e?.code }));
+    },
+    synchronous: false,
+    runWhen: null,
+  });
   acme.axios.interceptors.response.use((r) => {
     if (r.status >= 400) {
       const data = r.data as { type?: unknown } | undefined;
@@ -79,20 +93,31 @@ class Acks {
   }
 }
 
+/** acme-client imports keys as PKCS#8 only; the stack's @pulumi/tls keys are SEC1 ("EC PRIVATE KEY"). */
+const pkcs8 = (pem: string, what: string): string => {
+  try {
+    return createPrivateKey(pem).export({ type: "pkcs8", format: "pem" }) as string;
+  } catch {
+    throw new Error(`the ${what} is not a PEM private key`);
+  }
+};
+
 async function order(o: OrderRequest, acks: Acks): Promise<string> {
   configureHttp(o);
+  const accountKey = pkcs8(o.accountKeyPem, "account key");
+  const certificateKey = pkcs8(o.certificateKeyPem, "certificate key");
   // Status polls: min 1 s, doubling, at most 5 s apart, as many as fit in stepTimeoutMs.
   const backoffMax = Math.min(5_000, Math.max(100, Math.floor(o.stepTimeoutMs / 4)));
   const client = new acme.Client({
     directoryUrl: o.directoryUrl,
-    accountKey: o.accountKeyPem,
+    accountKey,
     externalAccountBinding: o.eab ? { kid: o.eab.kid, hmacKey: o.eab.hmacKey } : undefined,
     backoffMin: Math.min(1_000, backoffMax),
     backoffMax,
     backoffAttempts: Math.max(1, Math.floor(o.stepTimeoutMs / backoffMax)),
   });
   emit({ kind: "step", step: "account" });
-  const [, csr] = await acme.crypto.createCsr({ commonName: o.domains[0], altNames: o.domains }, o.certificateKeyPem);
+  const [, csr] = await acme.crypto.createCsr({ commonName: o.domains[0], altNames: o.domains }, certificateKey);
   const steps = new Set<string>();
   const step = (s: "order" | "validation" | "finalize") => {
     if (!steps.has(s)) emit({ kind: "step", step: s });

@@ -91,7 +91,11 @@ export function failureKind(reason: string, rateLimited: boolean): FailureKind {
   if (rateLimited) return "rate_limited";
   if (/ECONNREFUSED|ETIMEDOUT|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|ECONNABORTED|timeout|socket hang up|certificate|directory/i.test(reason))
     return "unreachable";
-  if (/\((unauthorized|connection|dns|incorrectResponse|caa|rejectedIdentifier|invalidContact|unsupportedContact|malformed)\)|invalid/i.test(reason))
+  if (
+    /\((unauthorized|connection|dns|incorrectResponse|caa|rejectedIdentifier|invalidContact|unsupportedContact|malformed)\)|invalid|Non-200 status code|acme-challenge/i.test(
+      reason,
+    )
+  )
     return "validation";
   return "other";
 }

@@ -6,7 +6,8 @@
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
-import type { AcmeConfig } from "../config.js";
+import { publicKeysOf, type AcmeConfig, type AgentConfig } from "../config.js";
+import { parsePublicKey, type PublicIdentity } from "../identity.js";
 import type { Logger } from "../log.js";
 import type { FipdMetrics } from "../metrics.js";
 import { AcmeManager, type AcmeCertificateStatus } from "./manager.js";
@@ -87,5 +88,32 @@ export async function startAcme(o: {
       manager.close();
       await responder.close();
     },
+  };
+}
+
+/** The LB peers of this node: ACME tokens and chains go to LBs only (the witness serves no HTTP). */
+export function lbPeers(c: AgentConfig): AgentConfig["members"] {
+  return c.members.filter((m) => m.id !== c.nodeId && m.role === "lb");
+}
+
+/**
+ * The public identities accepted for member `id` under config `c` (current, and previous during a key
+ * roll); none for a stranger. Parsed keys are cached by their text: the exchange checks a frame or two a minute.
+ */
+export function memberIdentities(): (c: AgentConfig, id: string) => PublicIdentity[] {
+  const parsed = new Map<string, PublicIdentity>();
+  const parse = (text: string) => {
+    let k = parsed.get(text);
+    if (!k) {
+      if (parsed.size > 64) parsed.clear();
+      k = parsePublicKey(text);
+      parsed.set(text, k);
+    }
+    return k;
+  };
+  return (c, id) => {
+    if (!c.members.some((m) => m.id === id)) return [];
+    const k = publicKeysOf(c, id);
+    return [parse(k.publicKey), ...(k.previousPublicKey ? [parse(k.previousPublicKey)] : [])];
   };
 }

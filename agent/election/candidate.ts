@@ -38,8 +38,9 @@ export const candidateStep: RoleStep = {
     const s = e.state;
     assert(s.kind === "candidate", "candidateStep: in the candidate state");
     if (m.kind === "heartbeat") followHeartbeat(e, m);
-    // Election.handleTerm passes on only vote responses of the current term.
-    else if (m.kind === "vote-response" && m.granted) {
+    // Election.handleTerm passes on only vote responses of the current term; a vote that echoes a
+    // send time other than this candidacy's could (Election.genuineEcho) is ignored.
+    else if (m.kind === "vote-response" && m.granted && e.genuineEcho(m, s.sentAtMs)) {
       s.granted.set(m.from, m.echoSentAt);
       checkVotes(e);
     }

@@ -21,10 +21,11 @@ export const leaderStep: RoleStep = {
   },
   message(e, m) {
     // A heartbeat of the same term from another leader is impossible (one vote per term): ignored.
-    // Election.handleTerm passes on only acknowledgements of the current term.
+    // Election.handleTerm passes on only acknowledgements of the current term; an echo of a send
+    // time this leader never sent (Election.genuineEcho) is ignored.
     if (m.kind === "heartbeat-ack") {
       const s = leaderState(e);
-      s.acksMs.set(m.from, Math.max(s.acksMs.get(m.from) ?? -Infinity, m.echoSentAt));
+      if (e.genuineEcho(m, s.termStartMs)) s.acksMs.set(m.from, Math.max(s.acksMs.get(m.from) ?? -Infinity, m.echoSentAt));
     }
   },
   local(e, event) {
@@ -71,7 +72,15 @@ function leaseFrom(e: Election, ackTimeMs: (id: NodeId) => number): number {
 export function renewLease(e: Election): void {
   const s = leaderState(e);
   const nowMs = e.nowMs;
+  // Only send times this leader made count (Election.genuineEcho): with one from the future, its own
+  // `now` would back every majority it is part of, and the lease would never run out.
+  // (The planted bug skips both checks, so that the simulator's S1 is what catches it.)
+  const trusting = SIM && e.bugs.trustEchoes;
+  for (const ackMs of s.acksMs.values()) {
+    assert(trusting || (ackMs >= s.termStartMs && ackMs <= nowMs), "renewLease: every acknowledged send time lies between the term's start and now");
+  }
   s.leaseValidUntilMs = leaseFrom(e, (id) => (id === e.cfg.nodeId ? nowMs : (s.acksMs.get(id) ?? -Infinity)));
+  assert(trusting || s.leaseValidUntilMs <= nowMs + leaseLengthMs(e), "renewLease: the lease ends at most one lease length from now");
   if (nowMs >= s.leaseValidUntilMs) e.becomeFollower("lease expired: no acknowledgement from a majority in time");
   assert(e.state.kind !== "leader" || nowMs < (e.state.leaseValidUntilMs ?? -Infinity), "renewLease: a leader holds a valid lease");
 }

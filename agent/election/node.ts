@@ -54,6 +54,8 @@ export interface PlantedBugs {
   noBootQuiet?: boolean;
   /** Terms and votes live in memory only (a restart forgets them). */
   noDurableState?: boolean;
+  /** Any echoed send time counts, even one from the future (`genuineEcho` accepts everything). */
+  trustEchoes?: boolean;
 }
 
 export interface ElectionOptions {
@@ -392,7 +394,12 @@ export class Election implements ElectionNode {
     const termBefore = this.term;
     this.term++;
     this.votedFor = this.cfg.nodeId;
-    this.setState({ kind: "candidate", granted: new Map([[this.cfg.nodeId, this.nowMs]]), deadlineMs: this.nowMs + this.timing.electionTimeoutMs });
+    this.setState({
+      kind: "candidate",
+      granted: new Map([[this.cfg.nodeId, this.nowMs]]),
+      deadlineMs: this.nowMs + this.timing.electionTimeoutMs,
+      sentAtMs: this.nowMs,
+    });
     this.leader = null;
     this.broadcast({ kind: "vote-request", from: this.cfg.nodeId, term: this.term, sentAt: this.nowMs, transfer, status: this.status() });
     this.reportRole(transfer ? "standing as the chosen successor" : "standing for election");
@@ -402,9 +409,10 @@ export class Election implements ElectionNode {
 
   /** Lead the term we won: the lease from the votes' send times, then assert the IP. */
   becomeLeader(votes: Map<NodeId, number>): void {
-    assert(this.state.kind === "candidate" && this.votedFor === this.cfg.nodeId, "becomeLeader: from a candidate that voted for itself");
+    const c = this.state;
+    assert(c.kind === "candidate" && this.votedFor === this.cfg.nodeId, "becomeLeader: from a candidate that voted for itself");
     assert(votesSuffice(this, new Set(votes.keys())), "becomeLeader: votes from a majority of every list in use");
-    this.setState({ kind: "leader", acksMs: new Map(votes), leaseValidUntilMs: null, betterSinceMs: null });
+    this.setState({ kind: "leader", acksMs: new Map(votes), leaseValidUntilMs: null, betterSinceMs: null, termStartMs: c.sentAtMs });
     this.leader = this.cfg.nodeId;
     this.release = null;
     // Winning the vote is the switch taking force when this node is of the requested color.
@@ -573,6 +581,24 @@ export class Election implements ElectionNode {
       this.colorInForce,
       this.colorInForce,
     );
+  }
+
+  /**
+   * Whether the send time an acknowledgement or a vote echoes is one this node could have sent while
+   * standing or leading since `sinceMs` (its vote requests' send time): not before that, and not later
+   * than now. Only such an echo may move the lease, so that a buggy or misbehaving peer that echoes a
+   * time from the future cannot stretch it beyond what a majority granted. Any other is ignored and
+   * reported (`echo-ignored`; the shell counts it).
+   */
+  genuineEcho(m: Extract<PeerMessage, { kind: "heartbeat-ack" | "vote-response" }>, sinceMs: number): boolean {
+    const problem = m.echoSentAt > this.nowMs ? "future" : m.echoSentAt < sinceMs ? "before-term" : null;
+    if (problem === null || (SIM && this.bugs.trustEchoes)) return true;
+    const reason =
+      problem === "future"
+        ? `echoes send time ${m.echoSentAt} ms, later than now (${this.nowMs} ms)`
+        : `echoes send time ${m.echoSentAt} ms, before this node stood for term ${this.term} (${sinceMs} ms)`;
+    this.effect({ type: "echo-ignored", from: m.from, kind: m.kind, echoSentAt: m.echoSentAt, problem, reason });
+    return false;
   }
 
   send(to: NodeId, message: PeerMessage): void {

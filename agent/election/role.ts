@@ -17,14 +17,18 @@ export type RoleState =
    * Reported as "follower": it has not stood yet.
    */
   | { kind: "precandidate"; nextTerm: number; granted: Set<NodeId>; deadlineMs: number }
-  /** Stands in the current term, having voted for itself; `granted` holds each voter's echoed send time. */
-  | { kind: "candidate"; granted: Map<NodeId, number>; deadlineMs: number }
+  /**
+   * Stands in the current term, having voted for itself; `granted` holds each voter's echoed send
+   * time; `sentAtMs`: when it sent its vote requests (the earliest send time a peer can echo).
+   */
+  | { kind: "candidate"; granted: Map<NodeId, number>; deadlineMs: number; sentAtMs: number }
   /**
    * Leads the current term. `acksMs`: the latest acknowledged heartbeat or vote send time per member
    * (leader's clock); `leaseValidUntilMs`: the end of its lease (null only while it is first computed);
-   * `betterSinceMs`: with preempt, since when a better node has been eligible.
+   * `betterSinceMs`: with preempt, since when a better node has been eligible; `termStartMs`: when it
+   * stood for this term (its vote requests' send time), the earliest send time a peer can echo.
    */
-  | { kind: "leader"; acksMs: Map<NodeId, number>; leaseValidUntilMs: number | null; betterSinceMs: number | null }
+  | { kind: "leader"; acksMs: Map<NodeId, number>; leaseValidUntilMs: number | null; betterSinceMs: number | null; termStartMs: number }
   /** A witness votes and follows, and never stands: the role of its whole process. */
   | { kind: "witness" };
 

@@ -103,7 +103,14 @@ export type ElectionEffect =
   /** Stop trying to take the IP (lease lost, stepped down, ineligible, handed over). */
   | { type: "stop-asserting"; term: number; reason: string }
   /** Role or leader changed: for logs and metrics. */
-  | { type: "role-changed"; role: Role; term: number; leader: NodeId | null; reason: string };
+  | { type: "role-changed"; role: Role; term: number; leader: NodeId | null; reason: string }
+  /**
+   * An acknowledgement or vote ignored because the send time it echoes is not one this node sent in
+   * its current candidacy or leadership, so it must not move the lease. `future`: later than now, a
+   * time never sent (a buggy or misbehaving peer); `before-term`: from before this node stood (also a
+   * delayed answer to a heartbeat of an earlier term). For logs and metrics.
+   */
+  | { type: "echo-ignored"; from: NodeId; kind: "heartbeat-ack" | "vote-response"; echoSentAt: number; problem: "future" | "before-term"; reason: string };
 
 export interface ElectionOutput {
   /** Messages to send; `to` is a member id. */

@@ -459,6 +459,24 @@ describe("the invariants catch planted bugs", () => {
     expect(run()).toBeNull();
   });
 
+  it("trusting echoes: a peer echoing send times from the future stretches a cut-off leader's lease past its promises", () => {
+    const run = (bugs?: PlantedBugs) =>
+      violation(() => {
+        const w = world([lb("b1"), lb("b2"), lb("b3")], { bugs });
+        startAll(w, ["b1", "b2", "b3"]);
+        w.runUntil(1_500);
+        expect(leader(w)).toBe("b1");
+        // b2 echoes 3 s ahead: with b1's own time, a majority of {b1, b2, b3} "acknowledges" now.
+        w.echoFuture("b2", 3_000);
+        w.runUntil(1_700);
+        w.partition([["b1"], ["b2", "b3"]]);
+        w.runUntil(4_000);
+        expect(w.echoesIgnored).toBeGreaterThan(0);
+      });
+    expect(run({ trustEchoes: true })).toBe("S1");
+    expect(run()).toBeNull();
+  });
+
   it("an IP keeper that never stops: A1 is checked on the keeper the shell drives, not on the core", () => {
     const run = (shellBugs?: WorldOptions["shellBugs"]) =>
       violationOf(() => {

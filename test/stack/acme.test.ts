@@ -14,6 +14,7 @@ import { ACME_RESPONDER_PORT } from "../../agent/ports.js";
 import { makePki, type TestPki } from "./pki.js";
 import { BASE_CONFIG, isSecretValue, mockPlaceholder, plainView, runProgram, unwrap } from "./harness.js";
 import { newIdentity } from "../../testbed/identity.js";
+import { FIPD_DIR } from "../../components/scripts.js";
 
 const base: Record<string, unknown> = Object.fromEntries(
   Object.entries(BASE_CONFIG)
@@ -201,6 +202,13 @@ describe("the program: keys, placeholder and their delivery", () => {
     // Signed with the certificate key, so an issued chain for that key replaces it on the same file.
     const keyPem = unwrap(keys.find((k) => k.name === "ha-lb-acme-site-key")!.state!.privateKeyPem);
     expect(unwrap(certs[0].inputs.privateKeyPem)).toBe(keyPem);
+  });
+
+  it("copies the ACME child bundle beside the agent's on every LB, and not to the witness", async () => {
+    const r = await run();
+    const copies = r.resources.filter((x) => x.type === "command:remote:CopyToRemote" && x.name.endsWith("-acme-bundle"));
+    expect(copies.map((c) => c.name).sort()).toEqual(["ha-lb-agent-dev-lb-blue-1-acme-bundle", "ha-lb-agent-dev-lb-blue-2-acme-bundle"]);
+    for (const c of copies) expect(c.inputs.remotePath).toBe(`${FIPD_DIR}/fipd-acme.cjs`);
   });
 
   it("every LB's HAProxy bundle carries the placeholder and its key as site.pem, and routes the challenge path to fipd; on secret stdin only", async () => {

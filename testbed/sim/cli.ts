@@ -1,5 +1,5 @@
 /**
- * `npm run sim -- [--seeds N] [--from S] [--seed S --trace] [--fault-ms M] [--bug noDriftMargin|minorityLeader|noJointMajority|noBootQuiet|noDurableState]`
+ * `npm run sim -- [--seeds N] [--from S] [--seed S --trace] [--fault-ms M] [--bug noDriftMargin|minorityLeader|noJointMajority|noBootQuiet|noDurableState|trustEchoes]`
  *
  * Runs the deterministic simulator over many seeds and prints any failing seed; `--seed S --trace`
  * replays one seed exactly and prints its last events.

@@ -6,7 +6,7 @@
 import * as v from "valibot";
 import { FailoverTimingSchema, type Color, type FailoverTiming, type Member } from "../../agent/config.js";
 import type { PlantedBugs } from "../../agent/election/node.js";
-import { bootQuietMs } from "../../agent/election/quorum.js";
+import { bootQuietMs, majorityOf } from "../../agent/election/quorum.js";
 import { checkReachableMajority, checkSafety } from "./invariants.js";
 import { Rng } from "./rng.js";
 import { InvariantViolation, World, type TraceLine } from "./world.js";
@@ -27,7 +27,7 @@ export interface SeedOptions {
   faults?: Partial<Record<FaultKind, boolean>>;
 }
 
-export type FaultKind = "crash" | "partition" | "oneWay" | "health" | "maintenance" | "handover" | "colorSwitch" | "membership" | "loss";
+export type FaultKind = "crash" | "partition" | "oneWay" | "health" | "maintenance" | "handover" | "colorSwitch" | "membership" | "loss" | "futureEcho";
 
 export interface SeedResult {
   seed: number;
@@ -41,7 +41,7 @@ export interface SeedResult {
   trace: TraceLine[];
 }
 
-const ALL_FAULTS: FaultKind[] = ["crash", "partition", "oneWay", "health", "maintenance", "handover", "colorSwitch", "membership", "loss"];
+const ALL_FAULTS: FaultKind[] = ["crash", "partition", "oneWay", "health", "maintenance", "handover", "colorSwitch", "membership", "loss", "futureEcho"];
 
 export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
   const rng = new Rng(seed);
@@ -99,11 +99,13 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
   const ids = () => [...world.nodes.values()].filter((n) => world.members.some((m) => m.id === n.id)).map((n) => n.id);
   for (let i = 0; i < nFaults; i++) {
     const t = fr.float(300, faultMs - 200);
-    const kinds = ALL_FAULTS.filter((k) => enabled(k) && k !== "loss");
+    const kinds = ALL_FAULTS.filter((k) => enabled(k) && k !== "loss" && k !== "futureEcho");
     const kind = fr.pick(kinds);
     switch (kind) {
       case "loss":
         break; // not scheduled: loss is a network condition chosen once, up front (filtered out above)
+      case "futureEcho":
+        break; // scheduled below, from a stream of its own (filtered out above)
       case "crash": {
         const down = fr.chance(0.3) ? fr.float(0, 150) : fr.float(150, 2000);
         const pickLeader = fr.chance(0.6);
@@ -229,6 +231,42 @@ export function runSeed(seed: number, o: SeedOptions = {}): SeedResult {
         desc.push(`membership change @${t.toFixed(0)}`);
         break;
       }
+    }
+  }
+
+  // ---- misbehaving peers: for a while, a minority of nodes echo send times from the future in their
+  // acknowledgements and votes (a bug, or a compromised node with a valid key). A leader that counted
+  // them would stretch its lease past what a majority granted; often the leader is then cut off, so
+  // that the others elect a new one while that lease would still run (S1). Drawn from a stream of
+  // its own, so that adding this fault kind left every other fault's schedule as it was for each seed.
+  if (enabled("futureEcho")) {
+    const er = new Rng(seed).fork();
+    const windows = er.chance(0.5) ? er.int(1, 3) : 0;
+    for (let i = 0; i < windows; i++) {
+      const t = er.float(300, faultMs - 200);
+      const len = er.float(200, 5_000);
+      const aheadMs = er.float(timing.leaseMs, 20 * timing.leaseMs);
+      // One liar, or as many as make a majority with the leader's own send time (a minority of the list).
+      const enough = er.chance(0.7);
+      const cutAfterMs = er.chance(0.5) ? er.float(50, 500) : null;
+      const cutMs = er.float(500, 2_500);
+      const pick = er.fork();
+      world.at(t, "future echoes", () => {
+        const leader = world.leaseHolders()[0]?.id;
+        const others = ids().filter((id) => id !== leader);
+        const liars = new Set<string>();
+        const count = enough ? majorityOf(world.members.length) - 1 : 1;
+        for (let j = 0; j < 4 * count && liars.size < count && others.length > 0; j++) liars.add(pick.pick(others));
+        for (const id of liars) world.echoFuture(id, aheadMs);
+        world.at(Math.min(world.now + len, faultMs), "truthful echoes", () => liars.forEach((id) => world.echoFuture(id, null)));
+        if (leader && cutAfterMs !== null && world.now + cutAfterMs < faultMs) {
+          world.at(world.now + cutAfterMs, "cut off the leader", () => {
+            world.partition([[leader], ids().filter((id) => id !== leader)]);
+            world.at(Math.min(world.now + cutMs, faultMs), "heal", () => world.heal());
+          });
+        }
+      });
+      desc.push(`future echoes @${t.toFixed(0)} for ${len.toFixed(0)} ms${cutAfterMs !== null ? ", then the leader cut off" : ""}`);
     }
   }
 

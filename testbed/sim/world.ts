@@ -167,6 +167,13 @@ export class World {
   /** term → leader, for the one-leader-per-term invariant (T1), over the whole run, crashes included. */
   readonly leadersByTerm = new Map<number, string>();
   messagesSent = 0;
+  /** Acknowledgements and votes the nodes ignored because the send time they echo was never sent. */
+  echoesIgnored = 0;
+  /**
+   * Misbehaving peers: node id → how far ahead of the real send time its acknowledgements and votes
+   * echo (an authenticated peer with a bug, or a compromised one).
+   */
+  private readonly echoAhead = new Map<string, number>();
   /** One-way cuts: "a>b" drops every message from a to b (on top of the symmetric groups). */
   private readonly cut = new Set<string>();
   /** Each node's stable storage: what its last process persisted survives a crash. */
@@ -317,6 +324,13 @@ export class World {
     return this.delivered.get(`${from}>${to}`) ?? Number.NEGATIVE_INFINITY;
   }
 
+  /** From now on, `id` echoes send times `aheadMs` later than it got them (null: truthfully again). */
+  echoFuture(id: string, aheadMs: number | null): void {
+    if (aheadMs === null) this.echoAhead.delete(id);
+    else this.echoAhead.set(id, aheadMs);
+    this.log(aheadMs === null ? `${id} echoes send times truthfully` : `${id} echoes send times ${aheadMs.toFixed(0)} ms ahead`);
+  }
+
   heal(): void {
     for (const n of this.nodes.values()) n.group = 0;
     this.cut.clear();
@@ -380,6 +394,10 @@ export class World {
           this.log(`${n.id} starts asserting (term ${term})`);
         },
         stopAsserting: (term, reason) => this.log(`${n.id} stops asserting (term ${term}): ${reason}`),
+        echoIgnored: (eff) => {
+          this.echoesIgnored++;
+          this.log(`${n.id} ignores ${eff.kind} from ${eff.from}: ${eff.reason}`);
+        },
         roleChanged: (eff) => {
           this.log(`${n.id} is ${eff.role} in term ${eff.term} (leader ${eff.leader ?? "none"}): ${eff.reason}`);
           if (eff.role === "leader") {
@@ -412,6 +430,10 @@ export class World {
     const net = this.network;
     if (!this.linkUp(from, dest)) return;
     if (this.netRng.chance(net.loss)) return;
+    const ahead = this.echoAhead.get(from.id);
+    if (ahead !== undefined && (message.kind === "heartbeat-ack" || message.kind === "vote-response")) {
+      message = { ...message, echoSentAt: message.echoSentAt + ahead };
+    }
     const copies = this.netRng.chance(net.duplicate) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const at = this.now + this.netRng.float(net.minDelayMs, net.maxDelayMs) + (this.opts.extraDelayMs?.(from.id, to) ?? 0);
