@@ -448,6 +448,31 @@ export class NetBed extends ClusterViews {
     }
   }
 
+  /**
+   * "The CA unreachable": every LB drops its packets to Pebble's ACME port (nft, in each LB's
+   * namespace), so requests time out as they would to a CA that is down; Pebble keeps running (its
+   * root changes at every start). `false` removes the drop.
+   */
+  blockAcmeDirectory(block: boolean): void {
+    if (!this.pebble) throw new Error("this bed runs no Pebble (BedOptions.acme)");
+    const port = new URL(this.pebble.directoryUrl).port;
+    for (const n of this.nodes.values()) {
+      if (n.role !== "lb") continue;
+      try {
+        nsExec(n.ns, "nft", ["delete", "table", "ip", "halb_ca"]);
+      } catch {
+        /* not there */
+      }
+      if (block)
+        nsExec(
+          n.ns,
+          "nft",
+          ["-f", "-"],
+          `table ip halb_ca {\n  chain out { type filter hook output priority 0; policy accept; ip daddr ${CLIENT_IP} tcp dport ${port} drop; }\n}\n`,
+        );
+    }
+  }
+
   /** Where a node's fipd writes issued chains, and where apply-config puts the ACME keys. */
   acmeStateDir(id: string): string {
     return join(this.node(id).dir, "acme-state");
