@@ -96,9 +96,9 @@ async function httpsVerified(host: string): Promise<{ servedBy: string } | { err
 }
 
 /** The leaf of a PEM chain: its fingerprint as openssl prints it, and its serial. */
-function leafOf(pem: string): { fingerprint: string; serial: string; notAfterMs: number } {
+function leafOf(pem: string): { fingerprint: string; serial: string; notBeforeMs: number; notAfterMs: number } {
   const leaf = new X509Certificate(pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/)![0]);
-  return { fingerprint: leaf.fingerprint256, serial: leaf.serialNumber, notAfterMs: Date.parse(leaf.validTo) };
+  return { fingerprint: leaf.fingerprint256, serial: leaf.serialNumber, notBeforeMs: Date.parse(leaf.validFrom), notAfterMs: Date.parse(leaf.validTo) };
 }
 
 /** The orders Pebble has taken so far (its log names each one it stores). */
@@ -247,6 +247,11 @@ describe("automatic HTTPS over ACME in network namespaces", () => {
     // 0.9 of 300 s: due 30 s after issuance. The config reaches the running agents by apply-config's reload.
     bed.opts.acme!.timing = { ...TIMING, renewAtRemainingFraction: 0.9 };
     for (const id of LBS) await bed.applyConfig(id);
+    // Every LB took the fraction (whoever leads at renewal time renews): its status names the earlier due time.
+    for (const id of LBS) {
+      const due = new Date(old.notAfterMs - 0.9 * (old.notAfterMs - old.notBeforeMs)).toISOString();
+      expect((await bed.fipd(id, ["status"])).out, id).toContain(`(renewal due ${due})`);
+    }
     const renewed = await bed.waitFor(
       "a renewed chain on the leader",
       async () => {
@@ -261,4 +266,79 @@ describe("automatic HTTPS over ACME in network namespaces", () => {
     await waitServedEverywhere(LBS, renewed.fingerprint, 20_000);
     expect(await httpsVerified(DOMAINS[1])).toMatchObject({ servedBy: bed.holder() });
   }, 90_000);
+
+  it("a failover during an order: the tokens are on every LB, the old leader's order dies with it, the new leader orders and every LB serves the result", async () => {
+    const victim = await bed.waitForStableLeader();
+    const old = leafOf(bed.acmeChain(victim, NAME)!);
+    // Pebble names each validation's URL, token included (fipd's logs redact the token).
+    const validations = () =>
+      [...bed.pebble!.log().matchAll(/Attempting to validate w\/ HTTP: \S*\/\.well-known\/acme-challenge\/([A-Za-z0-9_-]+)/g)].map((m) => m[1]);
+    const seen = validations().length;
+    // Validation cannot reach the holder: the next renewal (0.9 of the lifetime since the renewal test) hangs in validation.
+    bed.blockValidation(true);
+    try {
+      const token = await bed.waitFor("Pebble validating a new order", async () => validations()[seen] ?? null, 45_000, 100);
+      // Every running LB answers the token on its own address (the peers got it over the acme-token side message).
+      await bed.waitFor(
+        "the token on every LB",
+        async () => {
+          for (const id of LBS) {
+            const r = await shAsync("ip", [
+              "netns",
+              "exec",
+              "halb-cl",
+              "curl",
+              "-sS",
+              "--max-time",
+              "2",
+              "-H",
+              `Host: ${DOMAINS[0]}`,
+              `http://${bed.node(id).anchorIp}/.well-known/acme-challenge/${token}`,
+            ]);
+            if (!r.out.startsWith(`${token}.`)) return false;
+          }
+          return true;
+        },
+        5_000,
+        100,
+      );
+      expect(bed.acmeChildren(victim).length).toBe(1);
+      const orders = pebbleOrders();
+      await bed.stopAgent(victim, "SIGKILL");
+      try {
+        // The child sees its stdin close and exits: the old leader works on no order any more.
+        await bed.waitFor("the old leader's ACME child gone", async () => bed.acmeChildren(victim).length === 0, 5_000, 100);
+        const next = await bed.waitFor(
+          "a new leader holding the Reserved IP",
+          async () => {
+            const l = await bed.leader();
+            return l && l !== victim && bed.holder() === l ? l : null;
+          },
+          30_000,
+          100,
+        );
+        bed.blockValidation(false);
+        const renewed = await bed.waitFor(
+          "a newer chain on the new leader",
+          async () => {
+            const c = bed.acmeChain(next, NAME);
+            return c && leafOf(c).serial !== old.serial ? leafOf(c) : null;
+          },
+          40_000,
+          250,
+        );
+        expect(pebbleOrders()).toBeGreaterThan(orders);
+        await waitServedEverywhere(
+          LBS.filter((id) => id !== victim),
+          renewed.fingerprint,
+          20_000,
+        );
+        expect(await httpsVerified(DOMAINS[0])).toEqual({ servedBy: next });
+      } finally {
+        await bed.startAgent(victim);
+      }
+    } finally {
+      bed.blockValidation(false);
+    }
+  }, 120_000);
 });

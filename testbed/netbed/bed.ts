@@ -473,6 +473,41 @@ export class NetBed extends ClusterViews {
     }
   }
 
+  /**
+   * Pebble's HTTP-01 validation requests to the Reserved IP dropped at the router (before its NAT),
+   * so an order hangs in validation; requests to an LB's own address still pass. `false` removes it.
+   */
+  blockValidation(block: boolean): void {
+    const rt = `${PREFIX}rt`;
+    try {
+      nsExec(rt, "nft", ["delete", "table", "ip", "halb_va"]);
+    } catch {
+      /* not there */
+    }
+    if (block)
+      nsExec(
+        rt,
+        "nft",
+        ["-f", "-"],
+        `table ip halb_va {\n  chain pre { type filter hook prerouting priority -150; policy accept; ip saddr ${CLIENT_IP} ip daddr ${RESERVED_IP} tcp dport 80 drop; }\n}\n`,
+      );
+  }
+
+  /** PIDs of ACME children (fipd-acme.cjs) running in this node's namespace. */
+  acmeChildren(id: string): number[] {
+    return sh("ip", ["netns", "pids", this.node(id).ns])
+      .split("\n")
+      .filter(Boolean)
+      .map(Number)
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("fipd-acme.cjs");
+        } catch {
+          return false;
+        }
+      });
+  }
+
   /** Where a node's fipd writes issued chains, and where apply-config puts the ACME keys. */
   acmeStateDir(id: string): string {
     return join(this.node(id).dir, "acme-state");
