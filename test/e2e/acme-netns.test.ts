@@ -112,6 +112,15 @@ function logLines(id: string, msg: string): Array<Record<string, unknown> & { ts
     .map((l) => JSON.parse(l) as Record<string, unknown> & { ts: string });
 }
 
+/**
+ * Start a node's agent and wait until it answers on its control socket: an apply-config that runs
+ * before that finds no agent to reload, while the agent has already read the previous files.
+ */
+async function startAgent(id: string): Promise<void> {
+  await bed.startAgent(id);
+  await bed.waitFor(`${id}'s agent answering`, async () => (await bed.status(id)) !== null, 10_000, 100);
+}
+
 /** Wait until every LB in `ids` serves the leaf with this fingerprint on its anchor address. */
 async function waitServedEverywhere(ids: string[], fingerprint: string, timeoutMs: number): Promise<void> {
   await bed.waitFor(
@@ -199,7 +208,7 @@ describe("automatic HTTPS over ACME in network namespaces", () => {
     const leader = await bed.waitForStableLeader();
     const issued = leafOf(bed.acmeChain(leader, NAME)!);
     const orders = pebbleOrders();
-    if (!bed.node(LATE).agent) await bed.startAgent(LATE);
+    if (!bed.node(LATE).agent) await startAgent(LATE);
     await bed.waitFor("the chain on the returning LB", async () => bed.acmeChain(LATE, NAME), 20_000, 250);
     expect(leafOf(bed.acmeChain(LATE, NAME)!).serial).toBe(issued.serial);
     await waitServedEverywhere([LATE], issued.fingerprint, 20_000);
@@ -216,7 +225,7 @@ describe("automatic HTTPS over ACME in network namespaces", () => {
     try {
       await afterKill();
     } finally {
-      await bed.startAgent(victim);
+      await startAgent(victim);
     }
     async function afterKill() {
       const next = await bed.waitFor(
@@ -246,7 +255,7 @@ describe("automatic HTTPS over ACME in network namespaces", () => {
     const orders = pebbleOrders();
     // 0.9 of 300 s: due 30 s after issuance. The config reaches the running agents by apply-config's reload.
     bed.opts.acme!.timing = { ...TIMING, renewAtRemainingFraction: 0.9 };
-    for (const id of LBS) await bed.applyConfig(id);
+    for (const id of LBS) expect(await bed.applyConfig(id), id).toContain("running agent reloaded the configuration");
     // Every LB took the fraction (whoever leads at renewal time renews): its status names the earlier due time.
     for (const id of LBS) {
       const due = new Date(old.notAfterMs - 0.9 * (old.notAfterMs - old.notBeforeMs)).toISOString();
@@ -335,7 +344,7 @@ describe("automatic HTTPS over ACME in network namespaces", () => {
         );
         expect(await httpsVerified(DOMAINS[0])).toEqual({ servedBy: next });
       } finally {
-        await bed.startAgent(victim);
+        await startAgent(victim);
       }
     } finally {
       bed.blockValidation(false);
