@@ -20,10 +20,10 @@
  * temporary directory, and is removed by name or PID in close(). Every wait is bounded.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { newIdentity, type TestIdentity } from "../identity.js";
 import { createServer, type Server } from "node:http";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -33,10 +33,11 @@ import { controlRequest } from "../../agent/control.js";
 import { ClusterViews } from "../harness/cluster-views.js";
 import { agentNodeFlags } from "../harness/node-flags.js";
 import { METADATA_IPV4 } from "../../agent/ports.js";
-import { certificateFiles, haproxyBundle, renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
+import { acmeInstallScript, certificateFiles, haproxyBundle, renderHaproxyConfig, haproxyInstallScript } from "../../components/haproxy.js";
 import type { Frontend, PemCertificate, Pool } from "../../components/lb-config.js";
-import { nodeIdOf, planCluster, type ClusterPlan, type DropletPlan } from "../../components/plan.js";
+import { acmePayload, nodeIdOf, planCluster, type ClusterPlan, type DropletPlan } from "../../components/plan.js";
 import { startEmulator, type Emulator } from "../emulator/index.js";
+import { startPebble, type Pebble } from "../pebble.js";
 
 export const BUNDLE = resolve(__dirname, "..", "..", "dist", "fipd.cjs");
 export const PROBE_CLIENT = resolve(__dirname, "probe-client.mjs");
@@ -62,6 +63,39 @@ export interface BedOptions {
    * `@APP@` for the bed's app backend, and the certificates shipped with the config as the stack does.
    */
   lb?: { frontends: Frontend[]; pools: Record<string, Pool>; certificates?: Record<string, PemCertificate> };
+  /**
+   * Automatic HTTPS (issue 15) against Pebble in the client namespace: its DNS answers the Reserved
+   * IP for every name and it validates HTTP-01 on port 80, so validation crosses the router's NAT to
+   * the holder's HAProxy and fipd's responder. The bed makes each certificate's keys and a
+   * self-signed placeholder (the stack's @pulumi/tls resources), ships the keys as the stack does
+   * (plan.ts acmePayload on apply-config's stdin) and serves the placeholder until a chain is issued.
+   * An https frontend in `lb` names a certificate here like a PEM one.
+   */
+  acme?: BedAcmeOptions;
+}
+
+export interface BedAcmeOptions {
+  certificates: { name: string; domains: string[] }[];
+  /** Lifetime of Pebble's certificates, in seconds (default Pebble's). */
+  certificateValiditySeconds?: number;
+  /** fipd's `acme` timings and renewal fraction (agent/config.ts AcmeSchema): short ones for tests. */
+  timing?: Omit<NonNullable<AgentConfigInput["acme"]>, "certificates" | "stateDir" | "keyDir" | "responderPort">;
+  /**
+   * Run the root-run install (components/haproxy.ts acmeInstallScript) when a chain in a node's
+   * state dir changes, as `halb-acme-install.path` does on a droplet (default true). The bed has no
+   * systemd: a poll of the state dirs every ACME_WATCH_INTERVAL_MS stands for the path unit.
+   */
+  install?: boolean;
+}
+
+/** How often the bed looks for a changed chain in the LBs' ACME state dirs (the path unit's stand-in). */
+const ACME_WATCH_INTERVAL_MS = 250;
+/** One ACME certificate's key material, as the stack's acme-keys.ts makes it. */
+interface BedAcmeKeys {
+  accountKey: string;
+  key: string;
+  /** The self-signed placeholder chain for its domains, signed with `key`. */
+  placeholder: PemCertificate;
 }
 
 export interface BedNode {
@@ -183,6 +217,14 @@ export class NetBed extends ClusterViews {
   private readonly children = new Set<ChildProcess>();
   private app: Server | null = null;
   emulator!: Emulator;
+  /** Pebble in the client namespace (BedOptions.acme), else null. */
+  pebble: Pebble | null = null;
+  private readonly acmeKeys = new Map<string, BedAcmeKeys>();
+  private acmeWatch: NodeJS.Timeout | null = null;
+  /** Per LB: the state dir listing last installed from, and whether an install runs. */
+  private readonly acmeSeen = new Map<string, { sig: string; busy: boolean }>();
+  /** Each run of the root-run ACME install, per LB, with its exit code (tests count them). */
+  readonly acmeInstalls: { id: string; code: number; atMs: number }[] = [];
   appPort = 0;
   readonly token = `dop_v1_${randomBytes(24).toString("hex")}`;
   /** Each droplet's identity by name (made on first use), and its previous one during a key roll. */
@@ -360,6 +402,176 @@ export class NetBed extends ClusterViews {
         config: null,
       });
     }
+    if (this.opts.acme) await this.startAcme(this.opts.acme);
+  }
+
+  // ---------------------------------------------------------------- ACME (issue 15)
+
+  /** Pebble in the client namespace, each certificate's keys and placeholder, and the install watch. */
+  private async startAcme(o: BedAcmeOptions): Promise<void> {
+    this.pebble = await startPebble({
+      ns: `${PREFIX}cl`,
+      listenIp: CLIENT_IP,
+      dnsTarget: RESERVED_IP,
+      httpPort: 80,
+      ...(o.certificateValiditySeconds ? { certificateValiditySeconds: o.certificateValiditySeconds } : {}),
+    });
+    // ECDSA P-256 in SEC1 PEM, as @pulumi/tls writes private_key_pem (components/acme-keys.ts).
+    const ecKey = () => generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "sec1", format: "pem" }) as string;
+    for (const c of o.certificates) {
+      const key = ecKey();
+      const keyFile = join(this.dir, `placeholder-${c.name}.key`);
+      writeFileSync(keyFile, key, { mode: 0o600 });
+      const certificate = sh("openssl", [
+        "req",
+        "-x509",
+        "-key",
+        keyFile,
+        "-out",
+        "-",
+        "-days",
+        "3650",
+        "-subj",
+        `/CN=${c.domains[0]}/O=ha-lb placeholder: the ACME certificate is not issued yet`,
+        "-addext",
+        `subjectAltName=${c.domains.map((d) => `DNS:${d}`).join(",")}`,
+      ]);
+      rmSync(keyFile);
+      this.acmeKeys.set(c.name, { accountKey: ecKey(), key, placeholder: { certificate, privateKey: key } });
+    }
+    if (o.install !== false) {
+      // The path unit's stand-in (no systemd here): a bounded poll of each LB's state dir; a change
+      // runs the stack's root-run install script, one run per LB at a time, as systemd would.
+      this.acmeWatch = setInterval(() => {
+        for (const n of this.nodes.values()) if (n.role === "lb" && this.haproxyPid(n.id)) void this.acmeInstallIfChanged(n.id);
+      }, ACME_WATCH_INTERVAL_MS);
+    }
+  }
+
+  /**
+   * "The CA unreachable": every LB drops its packets to Pebble's ACME port (nft, in each LB's
+   * namespace), so requests time out as they would to a CA that is down; Pebble keeps running (its
+   * root changes at every start). `false` removes the drop.
+   */
+  blockAcmeDirectory(block: boolean): void {
+    if (!this.pebble) throw new Error("this bed runs no Pebble (BedOptions.acme)");
+    const port = new URL(this.pebble.directoryUrl).port;
+    for (const n of this.nodes.values()) {
+      if (n.role !== "lb") continue;
+      try {
+        nsExec(n.ns, "nft", ["delete", "table", "ip", "halb_ca"]);
+      } catch {
+        /* not there */
+      }
+      if (block)
+        nsExec(
+          n.ns,
+          "nft",
+          ["-f", "-"],
+          `table ip halb_ca {\n  chain out { type filter hook output priority 0; policy accept; ip daddr ${CLIENT_IP} tcp dport ${port} drop; }\n}\n`,
+        );
+    }
+  }
+
+  /**
+   * Pebble's HTTP-01 validation requests to the Reserved IP dropped at the router (before its NAT),
+   * so an order hangs in validation; requests to an LB's own address still pass. `false` removes it.
+   */
+  blockValidation(block: boolean): void {
+    const rt = `${PREFIX}rt`;
+    try {
+      nsExec(rt, "nft", ["delete", "table", "ip", "halb_va"]);
+    } catch {
+      /* not there */
+    }
+    if (block)
+      nsExec(
+        rt,
+        "nft",
+        ["-f", "-"],
+        `table ip halb_va {\n  chain pre { type filter hook prerouting priority -150; policy accept; ip saddr ${CLIENT_IP} ip daddr ${RESERVED_IP} tcp dport 80 drop; }\n}\n`,
+      );
+  }
+
+  /** PIDs of ACME children (fipd-acme.cjs) running in this node's namespace. */
+  acmeChildren(id: string): number[] {
+    return sh("ip", ["netns", "pids", this.node(id).ns])
+      .split("\n")
+      .filter(Boolean)
+      .map(Number)
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("fipd-acme.cjs");
+        } catch {
+          return false;
+        }
+      });
+  }
+
+  /** Where a node's fipd writes issued chains, and where apply-config puts the ACME keys. */
+  acmeStateDir(id: string): string {
+    return join(this.node(id).dir, "acme-state");
+  }
+  acmeKeyDir(id: string): string {
+    return join(this.node(id).dir, "etc", "acme");
+  }
+
+  /** The chain this node's fipd holds for `name` (PEM), or null. */
+  acmeChain(id: string, name: string): string | null {
+    const f = join(this.acmeStateDir(id), `${name}.chain.pem`);
+    return existsSync(f) ? readFileSync(f, "utf8") : null;
+  }
+
+  /** The placeholder HAProxy serves for `name` before a chain is issued. */
+  acmePlaceholder(name: string): PemCertificate {
+    const k = this.acmeKeys.get(name);
+    if (!k) throw new Error(`no ACME certificate ${name} in this bed (have ${[...this.acmeKeys.keys()].join(", ") || "none"})`);
+    return k.placeholder;
+  }
+
+  private async acmeInstallIfChanged(id: string): Promise<void> {
+    const seen = this.acmeSeen.get(id) ?? { sig: "", busy: false };
+    this.acmeSeen.set(id, seen);
+    if (seen.busy) return;
+    const dir = this.acmeStateDir(id);
+    let sig = "";
+    try {
+      sig = readdirSync(dir)
+        .filter((f) => f.endsWith(".chain.pem"))
+        .map((f) => {
+          const st = statSync(join(dir, f));
+          return `${f}:${st.mtimeMs}:${st.size}`;
+        })
+        .join(",");
+    } catch {
+      return; // no state dir yet
+    }
+    if (sig === "" || sig === seen.sig) return;
+    seen.sig = sig;
+    seen.busy = true;
+    try {
+      await this.acmeInstall(id);
+    } finally {
+      seen.busy = false;
+    }
+  }
+
+  /** Run the stack's root-run ACME install (halb-acme-install.service's script) on this LB; its output goes to acme-install.log. */
+  async acmeInstall(id: string): Promise<{ code: number; out: string }> {
+    const n = this.node(id);
+    const script = acmeInstallScript({
+      configPath: this.haproxyPaths(id).cfg,
+      reloadCommand: this.haproxyReloadCommand(id),
+      acmeStateDir: this.acmeStateDir(id),
+      acmeKeyDir: this.acmeKeyDir(id),
+      lockWaitS: 30,
+    });
+    const r = await shAsync("ip", ["netns", "exec", n.ns, "sh", "-c", script], "", 60_000);
+    const out = r.out + r.err;
+    // The bed may be closing (its directory gone) while a watched install ends: the log is best effort.
+    if (existsSync(n.dir)) appendFileSync(join(n.dir, "acme-install.log"), `--- ${new Date().toISOString()} exit ${r.code}\n${out}`);
+    this.acmeInstalls.push({ id, code: r.code, atMs: Date.now() });
+    return { code: r.code, out };
   }
 
   private metadataDnat(ns: string, port: number): void {
@@ -389,6 +601,17 @@ export class NetBed extends ClusterViews {
         listenPorts: this.opts.listenPorts ?? [80],
         backends: [`${HOST_IP}:${this.appPort}`],
         ...(this.opts.lb ? { frontends: this.opts.lb.frontends, pools: this.appPools(this.opts.lb.pools) } : {}),
+        ...(this.opts.acme && this.pebble
+          ? {
+              acme: this.opts.acme.certificates.map((c) => ({
+                name: c.name,
+                domains: [...c.domains],
+                email: "ops@example.com",
+                directoryUrl: this.pebble!.directoryUrl,
+                directoryCaPem: readFileSync(this.pebble!.caFile, "utf8"),
+              })),
+            }
+          : {}),
       },
       lbs: members
         .filter((n) => n.role === "lb")
@@ -398,6 +621,7 @@ export class NetBed extends ClusterViews {
       membershipVersion: this.membershipVersion,
       keys: {
         agentToken: this.token,
+        ...(this.acmeKeys.size ? { acme: Object.fromEntries([...this.acmeKeys].map(([name, k]) => [name, { accountKey: k.accountKey, key: k.key }])) } : {}),
         identities: Object.fromEntries(
           members.map((n) => {
             const k = this.identity(n.id);
@@ -445,8 +669,12 @@ export class NetBed extends ClusterViews {
 
   /** The planned agent config, plus what keeps the nodes apart on one host: the emulator's API, the socket and state paths. */
   agentConfig(n: BedNode): AgentConfigInput {
+    const planned = this.planFor(n).agentConfig;
+    if (planned.acme) mkdirSync(this.acmeStateDir(n.id), { recursive: true, mode: 0o700 });
     return {
-      ...this.planFor(n).agentConfig,
+      ...planned,
+      // The state dir in the node's own directory; the test's timings (keyDir is apply-config's).
+      ...(planned.acme ? { acme: { ...planned.acme, ...this.opts.acme?.timing, stateDir: this.acmeStateDir(n.id) } } : {}),
       // The emulator answers plain http on the bed's host address, which is not loopback inside a namespace.
       api: { baseUrl: `http://${HOST_IP}:${this.emulator.metadataServer.port}`, allowInsecureHttp: true },
       controlSocket: join(n.dir, "fipd.sock"),
@@ -475,6 +703,7 @@ export class NetBed extends ClusterViews {
       ...(secrets.agentToken ? { token: secrets.agentToken } : {}),
       identityKey: secrets.identityKey,
       ...(secrets.previousIdentityKey ? { previousIdentityKey: secrets.previousIdentityKey } : {}),
+      ...(secrets.acme ? { acme: acmePayload(secrets.acme) } : {}),
     });
   }
 
@@ -502,18 +731,37 @@ export class NetBed extends ClusterViews {
   installHaproxy(id: string): Promise<string> {
     const n = this.node(id);
     const p = this.haproxyPaths(id);
+    // What the stack serves: the PEM certificates and each ACME certificate's placeholder (cluster.ts).
+    const certificates = { ...this.opts.lb?.certificates, ...Object.fromEntries([...this.acmeKeys].map(([name, k]) => [name, k.placeholder])) };
+    return mustAsync(
+      "ip",
+      [
+        "netns",
+        "exec",
+        n.ns,
+        "sh",
+        "-c",
+        haproxyInstallScript({
+          configPath: p.cfg,
+          reloadCommand: this.haproxyReloadCommand(id),
+          retries: 3,
+          ...(this.acmeKeys.size ? { acmeStateDir: this.acmeStateDir(id), acmeKeyDir: this.acmeKeyDir(id) } : {}),
+        }),
+      ],
+      haproxyBundle(this.renderHaproxy(id), certificateFiles(certificates, this.opts.lb ? this.appPools(this.opts.lb.pools) : {})),
+    );
+  }
+
+  /** How the bed reloads a droplet's HAProxy (systemd's reload on a droplet). */
+  private haproxyReloadCommand(id: string): string {
+    const p = this.haproxyPaths(id);
     // -x: the new process takes the listening sockets from the old one (expose-fd listeners), as a
     // master-worker reload does, instead of binding its own beside them (SYNs queued on the old
     // socket would be lost when it closes). A running HAProxy that a test started another way (after
     // stopping it) may have no socket to hand over: then the new process binds its own, as before.
     const takeOver = `haproxy -D -p "${p.pid}" -f "${p.cfg}" -x "${p.sock}" -sf "$(cat "${p.pid}")"`;
     const beside = `haproxy -D -p "${p.pid}" -f "${p.cfg}" -sf "$(cat "${p.pid}")"`;
-    const reload = `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then ${takeOver} 2>/dev/null || ${beside}; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
-    return mustAsync(
-      "ip",
-      ["netns", "exec", n.ns, "sh", "-c", haproxyInstallScript({ configPath: p.cfg, reloadCommand: reload, retries: 3 })],
-      haproxyBundle(this.renderHaproxy(id), certificateFiles(this.opts.lb?.certificates ?? {}, this.opts.lb ? this.appPools(this.opts.lb.pools) : {})),
-    );
+    return `if [ -s "${p.pid}" ] && kill -0 "$(cat "${p.pid}")" 2>/dev/null; then ${takeOver} 2>/dev/null || ${beside}; else haproxy -D -p "${p.pid}" -f "${p.cfg}"; fi`;
   }
 
   /** The running HAProxy's PID, or null. A killed process that is not reaped yet (a zombie) or a reused PID counts as not running. */
@@ -674,12 +922,15 @@ export class NetBed extends ClusterViews {
   // ---------------------------------------------------------------- teardown
 
   async close(): Promise<void> {
+    if (this.acmeWatch) clearInterval(this.acmeWatch);
+    this.acmeWatch = null;
     for (const n of this.nodes.values()) {
       if (n.agent) await this.stopAgent(n.id, "SIGKILL", 5_000).catch(() => undefined);
       await this.stopHaproxy(n.id).catch(() => undefined);
     }
     for (const p of this.children) p.kill("SIGKILL");
     await this.emulator?.close();
+    await this.pebble?.stop();
     await new Promise<void>((r) => (this.app ? this.app.close(() => r()) : r()));
     for (const ns of this.namespaces.reverse()) {
       // Anything still running in our namespaces is ours (started by us, by PID).
