@@ -56,6 +56,8 @@ export interface Pebble {
   rootPem(): string;
   /** Points `host` at `ip` in the DNS (instead of dnsTarget). */
   setA(host: string, ip: string): void;
+  /** Removes what setA set: the name answers dnsTarget again. */
+  clearA(host: string): void;
   /** Pebble's log so far (what it validated, why an order failed). */
   log(): string;
   stop(): Promise<void>;
@@ -179,6 +181,9 @@ export async function startPebble(o: PebbleOptions): Promise<Pebble> {
       rootPem: () => curl(["--cacert", tls.caFile, `https://${listenIp}:${managementPort}/roots/0`]),
       setA: (host, ip) => {
         curl(["-X", "POST", "-d", JSON.stringify({ host, addresses: [ip] }), `http://127.0.0.1:${dnsManagementPort}/add-a`]);
+      },
+      clearA: (host) => {
+        curl(["-X", "POST", "-d", JSON.stringify({ host }), `http://127.0.0.1:${dnsManagementPort}/clear-a`]);
       },
       log: () => readFileSync(pebble.file, "utf8"),
       stop,

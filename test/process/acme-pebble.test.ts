@@ -210,6 +210,34 @@ describe("ACME orders against Pebble", () => {
     }
   }, 100_000);
 
+  it("keeps the placeholder while a domain resolves elsewhere (not to the Reserved IP), says why, backs off, and issues once DNS points here", async () => {
+    relay.drop = false;
+    // Pebble's DNS sends www.example.com to 127.0.0.2, where no responder listens: the CA's check fails there.
+    pebble.setA("www.example.com", "127.0.0.2");
+    const { store, manager, failures } = setup({ retryInitialMs: 1_000, retryMaxMs: 2_000 });
+    manager.setLeading(true);
+    try {
+      await until("two failed orders", 40_000, () => failures.length >= 2);
+      expect(store.chain("web")).toBeUndefined();
+      expect(
+        failures.map((f) => f.kind),
+        logs.slice(-6).join("\n"),
+      ).toEqual(failures.map(() => "validation"));
+      const s = manager.status()[0];
+      expect(s.state).toBe("failing");
+      expect(s.line).toMatch(/^web: failing: .*127\.0\.0\.2.*; next try at 20\d\d-.*; serving: placeholder \(no certificate issued yet\)$/);
+      expect(failures[1].atMs - failures[0].atMs).toBeGreaterThanOrEqual(1_000 * 0.999);
+
+      pebble.clearA("www.example.com");
+      const chain = await until("the certificate once DNS points here", 40_000, () => store.chain("web"));
+      expect(chain.notAfterMs).toBeGreaterThan(Date.now());
+      expect(manager.status()[0]).toMatchObject({ state: "valid", lastError: null });
+    } finally {
+      manager.close();
+      pebble.clearA("www.example.com");
+    }
+  }, 100_000);
+
   it("keeps the placeholder while the CA is unreachable, says why, backs off, and orders once it is back", async () => {
     relay.drop = true;
     const { store, manager, failures, config } = setup({ requestTimeoutMs: 1_000, retryInitialMs: 1_000, retryMaxMs: 4_000 });
