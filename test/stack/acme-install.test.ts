@@ -4,7 +4,8 @@
  * Real HAProxy (master-worker, reloaded by SIGUSR2 as systemd does) in a temp dir, and a test CA made
  * here with openssl.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
+import { sh } from "../fixtures/sh.js";
 import { X509Certificate } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { createServer as createTcpServer } from "node:net";
@@ -25,19 +26,6 @@ import {
 const DOMAIN = "www.example.com";
 let md: Server;
 let mdUrl: string;
-
-function sh(script: string, input = ""): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn("sh", ["-c", script]);
-    let stdout = "";
-    let stderr = "";
-    p.stdout.on("data", (d) => (stdout += d));
-    p.stderr.on("data", (d) => (stderr += d));
-    const t = setTimeout(() => p.kill("SIGKILL"), 30_000);
-    p.on("close", (code) => (clearTimeout(t), resolve({ code, stdout, stderr })));
-    p.stdin.end(input);
-  });
-}
 
 const freePort = () =>
   new Promise<number>((resolve) => {

@@ -1,5 +1,6 @@
 /** The rendered HAProxy config and its install script, checked with the real haproxy (CI installs it). */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
+import { sh } from "../fixtures/sh.js";
 import { X509Certificate } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { createServer as createTcpServer } from "node:net";
@@ -35,20 +36,6 @@ function haproxyCheck(file: string): { status: number | null; out: string } {
   const r = spawnSync("haproxy", ["-c", "-f", file], { encoding: "utf8", timeout: 10_000 });
   if (r.error) throw new Error(`haproxy is required for this test (apt-get install haproxy): ${r.error.message}`);
   return { status: r.status, out: r.stdout + r.stderr };
-}
-
-/** Runs a script with sh, stdin piped, bounded. */
-function sh(script: string, input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn("sh", ["-c", script]);
-    let stdout = "";
-    let stderr = "";
-    p.stdout.on("data", (d) => (stdout += d));
-    p.stderr.on("data", (d) => (stderr += d));
-    const t = setTimeout(() => p.kill("SIGKILL"), 20_000);
-    p.on("close", (code) => (clearTimeout(t), resolve({ code, stdout, stderr })));
-    p.stdin.end(input);
-  });
 }
 
 beforeAll(async () => {
