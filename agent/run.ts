@@ -21,7 +21,8 @@ import { ACME_TOKEN_SENDS, broadcastToken, receiveToken, type ChallengeToken } f
 import { identityExchangeAuth, startChainExchange } from "./acme/exchange.js";
 import type { SideMessage } from "./messages.js";
 import { createHash } from "node:crypto";
-import { readFileSync, realpathSync } from "node:fs";
+import { readFileSync, realpathSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 
 /**
  * This process's build id: the hash of the script node runs (the deployed bundle, through the
@@ -55,6 +56,32 @@ function readSecrets(cfg: AgentConfig): Secrets {
   };
 }
 
+/**
+ * How the files fipd loads at start look (inode, size, modification and change times; for the
+ * config's directory too, since apply-config installs by rename). apply-config asks a running agent
+ * to reload; an agent still starting has no control socket yet, so it is told nothing, though it
+ * may have read the old files. Once its socket is up, fipd compares and reloads if anything changed.
+ */
+function fileStamps(paths: readonly string[]): string {
+  return paths
+    .map((p) => {
+      try {
+        const st = statSync(p);
+        return `${p} ${st.ino} ${st.size} ${st.mtimeMs} ${st.ctimeMs}`;
+      } catch {
+        return `${p} absent`;
+      }
+    })
+    .join("\n");
+}
+
+/** The secret files `readSecrets` reads for `cfg`. */
+const secretPaths = (cfg: AgentConfig): string[] => [
+  ...(cfg.members.find((m) => m.id === cfg.nodeId)?.role === "lb" ? [cfg.api.tokenFile] : []),
+  cfg.peerAuth.keyFile,
+  ...(cfg.peerAuth.previousKeyFile ? [cfg.peerAuth.previousKeyFile] : []),
+];
+
 /** The droplet ID from config or the metadata service; retried, because at boot the network may lag. */
 async function resolveDropletId(cfg: AgentConfig, metadata: ReturnType<typeof createMetadataClient>, log: Logger): Promise<number> {
   if (cfg.dropletId !== undefined) return cfg.dropletId;
@@ -72,8 +99,12 @@ async function resolveDropletId(cfg: AgentConfig, metadata: ReturnType<typeof cr
 export async function runAgent(configPath: string): Promise<number> {
   let cfg: AgentConfig;
   let secrets: Secrets;
+  // Taken before the reads: a change while they run shows as a difference later (and costs one reload at most).
+  const configFiles = [dirname(configPath), configPath];
+  let stampsAtLoad = fileStamps(configFiles);
   try {
     cfg = loadAgentConfigFile(configPath);
+    stampsAtLoad += "\n" + fileStamps(secretPaths(cfg));
     secrets = readSecrets(cfg);
   } catch (e) {
     process.stderr.write(`fipd: refusing to start: ${(e as Error).message}\n`);
@@ -347,6 +378,11 @@ export async function runAgent(configPath: string): Promise<number> {
       }
     });
     closers.push(() => control.close());
+    if (fileStamps(configFiles) + "\n" + fileStamps(secretPaths(cfg)) !== stampsAtLoad) {
+      log.info("the configuration files changed while fipd started; reloading them", { config: configPath });
+      const r = await reload();
+      if (!r.ok) log.error("the configuration files changed while fipd started, and their reload was refused", { error: r.error });
+    }
   } catch (e) {
     log.error("failed to start", { error: (e as Error).message });
     await controller.close();
