@@ -451,7 +451,10 @@ export class Election implements ElectionNode {
   }
 
   /** Every member of the current list and of any uncommitted earlier list. */
-  private allMembers(): Member[] {
+  private allMembers(): readonly Member[] {
+    // Outside a membership change (nearly always) that is the current list itself: no copy, since
+    // this runs on every timer and message.
+    if (this.jointLists.length === 0) return this.cfg.members;
     const seen = new Map<NodeId, Member>();
     for (const m of this.cfg.members) seen.set(m.id, m);
     for (const list of this.jointLists) {
